@@ -1,0 +1,164 @@
+"""The queue protocol shared by gateway, sender and operator: Redis key names and the message format.
+
+Every key of one credential carries the hash tag ``{<environment>:<app>}`` so that, on a
+Redis Cluster, all of them live in one slot and Lua scripts may touch several at once.
+Streams are addressed by app (bundle id) and APNs environment, never by Kubernetes
+names, so nothing but the operator needs Kubernetes rights.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import orjson
+
+Environment = Literal["sandbox", "production"]
+ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
+
+MESSAGE_VERSION = 1
+CONSUMER_GROUP = "senders"
+# XADD MAXLEN is never used: trimming a stream could drop messages nobody has sent yet.
+
+
+class MessageError(ValueError):
+    """A stream entry that is not a notification this version understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Where one credential's traffic lives: its app (apns-topic) and APNs environment."""
+
+    app: str
+    environment: Environment = "production"
+
+    def __post_init__(self) -> None:
+        if self.environment not in ENVIRONMENTS:
+            raise ValueError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {self.environment!r}")
+        if not self.app or any(c in self.app for c in "{}: \t\n"):
+            raise ValueError(f"app must be a bundle id such as com.example.app, not {self.app!r}")
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.environment}:{self.app}}}"
+
+    @property
+    def transactional_stream(self) -> str:
+        """Single sends from the gateway: always served before campaigns."""
+        return f"noti:{self.tag}:tx"
+
+    def campaign_stream(self, campaign: str) -> str:
+        """One campaign's fan-out (``campaign`` is ``namespace/name``)."""
+        return f"noti:{self.tag}:campaign:{campaign}"
+
+    @property
+    def campaigns(self) -> str:
+        """Set of campaign names with a stream this credential's senders should consume."""
+        return f"noti:{self.tag}:campaigns"
+
+    @property
+    def retries(self) -> str:
+        """Sorted set of messages waiting for a retry, scored by the epoch second they are due."""
+        return f"noti:{self.tag}:retries"
+
+    @property
+    def rate_limit(self) -> str:
+        """Token bucket shared by every sender of the credential."""
+        return f"noti:{self.tag}:rate"
+
+    def campaign_rate_limit(self, campaign: str) -> str:
+        return f"noti:{self.tag}:rate:campaign:{campaign}"
+
+    @property
+    def status(self) -> str:
+        """Hash the senders publish the credential's health to (e.g. a credential failure)."""
+        return f"noti:{self.tag}:status"
+
+    @property
+    def provider_token(self) -> str:
+        """The ES256 provider token shared by every process of the credential."""
+        return f"noti:{self.tag}:provider-token"
+
+
+def campaign_counters(campaign: str) -> str:
+    """Hash of a campaign's progress: queued, sent, failed, invalid_token."""
+    return f"noti:campaign:{{{campaign}}}:counters"
+
+
+def campaign_fanout_cursor(campaign: str) -> str:
+    """Where the operator's chunked fan-out resumes after a restart."""
+    return f"noti:campaign:{{{campaign}}}:fanout"
+
+
+def api_key_rate_limit(prefix: str) -> str:
+    return f"noti:apikey:{prefix}:rate"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedNotification:
+    """One notification on a stream: enough to send it and to write its record."""
+
+    id: uuid.UUID
+    device_token: str
+    app: str
+    content: dict[str, Any]  # noti.apns.payload.NotificationContent.to_dict()
+    device_id: int | None = None
+    campaign: str | None = None
+    attempt: int = 0  # delivery attempts already made
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, bytes]:
+        """The stream entry fields for XADD."""
+        body: dict[str, Any] = {
+            "id": str(self.id),
+            "token": self.device_token,
+            "app": self.app,
+            "content": self.content,
+            "attempt": self.attempt,
+        }
+        if self.device_id is not None:
+            body["device_id"] = self.device_id
+        if self.campaign is not None:
+            body["campaign"] = self.campaign
+        if self.extra:
+            body["extra"] = self.extra
+        return {"v": str(MESSAGE_VERSION).encode(), "n": orjson.dumps(body)}
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes] | dict[str, Any]) -> QueuedNotification:
+        """Parse a stream entry; raises MessageError for anything malformed or of another version."""
+        normalized = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        version = normalized.get("v")
+        if isinstance(version, bytes):
+            version = version.decode()
+        if str(version) != str(MESSAGE_VERSION):
+            raise MessageError(f"unsupported message version {version!r} (this sender reads {MESSAGE_VERSION})")
+        try:
+            body = orjson.loads(normalized["n"])
+            return cls(
+                id=uuid.UUID(body["id"]),
+                device_token=body["token"],
+                app=body["app"],
+                content=body["content"],
+                device_id=body.get("device_id"),
+                campaign=body.get("campaign"),
+                attempt=int(body.get("attempt", 0)),
+                extra=body.get("extra", {}),
+            )
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+            raise MessageError(f"malformed notification message: {exc}") from None
+
+    def next_attempt(self) -> QueuedNotification:
+        return replace(self, attempt=self.attempt + 1)
+
+    def to_bytes(self) -> bytes:
+        """A compact single-value form, for the retry set's members."""
+        return orjson.dumps({k: v.decode() for k, v in self.encode().items()})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> QueuedNotification:
+        try:
+            return cls.decode(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:
+            raise MessageError(f"malformed retry entry: {exc}") from None

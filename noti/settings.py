@@ -1,0 +1,31 @@
+"""Configuration from environment variables (``NOTI_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting Noti reads; each field is the env var ``NOTI_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NOTI_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./.noti/noti.db",
+        description="SQLAlchemy URL of the store: postgresql+psycopg://... or sqlite:///path.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="Pooled connections per process.")
+    redis_url: str = Field(default="redis://localhost:6379/0", description="Redis holding the queues.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    gateway_host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")
+    gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
+    data_dir: str = Field(default=".noti", description="Where `noti dev` keeps its SQLite file and keys.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,213 @@
+"""SQLAlchemy models of the store: owners, devices, notifications (delivery records), API keys."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints keep Alembic migrations deterministic across PostgreSQL and SQLite.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger ids become INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Platform(enum.StrEnum):
+    IOS = "ios"
+    ANDROID = "android"
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    INVALID_TOKEN = "invalid_token"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether no further delivery attempt will change this record."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({NotificationStatus.SENT, NotificationStatus.FAILED, NotificationStatus.INVALID_TOKEN})
+
+
+def _str_enum(enum_cls: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as VARCHAR + CHECK with the enum *values*, so adding a value is a plain migration.
+    return Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class DeviceOwner(Base):
+    """A person or account that owns devices, known by the caller's own id."""
+
+    __tablename__ = "device_owners"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    devices: Mapped[list[Device]] = relationship(back_populates="owner")
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Device(Base):
+    """One app installation that can receive notifications, identified by (app, device_token)."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        UniqueConstraint("app", "device_token"),
+        Index(None, "owner_id"),
+        Index(None, "app", "is_active", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    app: Mapped[str] = mapped_column(String(255))
+    device_token: Mapped[str] = mapped_column(String(200))
+    platform: Mapped[Platform] = mapped_column(_str_enum(Platform, "platform"), default=Platform.IOS)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("device_owners.id", ondelete="SET NULL"))
+    tags: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_notification_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    owner: Mapped[DeviceOwner | None] = relationship(back_populates="devices")
+
+    def __str__(self) -> str:
+        return f"{self.app}/{self.device_token[:12]}…"
+
+
+class Notification(Base):
+    """The delivery record of one notification to one device."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index(None, "created_at"),
+        Index(None, "status", "created_at"),
+        Index(None, "device_token", "created_at"),
+        Index(None, "campaign", "status"),
+        Index(None, "device_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    device_token: Mapped[str] = mapped_column(String(200))
+    app: Mapped[str] = mapped_column(String(255))
+    campaign: Mapped[str | None] = mapped_column(String(320))  # "namespace/name" of a NotificationCampaign
+
+    title: Mapped[str | None] = mapped_column(Text)
+    subtitle: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    badge: Mapped[int | None] = mapped_column(Integer)
+    sound: Mapped[Any | None] = mapped_column(JsonType)  # a sound name or Apple's critical-sound dict
+    category: Mapped[str | None] = mapped_column(String(255))
+    thread_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    push_type: Mapped[str] = mapped_column(String(20), default="alert")
+    priority: Mapped[int] = mapped_column(SmallInteger, default=10)
+    expiration: Mapped[int | None] = mapped_column(BigInteger)  # epoch seconds, as apns-expiration
+    collapse_id: Mapped[str | None] = mapped_column(String(64))
+
+    status: Mapped[NotificationStatus] = mapped_column(
+        _str_enum(NotificationStatus, "notification_status"), default=NotificationStatus.PENDING
+    )
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    apns_id: Mapped[str | None] = mapped_column(String(36))
+    apns_reason: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    idempotency_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    device: Mapped[Device | None] = relationship()
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class ApiKey(Base):
+    """A gateway API key; only its hash and a lookup prefix are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+class NotificationCount(Base):
+    """Hourly roll-up of notifications created and finished, so stats never scan the records.
+
+    ``status`` is ``created`` for every record written, or the final status it reached; the
+    counts of records still in flight are the created ones minus the final ones.
+    """
+
+    __tablename__ = "notification_counts"
+
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)  # hour start, UTC
+    app: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,210 @@
+"""The batched write path for delivery records: insert many, apply many outcomes.
+
+Senders and bulk sends go through here, one statement per batch on PostgreSQL, so the
+cost of a record is a few microseconds of database work rather than a round trip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from noti.store.models import (
+    FINAL_STATUSES,
+    Device,
+    Notification,
+    NotificationCount,
+    NotificationStatus,
+    utcnow,
+)
+
+CREATED = "created"  # the roll-up row counting every record written
+_FINAL_VALUES = tuple(sorted(status.value for status in FINAL_STATUSES))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one delivery attempt did to a record."""
+
+    id: uuid.UUID
+    status: NotificationStatus
+    retry_count: int = 0
+    apns_id: str | None = None
+    apns_reason: str | None = None
+    status_code: int | None = None
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A record an outcome was applied to (it was not final before)."""
+
+    id: uuid.UUID
+    app: str
+    device_id: int | None
+    created_at: datetime
+    status: NotificationStatus
+
+
+def hour_bucket(moment: datetime) -> datetime:
+    """The start of the UTC hour ``moment`` falls in: the roll-up's granularity."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _bump_counts(connection: Connection, counts: Counter[tuple[datetime, str, str]]) -> None:
+    if not counts:
+        return
+    # Sorted, so concurrent writers lock roll-up rows in the same order and never deadlock.
+    rows = [
+        {"bucket": bucket, "app": app, "status": status, "count": count}
+        for (bucket, app, status), count in sorted(counts.items())
+    ]
+    dialect = connection.dialect.name
+    statement: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(NotificationCount)
+    statement = statement.on_conflict_do_update(
+        index_elements=["bucket", "app", "status"],
+        set_={"count": NotificationCount.count + statement.excluded.count},
+    )
+    connection.execute(statement, rows)
+
+
+def insert_notifications(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert delivery records in one batch; each row needs at least id, device_token and app."""
+    if not rows:
+        return
+    now = utcnow()
+    prepared = [{"created_at": now, **row} for row in rows]
+    connection.execute(insert(Notification), prepared)
+    _bump_counts(connection, Counter((hour_bucket(row["created_at"]), row["app"], CREATED) for row in prepared))
+
+
+_PG_APPLY = text(
+    """
+    UPDATE notifications AS n
+       SET status = v.status, retry_count = v.retry_count, apns_id = v.apns_id,
+           apns_reason = v.apns_reason, status_code = v.status_code, sent_at = v.sent_at
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS varchar[]), CAST(:retries AS int[]),
+                  CAST(:apns_ids AS varchar[]), CAST(:reasons AS varchar[]), CAST(:codes AS smallint[]),
+                  CAST(:sent AS timestamptz[]))
+           AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at)
+     WHERE n.id = v.id AND n.status NOT IN :final
+    RETURNING n.id, n.app, n.device_id, n.created_at, n.status
+    """
+).bindparams(bindparam("final", expanding=True))
+
+
+def _apply_postgresql(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
+    result = connection.execute(
+        _PG_APPLY,
+        {
+            "ids": [o.id for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "retries": [o.retry_count for o in outcomes],
+            "apns_ids": [o.apns_id for o in outcomes],
+            "reasons": [o.apns_reason for o in outcomes],
+            "codes": [o.status_code for o in outcomes],
+            "sent": [o.sent_at for o in outcomes],
+            "final": list(_FINAL_VALUES),
+        },
+    )
+    return [Applied(row.id, row.app, row.device_id, row.created_at, NotificationStatus(row.status)) for row in result]
+
+
+def _apply_generic(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
+    statement = (
+        update(Notification)
+        .where(Notification.id == bindparam("b_id"), Notification.status.notin_(FINAL_STATUSES))
+        .values(
+            status=bindparam("b_status"),
+            retry_count=bindparam("b_retry_count"),
+            apns_id=bindparam("b_apns_id"),
+            apns_reason=bindparam("b_apns_reason"),
+            status_code=bindparam("b_status_code"),
+            sent_at=bindparam("b_sent_at"),
+        )
+        .returning(
+            Notification.id, Notification.app, Notification.device_id, Notification.created_at, Notification.status
+        )
+    )
+    applied = []
+    for o in outcomes:
+        row = connection.execute(
+            statement,
+            {
+                "b_id": o.id,
+                "b_status": o.status,
+                "b_retry_count": o.retry_count,
+                "b_apns_id": o.apns_id,
+                "b_apns_reason": o.apns_reason,
+                "b_status_code": o.status_code,
+                "b_sent_at": o.sent_at,
+            },
+        ).one_or_none()
+        if row is not None:
+            applied.append(Applied(row.id, row.app, row.device_id, row.created_at, row.status))
+    return applied
+
+
+def apply_outcomes(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
+    """Write outcomes in one batch and return the records they changed.
+
+    A record that is already final is left alone (a redelivered message must not undo or
+    repeat it). Devices follow: ``invalid_token`` deactivates the device, ``sent`` stamps
+    its ``last_notification_at``. Call inside a transaction (``engine.begin()``).
+    """
+    if not outcomes:
+        return []
+    # One outcome per record: the last one in the batch wins.
+    latest = list({o.id: o for o in outcomes}.values())
+    if connection.dialect.name == "postgresql":
+        applied = _apply_postgresql(connection, latest)
+    else:
+        applied = _apply_generic(connection, latest)
+    _update_devices(connection, applied)
+    _bump_counts(
+        connection,
+        Counter((hour_bucket(a.created_at), a.app, a.status.value) for a in applied if a.status.is_final),
+    )
+    return applied
+
+
+def _update_devices(connection: Connection, applied: Iterable[Applied]) -> None:
+    now = utcnow()
+    sent = sorted({a.device_id for a in applied if a.device_id is not None and a.status is NotificationStatus.SENT})
+    invalid = sorted(
+        {a.device_id for a in applied if a.device_id is not None and a.status is NotificationStatus.INVALID_TOKEN}
+    )
+    if sent:
+        connection.execute(update(Device).where(Device.id.in_(sent)).values(last_notification_at=now))
+    if invalid:
+        connection.execute(update(Device).where(Device.id.in_(invalid)).values(is_active=False, updated_at=now))
+
+
+def final_ids(connection: Connection, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``ids`` already have a final record (redelivered messages to ack, not resend)."""
+    if not ids:
+        return set()
+    rows = connection.execute(
+        select(Notification.id).where(Notification.id.in_(ids), Notification.status.in_(FINAL_STATUSES))
+    )
+    return {row[0] for row in rows}
+
+
+def status_counts(
+    connection: Connection, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, int]:
+    """Counts from the hourly roll-up: ``created`` and each final status, for whole hours in range."""
+    query = select(NotificationCount.status, func.sum(NotificationCount.count)).group_by(NotificationCount.status)
+    if since is not None:
+        query = query.where(NotificationCount.bucket >= hour_bucket(since))
+    if until is not None:
+        query = query.where(NotificationCount.bucket <= hour_bucket(until))
+    return {status: int(total) for status, total in connection.execute(query)}

@@ -1,0 +1,3 @@
+"""Test-session services: each fixture module starts real servers from local binaries."""
+
+pytest_plugins = ["harness.services"]

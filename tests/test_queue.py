@@ -1,0 +1,59 @@
+"""The queue protocol: key names and the versioned message format."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from noti.queue import Credential, MessageError, QueuedNotification
+
+
+def _message() -> QueuedNotification:
+    return QueuedNotification(
+        id=uuid.uuid4(),
+        device_token="ab" * 32,
+        app="com.example.app",
+        content={"title": "Hi", "data": {"k": "v"}},
+        device_id=7,
+        campaign="default/launch",
+    )
+
+
+def test_message_round_trips_through_a_real_stream(clean_redis: redis.Redis) -> None:
+    credential = Credential("com.example.app", "sandbox")
+    message = _message()
+    clean_redis.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
+    [(_, [(_, fields)])] = clean_redis.xread({credential.transactional_stream: 0})  # type: ignore[misc]
+    assert QueuedNotification.decode(fields) == message
+    assert QueuedNotification.from_bytes(message.next_attempt().to_bytes()).attempt == 1
+
+
+def test_other_versions_and_garbage_are_rejected_with_a_reason() -> None:
+    with pytest.raises(MessageError, match="unsupported message version '2'"):
+        QueuedNotification.decode({b"v": b"2", b"n": b"{}"})
+    with pytest.raises(MessageError, match="malformed notification message"):
+        QueuedNotification.decode({b"v": b"1", b"n": b'{"id": "not-a-uuid"}'})
+
+
+def test_all_keys_of_a_credential_share_one_cluster_hash_tag() -> None:
+    credential = Credential("com.example.app", "production")
+    keys = [
+        credential.transactional_stream,
+        credential.campaign_stream("default/launch"),
+        credential.campaigns,
+        credential.retries,
+        credential.rate_limit,
+        credential.status,
+        credential.provider_token,
+    ]
+    assert {key.split("{")[1].split("}")[0] for key in keys} == {"production:com.example.app"}
+    assert len(set(keys)) == len(keys)
+
+
+def test_credential_rejects_unknown_environment_and_bad_app() -> None:
+    with pytest.raises(ValueError, match="environment must be one of sandbox, production"):
+        Credential("com.example.app", "staging")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bundle id"):
+        Credential("com.ex{ample}")

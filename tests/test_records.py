@@ -1,0 +1,107 @@
+"""The batched write path for delivery records, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from noti.store import records
+from noti.store.models import Device, Notification, NotificationStatus
+from noti.store.records import Outcome
+
+
+def _device(engine: Engine, token: str) -> int:
+    with engine.begin() as connection:
+        result = connection.execute(insert(Device).values(app="com.example", device_token=token))
+        return int(result.inserted_primary_key[0])
+
+
+def _record(device_id: int | None, token: str) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "device_id": device_id,
+        "device_token": token,
+        "app": "com.example",
+        "title": "Hi",
+        "body": "There",
+        "data": {"k": [1, 2]},
+        "sound": {"critical": 1, "name": "alarm.caf", "volume": 0.5},
+        "status": NotificationStatus.QUEUED,
+    }
+
+
+def test_insert_many_then_outcomes_update_records_devices_and_counts(clean_db: Engine) -> None:
+    ok_device = _device(clean_db, "aa" * 32)
+    bad_device = _device(clean_db, "bb" * 32)
+    rows = [_record(ok_device, "aa" * 32), _record(bad_device, "bb" * 32), _record(None, "cc" * 32)]
+    with clean_db.begin() as connection:
+        records.insert_notifications(connection, rows)
+    sent_at = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    outcomes = [
+        Outcome(rows[0]["id"], NotificationStatus.SENT, apns_id="A-1", status_code=200, sent_at=sent_at),
+        Outcome(rows[1]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", status_code=410),
+        Outcome(
+            rows[2]["id"], NotificationStatus.FAILED, retry_count=5, apns_reason="ServiceUnavailable", status_code=503
+        ),
+    ]
+    with clean_db.begin() as connection:
+        applied = records.apply_outcomes(connection, outcomes)
+    assert {a.id for a in applied} == {row["id"] for row in rows}
+
+    with clean_db.connect() as connection:
+        by_id = {n.id: n for n in connection.execute(select(Notification))}
+        devices = {d.id: d for d in connection.execute(select(Device))}
+        counts = records.status_counts(connection)
+    first = by_id[rows[0]["id"]]
+    assert (first.status, first.apns_id, first.sent_at) == ("sent", "A-1", sent_at)
+    assert first.data == {"k": [1, 2]}
+    assert by_id[rows[2]["id"]].retry_count == 5
+    assert devices[ok_device].last_notification_at is not None and devices[ok_device].is_active
+    assert devices[bad_device].is_active is False
+    assert counts == {"created": 3, "sent": 1, "invalid_token": 1, "failed": 1}
+
+
+def test_outcome_for_a_final_record_is_ignored(clean_db: Engine) -> None:
+    row = _record(None, "dd" * 32)
+    with clean_db.begin() as connection:
+        records.insert_notifications(connection, [row])
+        records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, apns_id="first")])
+    with clean_db.begin() as connection:
+        again = records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.FAILED, apns_reason="late")])
+        assert again == []
+        assert records.final_ids(connection, [row["id"], uuid.uuid4()]) == {row["id"]}
+        stored = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
+        counts = records.status_counts(connection)
+    assert (stored.status, stored.apns_id) == ("sent", "first")
+    assert counts == {"created": 1, "sent": 1}
+
+
+def test_retry_outcome_keeps_record_in_flight(clean_db: Engine) -> None:
+    row = _record(None, "ee" * 32)
+    with clean_db.begin() as connection:
+        records.insert_notifications(connection, [row])
+        records.apply_outcomes(
+            connection, [Outcome(row["id"], NotificationStatus.QUEUED, retry_count=1, apns_reason="TooManyRequests")]
+        )
+        records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, retry_count=1)])
+        stored = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
+    assert (stored.status, stored.retry_count) == ("sent", 1)
+
+
+def test_write_path_works_on_sqlite(tmp_path: object) -> None:
+    from noti.store import migrate
+    from noti.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/noti.db")
+    migrate.upgrade(engine)
+    device = _device(engine, "ff" * 32)
+    row = _record(device, "ff" * 32)
+    with engine.begin() as connection:
+        records.insert_notifications(connection, [row])
+        applied = records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.INVALID_TOKEN)])
+        assert [a.status for a in applied] == [NotificationStatus.INVALID_TOKEN]
+        assert connection.execute(select(Device.is_active)).scalar_one() is False
+        assert records.status_counts(connection) == {"created": 1, "invalid_token": 1}
