@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     data_dir: str = Field(default=".noti", description="Where `noti dev` keeps its SQLite file and keys.")
+    apns_environment: str = Field(
+        default="production", description="APNs environment (sandbox or production) of streams the gateway feeds."
+    )
+
+    # --- gateway (add gateway settings below this line) ---
+
+    # --- sender (add sender settings below this line) ---
 
 
 @lru_cache(maxsize=1)
