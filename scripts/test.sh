@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need on a fresh Debian machine, then runs
+# ruff, mypy and pytest against real PostgreSQL, Redis, kube-apiserver/etcd and the APNs simulator.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k records).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian's packages"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "Go 1.24+ is needed to build kube-apiserver, etcd and helm for the tests" >&2; exit 1; }
+
+scripts/bootstrap.sh dev
+NOTI_K8S_BIN_DIR=$(scripts/build-k8s-bins.sh | tail -n 1)
+export NOTI_K8S_BIN_DIR
+
+.venv/bin/ruff check .
+scripts/typecheck.sh
+mkdir -p test-artifacts
+.venv/bin/pytest "$@"
