@@ -86,6 +86,11 @@ def campaign_counters(campaign: str) -> str:
     return f"noti:campaign:{{{campaign}}}:counters"
 
 
+def campaign_settings(campaign: str) -> str:
+    """Hash of what senders must honour for a campaign: ``rate`` (per second, 0 = unlimited), ``suspend`` (0/1)."""
+    return f"noti:campaign:{{{campaign}}}:settings"
+
+
 def campaign_fanout_cursor(campaign: str) -> str:
     """Where the operator's chunked fan-out resumes after a restart."""
     return f"noti:campaign:{{{campaign}}}:fanout"
