@@ -105,3 +105,14 @@ def test_write_path_works_on_sqlite(tmp_path: object) -> None:
         assert [a.status for a in applied] == [NotificationStatus.INVALID_TOKEN]
         assert connection.execute(select(Device.is_active)).scalar_one() is False
         assert records.status_counts(connection) == {"created": 1, "invalid_token": 1}
+
+
+def test_insert_with_skip_existing_writes_each_record_once(clean_db: Engine) -> None:
+    first, second = _record(None, "12" * 32), _record(None, "34" * 32)
+    with clean_db.begin() as connection:
+        assert records.insert_notifications(connection, [first], skip_existing=True) == {first["id"]}
+    with clean_db.begin() as connection:
+        written = records.insert_notifications(connection, [first, second], skip_existing=True)
+        assert written == {second["id"]}
+        assert records.status_counts(connection) == {"created": 2}
+        assert len(connection.execute(select(Notification.id)).all()) == 2

@@ -76,14 +76,28 @@ def _bump_counts(connection: Connection, counts: Counter[tuple[datetime, str, st
     connection.execute(statement, rows)
 
 
-def insert_notifications(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert delivery records in one batch; each row needs at least id, device_token and app."""
+def insert_notifications(
+    connection: Connection, rows: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
+) -> set[uuid.UUID]:
+    """Insert delivery records in one batch and return the ids written.
+
+    Each row needs at least id, device_token and app. With ``skip_existing`` a row whose id
+    is already stored is left alone (a resumed fan-out writes its records again).
+    """
     if not rows:
-        return
+        return set()
     now = utcnow()
     prepared = [{"created_at": now, **row} for row in rows]
-    connection.execute(insert(Notification), prepared)
+    if skip_existing:
+        statement: Any = (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(Notification)
+        statement = statement.on_conflict_do_nothing(index_elements=["id"]).returning(Notification.id)
+        written = {row[0] for row in connection.execute(statement, prepared)}
+        prepared = [row for row in prepared if row["id"] in written]
+    else:
+        connection.execute(insert(Notification), prepared)
+        written = {row["id"] for row in prepared}
     _bump_counts(connection, Counter((hour_bucket(row["created_at"]), row["app"], CREATED) for row in prepared))
+    return written
 
 
 _PG_APPLY = text(
