@@ -1,0 +1,140 @@
+"""Campaign fan-out: audiences select stored devices; a resumed fan-out writes each record once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, func, insert, select
+
+from noti.campaigns import CampaignError, CampaignSpec, fan_out
+from noti.queue import Credential, QueuedNotification, campaign_counters, campaign_fanout_cursor
+from noti.store import migrate
+from noti.store.db import make_engine
+from noti.store.models import Device, DeviceOwner, Notification
+
+APP = "com.example.app"
+CREDENTIAL = Credential(APP, "sandbox")
+
+
+def _manifest(audience: dict[str, Any], **notification: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "noti.dev/v1alpha1",
+        "kind": "NotificationCampaign",
+        "metadata": {"name": "launch", "namespace": "shop", "uid": "u-1"},
+        "spec": {
+            "credentialRef": {"name": "my-app"},
+            "notification": {"title": "Launch", "body": "It's here", "threadId": "launch", **notification},
+            "audience": audience,
+            "ratePerSecond": 500,
+        },
+    }
+
+
+def _seed(engine: Engine, count: int) -> None:
+    with engine.begin() as connection:
+        owners = [{"external_id": f"user-{i}"} for i in range(count)]
+        connection.execute(insert(DeviceOwner), owners)
+        ids = dict(connection.execute(select(DeviceOwner.external_id, DeviceOwner.id)).all())
+        connection.execute(
+            insert(Device),
+            [
+                {
+                    "app": APP,
+                    "device_token": f"{i:064x}",
+                    "owner_id": ids[f"user-{i}"],
+                    "tags": ["vip"] if i % 10 == 0 else ["regular"],
+                    "is_active": i % 7 != 3,
+                }
+                for i in range(count)
+            ]
+            + [
+                {"app": "com.other.app", "device_token": f"{i:064x}", "owner_id": None, "tags": [], "is_active": True}
+                for i in range(5)
+            ],
+        )
+
+
+@pytest.fixture
+async def aredis(clean_redis: redis.Redis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
+    yield client
+    await client.aclose()
+
+
+def test_manifest_errors_say_what_to_fix() -> None:
+    with pytest.raises(CampaignError, match="exactly one of allDevices"):
+        CampaignSpec.from_manifest(_manifest({"tags": ["a"], "deviceTokens": ["ab" * 32]}))
+    with pytest.raises(CampaignError, match="unknown fields: colour"):
+        CampaignSpec.from_manifest(_manifest({"allDevices": True}, colour="red"))
+    with pytest.raises(CampaignError, match="expected kind: NotificationCampaign"):
+        CampaignSpec.from_manifest({"kind": "Deployment"})
+    spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
+    assert spec.name == "shop/launch"
+    assert spec.content == {"title": "Launch", "body": "It's here", "thread_id": "launch"}
+
+
+async def test_all_devices_fan_out_queues_each_active_device_once(clean_db: Engine, aredis: aioredis.Redis) -> None:
+    _seed(clean_db, 250)
+    spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
+    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=64)
+
+    expected = sum(1 for i in range(250) if i % 7 != 3)
+    assert (result.total, result.written) == (expected, expected)
+    entries = await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))
+    messages = [QueuedNotification.decode(fields) for _, fields in entries]
+    assert len({m.id for m in messages}) == expected
+    assert messages[0].content["thread_id"] == "launch"
+    with clean_db.connect() as connection:
+        stored = connection.execute(select(func.count()).where(Notification.campaign == "shop/launch")).scalar()
+    assert stored == expected
+    counters = await aredis.hgetall(campaign_counters(spec.name))
+    assert (counters[b"total"], counters[b"queued"]) == (str(expected).encode(), str(expected).encode())
+    assert await aredis.smembers(CREDENTIAL.campaigns) == {b"shop/launch"}
+
+
+async def test_resumed_fan_out_writes_no_second_record(clean_db: Engine, aredis: aioredis.Redis) -> None:
+    _seed(clean_db, 100)
+    spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
+    await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=30)
+    # As if the operator died after writing the records of a chunk but before saving its cursor.
+    await aredis.hset(campaign_fanout_cursor(spec.name), mapping={"after": 40, "done": 0})
+    again = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=30)
+    assert again.written == 0
+    with clean_db.connect() as connection:
+        stored = connection.execute(select(func.count()).select_from(Notification)).scalar()
+    assert stored == again.total
+    assert await aredis.hget(campaign_counters(spec.name), "queued") == str(again.total).encode()
+
+
+async def test_owner_and_inline_token_audiences(clean_db: Engine, aredis: aioredis.Redis) -> None:
+    _seed(clean_db, 20)
+    owners = CampaignSpec.from_manifest(_manifest({"ownerExternalIds": ["user-1", "user-2", "user-3", "nobody"]}))
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, owners)).total == 2  # user-3's device is inactive
+    unknown_token = "ff" * 32
+    inline = CampaignSpec.from_manifest(
+        {**_manifest({"deviceTokens": [f"{1:064x}", unknown_token]}), "metadata": {"name": "inline"}}
+    )
+    result = await fan_out(clean_db, aredis, CREDENTIAL, inline)
+    assert result.total == 2
+    entries = await aredis.xrange(CREDENTIAL.campaign_stream("default/inline"))
+    by_token = {m.device_token: m for m in (QueuedNotification.decode(f) for _, f in entries)}
+    assert by_token[unknown_token].device_id is None and by_token[f"{1:064x}"].device_id is not None
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_tag_audience_on_both_stores(
+    backend: str, clean_db: Engine, aredis: aioredis.Redis, tmp_path: Path
+) -> None:
+    engine = clean_db
+    if backend == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path}/noti.db")
+        migrate.upgrade(engine)
+    _seed(engine, 100)
+    spec = CampaignSpec.from_manifest(_manifest({"tags": ["vip"]}))
+    result = await fan_out(engine, aredis, CREDENTIAL, spec)
+    assert result.total == sum(1 for i in range(0, 100, 10) if i % 7 != 3)
