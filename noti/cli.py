@@ -13,6 +13,7 @@ from noti import __version__
 COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
     "apns-sim": "noti.apns.simulator:main",
+    "campaign": "noti.campaigns_cli:campaign",
 }
 
 

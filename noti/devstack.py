@@ -1,0 +1,145 @@
+"""Pieces of the embedded default (``noti dev``) that are not a component of their own.
+
+The data directory, a port check, an in-process Redis-compatible server (fakeredis over
+TCP, so every component uses the same redis-py code paths as in production) and the dev
+credential's signing key.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+class DevError(RuntimeError):
+    """Something the user must fix before ``noti dev`` can start; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """What other commands need to reach a running dev stack."""
+
+    pid: int
+    database_url: str
+    redis_url: str
+    gateway_url: str
+    app: str
+    environment: str
+    credential: str  # name of the dev APNsCredential campaigns refer to
+
+
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    """Where ``noti dev`` keeps what survives a restart."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "noti.db"
+
+    @property
+    def apns_key(self) -> Path:
+        return self.root / "dev-apns-key.p8"
+
+    @property
+    def api_key(self) -> Path:
+        return self.root / "dev-api-key"
+
+    @property
+    def runtime(self) -> Path:
+        """Written while ``noti dev`` runs: where its database, Redis and gateway are."""
+        return self.root / "running.json"
+
+    def write_runtime(self, info: RuntimeInfo) -> None:
+        self.runtime.write_text(json.dumps(asdict(info), indent=2))
+
+    def read_runtime(self) -> RuntimeInfo:
+        try:
+            return RuntimeInfo(**json.loads(self.runtime.read_text()))
+        except FileNotFoundError:
+            raise DevError(
+                f"no dev stack is running with data directory {self.root}: start `noti dev` first "
+                "(or set NOTI_DATABASE_URL and NOTI_REDIS_URL)"
+            ) from None
+
+    @classmethod
+    def prepare(cls, path: str | Path) -> DataDir:
+        """Create the directory if needed and make sure we can write in it."""
+        root = Path(path).expanduser().resolve()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise DevError(
+                f"cannot write to the data directory {root} ({exc.strerror or exc}): "
+                "choose another with --data-dir or NOTI_DATA_DIR"
+            ) from None
+        return cls(root)
+
+
+def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
+    """Fail with a clear message when ``port`` is taken (0 means any free port)."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DevError(f"port {port} for the {what} is in use: stop what uses it or pass {option}") from None
+            raise DevError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A Redis-compatible server in this process (fakeredis over TCP, Lua included)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from fakeredis import TcpFakeServer
+
+        self._server = TcpFakeServer((host, port), server_type="redis")
+        self._server.daemon_threads = True
+        address = self._server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-redis", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def dev_signing_key(data: DataDir) -> bytes:
+    """The dev credential's ES256 key (PKCS#8 PEM, like Apple's .p8), made on first start."""
+    if data.apns_key.exists():
+        return data.apns_key.read_bytes()
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(data.apns_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return pem
