@@ -17,7 +17,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v go >/dev/null || { echo "Go 1.24+ is needed to build kube-apiserver, etcd and helm for the tests" >&2; exit 1; }
 
 scripts/bootstrap.sh dev
 NOTI_K8S_BIN_DIR=$(scripts/build-k8s-bins.sh | tail -n 1)
