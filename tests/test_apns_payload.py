@@ -1,0 +1,131 @@
+"""Payload and header building from notification content, and Apple's size limits."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from noti.apns.payload import (
+    InvalidNotification,
+    NotificationContent,
+    PayloadTooLarge,
+    build_headers,
+    build_payload,
+    validate_device_token,
+)
+
+
+def test_alert_payload_puts_custom_data_at_top_level() -> None:
+    content = NotificationContent(
+        title="Sale",
+        body="30% off",
+        badge=3,
+        sound={"critical": 1, "name": "alarm.caf", "volume": 0.8},
+        thread_id="sale",
+        mutable_content=True,
+        interruption_level="time-sensitive",
+        relevance_score=0.5,
+        data={"deeplink": "app://sale"},
+    )
+    payload = orjson.loads(build_payload(content))
+    assert payload == {
+        "deeplink": "app://sale",
+        "aps": {
+            "alert": {"title": "Sale", "body": "30% off"},
+            "badge": 3,
+            "sound": {"critical": 1, "name": "alarm.caf", "volume": 0.8},
+            "thread-id": "sale",
+            "interruption-level": "time-sensitive",
+            "relevance-score": 0.5,
+            "mutable-content": 1,
+        },
+    }
+
+
+def test_background_and_live_activity_payloads_and_headers() -> None:
+    background = NotificationContent(push_type="background", data={"sync": True})
+    assert orjson.loads(build_payload(background))["aps"] == {"content-available": 1}
+    assert build_headers(background, "com.example.app")["apns-priority"] == "5"
+
+    live = NotificationContent(
+        push_type="liveactivity", event="update", content_state={"score": "2-1"}, timestamp=1700000000
+    )
+    assert orjson.loads(build_payload(live))["aps"]["content-state"] == {"score": "2-1"}
+    headers = build_headers(live, "com.example.app", apns_id="0f3c1a52-2f1e-4b59-9b4e-2f0b0d6f3c11")
+    assert headers["apns-topic"] == "com.example.app.push-type.liveactivity"
+    assert headers["apns-id"] == "0f3c1a52-2f1e-4b59-9b4e-2f0b0d6f3c11"
+
+
+def test_topic_suffix_expiration_and_collapse_headers() -> None:
+    voip = NotificationContent(push_type="voip", data={"call": "x"}, expiration=0, collapse_id="c" * 64)
+    headers = build_headers(voip, "com.example.app")
+    assert headers == {
+        "apns-topic": "com.example.app.voip",
+        "apns-push-type": "voip",
+        "apns-priority": "10",
+        "apns-expiration": "0",
+        "apns-collapse-id": "c" * 64,
+    }
+
+
+def test_oversize_payload_error_names_limit_and_size() -> None:
+    with pytest.raises(PayloadTooLarge, match=r"payload is \d+ bytes; APNs allows at most 4096 for alert"):
+        build_payload(NotificationContent(body="x" * 4100))
+    voip = NotificationContent(push_type="voip", data={"blob": "x" * 4500})
+    assert len(build_payload(voip)) > 4096  # voip allows 5120
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"collapse_id": "c" * 65}, "collapse_id"),
+        ({"priority": 7}, "priority"),
+        ({"push_type": "sms"}, "push_type"),
+        ({"badge": -1}, "badge"),
+        ({"badge": True}, "badge"),
+        ({"interruption_level": "loud"}, "interruption_level"),
+        ({"data": {"aps": {}}}, "data"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_fields_are_named(fields: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidNotification) as error:
+        NotificationContent.from_dict(fields)
+    assert error.value.field == field
+
+
+def test_device_token_validation_says_why() -> None:
+    assert validate_device_token("AB" * 32) == "ab" * 32
+    for token, why in [("ab" * 10, "at least 64"), ("a" * 65, "even number"), ("zz" * 32, "only hex digits")]:
+        with pytest.raises(InvalidNotification, match=why):
+            validate_device_token(token)
+
+
+text = st.text(max_size=300)
+contents = st.builds(
+    NotificationContent,
+    title=st.none() | text,
+    subtitle=st.none() | text,
+    body=st.none() | st.text(max_size=5000),
+    badge=st.none() | st.integers(min_value=0, max_value=10_000),
+    sound=st.none() | text,
+    thread_id=st.none() | text,
+    data=st.none() | st.dictionaries(st.text(max_size=10).filter(lambda k: k != "aps"), text, max_size=5),
+    push_type=st.sampled_from(["alert", "voip"]),
+)
+
+
+@given(contents)
+def test_payload_is_within_limit_or_refused_and_round_trips(content: NotificationContent) -> None:
+    assert NotificationContent.from_dict(content.to_dict()) == content
+    try:
+        payload = build_payload(content)
+    except PayloadTooLarge as error:
+        assert error.size > error.limit == content.max_payload
+    else:
+        assert len(payload) <= content.max_payload
+        decoded = orjson.loads(payload)
+        if content.body is not None:
+            assert decoded["aps"]["alert"]["body"] == content.body
