@@ -1,0 +1,129 @@
+"""ES256 provider tokens: one per credential, shared by every process through Redis.
+
+Apple throttles token churn per team (429 TooManyProviderTokenUpdates), so a token is
+minted once, stored with SET NX, reused by all senders of the credential and replaced
+between 20 and 60 minutes of age — or once when APNs calls it expired, by whichever
+process notices first (a compare-and-set, so N processes seeing the 403 mint once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jwt
+import redis.asyncio as aioredis
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+REFRESH_AFTER = 50 * 60  # seconds: inside Apple's 20..60 minute window
+STORE_TTL = 58 * 60  # the stored token vanishes before Apple would refuse it
+
+# Replace the stored token only if it is still the one the caller saw (or there is none).
+_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return ARGV[2]
+end
+return current
+"""
+
+
+class CredentialKeyError(ValueError):
+    """The signing key cannot be used; the message never contains key material."""
+
+
+def load_signing_key(pem: bytes) -> EllipticCurvePrivateKey:
+    """Load an Apple .p8 (PKCS#8 PEM, P-256) key."""
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise CredentialKeyError("the APNs signing key is not a PEM-encoded private key (.p8)") from None
+    if not isinstance(key, EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise CredentialKeyError("the APNs signing key must be an ES256 (P-256) key")
+    return key
+
+
+def mint(key: EllipticCurvePrivateKey, key_id: str, team_id: str, issued_at: int) -> str:
+    """A provider token: ES256 JWT with kid in the header and iss/iat claims."""
+    return jwt.encode({"iss": team_id, "iat": issued_at}, key, algorithm="ES256", headers={"kid": key_id})
+
+
+def _issued_at(stored: str) -> int:
+    return int(stored.split(":", 1)[0])
+
+
+def _token(stored: str) -> str:
+    return stored.split(":", 1)[1]
+
+
+class ProviderTokens:
+    """The credential's current provider token, cached in-process and shared via Redis.
+
+    Without a Redis client (``noti send`` straight to APNs) the token is only shared
+    within this process.
+    """
+
+    def __init__(
+        self,
+        key: EllipticCurvePrivateKey,
+        key_id: str,
+        team_id: str,
+        *,
+        redis: aioredis.Redis | None = None,
+        redis_key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key, self.key_id, self.team_id = key, key_id, team_id
+        self._redis = redis
+        self._redis_key = redis_key or f"noti:provider-token:{team_id}:{key_id}"
+        self._clock = clock
+        self._stored: str | None = None  # "<iat>:<jwt>"
+        self._cas = redis.register_script(_COMPARE_AND_SET) if redis is not None else None
+        self.minted = 0  # tokens this process minted, for tests and metrics
+
+    def _fresh(self, stored: str | None) -> bool:
+        return stored is not None and self._clock() - _issued_at(stored) < REFRESH_AFTER
+
+    def _mint(self) -> str:
+        issued_at = int(self._clock())
+        self.minted += 1
+        return f"{issued_at}:{mint(self._key, self.key_id, self.team_id, issued_at)}"
+
+    async def current(self) -> str:
+        """The token to send now; mints only when no fresh one exists anywhere."""
+        if self._fresh(self._stored):
+            assert self._stored is not None
+            return _token(self._stored)
+        if self._redis is None:
+            self._stored = self._mint()
+            return _token(self._stored)
+        raw = await self._redis.get(self._redis_key)
+        stored = raw.decode() if isinstance(raw, bytes) else raw
+        if self._fresh(stored):
+            self._stored = stored
+        else:
+            self._stored = await self._replace(stored)
+        assert self._stored is not None
+        return _token(self._stored)
+
+    async def refresh(self, rejected: str) -> str:
+        """APNs rejected ``rejected`` as expired: replace it once, however many processes ask."""
+        if self._stored is not None and _token(self._stored) != rejected:
+            return _token(self._stored)  # someone in this process already replaced it
+        if self._redis is None:
+            self._stored = self._mint()
+        else:
+            stale = self._stored if self._stored is not None and _token(self._stored) == rejected else ""
+            self._stored = await self._replace(stale)
+        return _token(self._stored)
+
+    async def _replace(self, expected: str | None) -> str:
+        assert self._cas is not None
+        candidate = self._mint()
+        result = await self._cas(keys=[self._redis_key], args=[expected or "", candidate, STORE_TTL])
+        winner = result.decode() if isinstance(result, bytes) else str(result)
+        if winner != candidate:
+            self.minted -= 1  # another process's token won; ours was never used
+        return winner
