@@ -31,7 +31,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import jwt
@@ -237,20 +237,23 @@ class APNsProtocol(asyncio.Protocol):
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.h2.initiate_connection()
         self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
-        transport.write(self.h2.data_to_send())
+        self.transport.write(self.h2.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after our GOAWAY: the client will resend what we did not process elsewhere
         try:
             events = self.h2.receive_data(data)
         except Exception:  # a protocol error: Apple closes the connection too
-            self._abort()
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
             return
         for event in events:
             if isinstance(event, RequestReceived):

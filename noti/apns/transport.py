@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterable
+from typing import cast
 
 import httpx
 from jh2.config import H2Configuration
@@ -28,6 +29,7 @@ from jh2.events import (
 from jh2.exceptions import ProtocolError
 
 # Headers HTTP/2 forbids or that the connection itself carries.
+_REFUSED_RETRIES = 10
 _SKIPPED_HEADERS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 
 
@@ -61,10 +63,9 @@ class H2ClientConnection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.h2.initiate_connection()
-        transport.write(self.h2.data_to_send())
+        self.transport.write(self.h2.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -151,7 +152,9 @@ class H2ClientConnection(asyncio.Protocol):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), seconds)
 
-    async def request(self, path: str, method: str, headers: Iterable[tuple[str, str]], body: bytes) -> _Response:
+    async def request(
+        self, path: str, method: str, headers: Iterable[tuple[str, str]], body: bytes, read_timeout: float | None = None
+    ) -> _Response:
         if self.closed or self.transport is None:
             raise StreamRefused("connection is closing")
         stream_id = self.h2.get_next_available_stream_id()
@@ -174,7 +177,15 @@ class H2ClientConnection(asyncio.Protocol):
             offset += len(chunk)
             self.h2.send_data(stream_id, chunk, end_stream=offset >= len(body))
         self._flush()
-        return await response.future
+        try:
+            return await asyncio.wait_for(response.future, read_timeout)
+        except TimeoutError:
+            self.streams.pop(stream_id, None)
+            with contextlib.suppress(Exception):
+                self.h2.reset_stream(stream_id)
+                self._flush()
+            self._notify_capacity()
+            raise httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s") from None
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -251,18 +262,20 @@ class H2Transport(httpx.AsyncBaseTransport):
             for name, value in request.headers.raw
             if name.decode().lower() not in _SKIPPED_HEADERS
         ]
-        for attempt in range(3):
+        read_timeout = request.extensions.get("timeout", {}).get("read")
+        for attempt in range(_REFUSED_RETRIES):
             connection = await self._acquire(host, port)
             try:
-                response = await connection.request(path, request.method, headers, body)
+                response = await connection.request(path, request.method, headers, body, read_timeout)
             except StreamRefused:
-                if attempt == 2:
+                # Never processed by the server (GOAWAY or reset): sending it again cannot duplicate it.
+                if attempt == _REFUSED_RETRIES - 1:
                     raise
                 continue
             return httpx.Response(
                 response.status, headers=response.headers, content=bytes(response.body), request=request
             )
-        raise StreamRefused("stream refused three times")  # pragma: no cover - the loop returns or raises
+        raise StreamRefused(f"stream refused {_REFUSED_RETRIES} times")  # pragma: no cover - the loop returns or raises
 
     async def aclose(self) -> None:
         for connection in self._connections:
