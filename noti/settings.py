@@ -28,6 +28,25 @@ class Settings(BaseSettings):
     )
 
     # --- gateway (add gateway settings below this line) ---
+    gateway_default_app: str | None = Field(
+        default=None, description="Bundle id for device registrations that name no app (clients of the original API)."
+    )
+    gateway_rate_limit: float = Field(
+        default=1000.0, ge=0, description="Requests per second allowed per API key (token bucket); 0 turns it off."
+    )
+    gateway_rate_burst: int = Field(default=2000, ge=1, description="Requests an API key may make at once.")
+    gateway_key_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a verified API key is trusted without a lookup (revocation delay)."
+    )
+    gateway_batching: bool = Field(
+        default=True, description="Coalesce concurrent single sends into one insert and one Redis pipeline."
+    )
+    gateway_batch_max: int = Field(default=500, ge=1, description="Most single sends coalesced into one batch.")
+    gateway_session_secret: str | None = Field(
+        default=None, description="Signs admin UI sessions; the same on every replica keeps logins across restarts."
+    )
+    gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `noti gateway`.")
+    gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
 
     # --- sender (add sender settings below this line) ---
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.procs import free_port
 from noti import __version__
+from noti.store import migrate
 
 
 def _noti(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -31,7 +32,7 @@ def test_migrate_applies_schema_to_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/data/noti.db"
     result = _noti("migrate", env={"NOTI_DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0001" in result.stdout
+    assert f"is at revision {migrate.head_revision()}" in result.stdout
     assert (tmp_path / "data" / "noti.db").exists()
 
 
@@ -49,4 +50,4 @@ def test_migrate_against_unreachable_database_is_one_clear_line_without_password
 def test_migrate_against_postgres_reports_head(database_url: str) -> None:
     result = _noti("migrate", "--database-url", database_url)
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0001" in result.stdout
+    assert f"is at revision {migrate.head_revision()}" in result.stdout

@@ -112,6 +112,7 @@ class Device(Base):
         UniqueConstraint("app", "device_token"),
         Index(None, "owner_id"),
         Index(None, "app", "is_active", "id"),
+        Index(None, "device_token"),  # lookups by token alone (gateway), migration 0002
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -1,0 +1,106 @@
+"""The gateway application: ``create_app(settings)`` wires the store, Redis, routes, docs, admin and metrics."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
+
+from noti import __version__
+from noti.gateway import admin, devices, docs, errors, health, notifications
+from noti.gateway.auth import KeyVerifier, RateLimiter
+from noti.gateway.context import Gateway
+from noti.gateway.enqueue import Enqueuer
+from noti.gateway.metrics import Metrics, MetricsMiddleware
+from noti.settings import Settings, get_settings
+from noti.store.db import make_engine
+
+DESCRIPTION = """\
+Register devices and send iOS push notifications through Noti.
+
+Every `/api/` route needs `Authorization: Bearer <API key>` (`noti apikey create`).
+Paths work with and without the trailing slash. Errors are `{"detail": ..., "errors": [...]}`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, redis: aioredis.Redis | None = None
+) -> FastAPI:
+    """The gateway; ``engine`` and ``redis`` may be handed in (then the caller closes them)."""
+    settings = settings or get_settings()
+    owns_engine, owns_redis = engine is None, redis is None
+    engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    redis = redis or aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    verifier = KeyVerifier(engine, settings.gateway_key_cache_seconds)
+    metrics = Metrics()
+    enqueuer = Enqueuer(
+        engine,
+        redis,
+        batching=settings.gateway_batching,
+        batch_max=settings.gateway_batch_max,
+        on_queued=metrics.queued.inc,
+    )
+    state = Gateway(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        verifier=verifier,
+        limiter=RateLimiter(redis, settings.gateway_rate_limit, settings.gateway_rate_burst),
+        enqueuer=enqueuer,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # What is loaded by now lives as long as the process: keep the collector off it, so its
+        # full passes (the long pauses in a latency tail) stay short.
+        gc.collect()
+        gc.freeze()
+        await enqueuer.start()
+        try:
+            yield
+        finally:
+            await enqueuer.stop()
+            if owns_redis:
+                await redis.aclose()
+            if owns_engine:
+                engine.dispose()
+
+    app = FastAPI(
+        title="Noti gateway",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+    app.state.metrics = metrics
+    errors.install(app)
+    app.include_router(notifications.router)  # first: routes are matched in order, sends are the hot path
+    app.include_router(devices.router)
+    app.include_router(health.router)
+    docs.install(app)
+    admin.install(app, engine, verifier, settings.gateway_session_secret)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = errors.openapi_error_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory of ``noti gateway``: settings from ``NOTI_*``."""
+    return create_app(get_settings())

@@ -1,0 +1,214 @@
+"""API keys: creation, hashed storage, lookup by prefix, scopes, and the per-key rate limit.
+
+A key reads ``noti_<prefix>_<secret>``. Only the prefix (to find the row) and the SHA-256 of
+the whole key are stored; keys are 256-bit random, so a fast hash is enough and a slow one
+would only cost latency. A verified key is trusted for ``gateway_key_cache_seconds``, which
+is how long a revocation takes to reach a running gateway.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.orm import Session
+
+from noti.queue import api_key_rate_limit
+from noti.store.models import ApiKey, utcnow
+
+KEY_PREFIX = "noti"
+
+
+class Scope(enum.StrEnum):
+    SEND = "send"  # send notifications, register/update/delete devices
+    READ = "read"  # read devices, notifications and stats
+    ADMIN = "admin"  # everything, and the admin UI
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str]) -> list[Scope]:
+        """Scopes from ``send,read`` (or a list); raises ValueError naming an unknown one."""
+        names = text.split(",") if isinstance(text, str) else list(text)
+        scopes: list[Scope] = []
+        for name in (n.strip().lower() for n in names):
+            if not name:
+                continue
+            try:
+                scope = cls(name)
+            except ValueError:
+                raise ValueError(f"unknown scope {name!r}: choose from {', '.join(s.value for s in cls)}") from None
+            if scope not in scopes:
+                scopes.append(scope)
+        if not scopes:
+            raise ValueError(f"give at least one scope: {', '.join(s.value for s in cls)}")
+        return scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The API key a request was made with (never its secret)."""
+
+    id: int
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: Scope) -> bool:
+        return Scope.ADMIN.value in self.scopes or scope.value in self.scopes
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def split_key(key: str) -> str | None:
+    """The lookup prefix of a well-formed key, or None."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+def create_api_key(engine: Engine, name: str, scopes: Sequence[Scope]) -> str:
+    """Store a new key and return it: the only time the full key is ever seen."""
+    prefix = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    with engine.begin() as connection:
+        connection.execute(
+            insert(ApiKey).values(name=name, prefix=prefix, key_hash=hash_key(key), scopes=[s.value for s in scopes])
+        )
+    return key
+
+
+def revoke_api_key(engine: Engine, name_or_prefix: str) -> int:
+    """Revoke the live keys with this name or prefix; returns how many."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(ApiKey)
+            .where((ApiKey.prefix == name_or_prefix) | (ApiKey.name == name_or_prefix), ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return int(result.rowcount)
+
+
+def list_api_keys(engine: Engine) -> list[ApiKey]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+# Compared against when the prefix is unknown, so a miss costs what a hit costs.
+_DUMMY_HASH = hash_key("noti_000000000000_dummy")
+
+
+def _load(connection: Connection, prefix: str, key: str) -> Principal | None:
+    row = connection.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.scopes, ApiKey.revoked_at).where(ApiKey.prefix == prefix)
+    ).one_or_none()
+    expected = row.key_hash if row is not None else _DUMMY_HASH
+    if not hmac.compare_digest(expected, hash_key(key)) or row is None or row.revoked_at is not None:
+        return None
+    connection.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=utcnow()))
+    return Principal(row.id, row.name, prefix, frozenset(row.scopes or ()))
+
+
+class KeyVerifier:
+    """Verifies bearer keys against the store, remembering good ones for a few seconds."""
+
+    def __init__(self, engine: Engine, cache_seconds: float) -> None:
+        self.engine = engine
+        self.cache_seconds = cache_seconds
+        # key hash -> (principal, expiry); hashed so no secret sits in memory longer than a request
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    def cached(self, key: str) -> Principal | None:
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def verify(self, key: str) -> Principal | None:
+        """The key's principal, or None for anything not a live key (blocking: run in a thread)."""
+        prefix = split_key(key)
+        if prefix is None:
+            return None
+        with self.engine.begin() as connection:
+            principal = _load(connection, prefix, key)
+        if principal is not None and self.cache_seconds > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[hash_key(key)] = (principal, time.monotonic() + self.cache_seconds)
+        return principal
+
+
+# KEYS[1] bucket; ARGV rate/s, burst, now (s), cost. Returns {allowed, seconds to wait}.
+_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+class RateLimiter:
+    """A token bucket per API key in Redis, shared by every gateway replica.
+
+    A process takes tokens from the shared bucket in leases of 1/20 of a second's allowance
+    and spends them locally for up to a second, so a busy key costs one Redis call per lease
+    rather than one per request; a lease taken and not spent is simply lost.
+    """
+
+    def __init__(self, redis: aioredis.Redis, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.lease = max(1, min(burst, int(rate // 20)))
+        self._leases: dict[str, tuple[int, float]] = {}  # prefix -> (tokens left, expiry)
+        self._script = redis.register_script(_TOKEN_BUCKET)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    async def acquire(self, prefix: str, cost: int = 1) -> int:
+        """0 when the request may go ahead, else the whole seconds to wait (Retry-After)."""
+        if not self.enabled:
+            return 0
+        left, expiry = self._leases.get(prefix, (0, 0.0))
+        now = time.monotonic()
+        if left >= cost and now < expiry:
+            self._leases[prefix] = (left - cost, expiry)
+            return 0
+        wait = 0.0
+        for take in dict.fromkeys((max(cost, self.lease), cost)):
+            allowed, wait = await self._script(
+                keys=[api_key_rate_limit(prefix)], args=[self.rate, self.burst, f"{time.time():.6f}", take]
+            )
+            if int(allowed):
+                self._leases[prefix] = (take - cost, now + 1.0)
+                return 0
+        return max(1, math.ceil(float(wait)))

@@ -1,0 +1,64 @@
+"""What every request needs (store, Redis, key checks, the send path) and the dependencies that hand it out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from noti.gateway.auth import KeyVerifier, Principal, RateLimiter, Scope
+from noti.gateway.enqueue import Enqueuer
+from noti.gateway.errors import ApiError
+from noti.settings import Settings
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    engine: Engine
+    redis: aioredis.Redis
+    verifier: KeyVerifier
+    limiter: RateLimiter
+    enqueuer: Enqueuer
+
+
+def gateway(request: Request) -> Gateway:
+    state: Gateway = request.app.state.gateway
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `noti apikey create --name X --scopes send,read`")
+# One message for a missing, malformed, unknown or revoked key: never tell which.
+_UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <key>"
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting requests whose API key is live, has ``scope`` and is within its rate limit."""
+
+    async def check(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        state = gateway(request)
+        key = credentials.credentials
+        principal = state.verifier.cached(key) or await run_in_threadpool(state.verifier.verify, key)
+        if principal is None:
+            raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        if not principal.allows(scope):
+            raise ApiError(403, f"this API key lacks the '{scope.value}' scope")
+        wait = await state.limiter.acquire(principal.prefix)
+        if wait:
+            raise ApiError(
+                429, f"rate limit of this API key exceeded; retry in {wait} s", headers={"Retry-After": str(wait)}
+            )
+        request.state.principal = principal
+        return principal
+
+    return check

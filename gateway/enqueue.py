@@ -1,0 +1,452 @@
+"""The send path: write delivery records, then add them to the credential's transactional stream.
+
+A record is durable in the store before its message is on the stream, so a sender never
+meets a message without a record. Concurrent single sends are coalesced: whatever arrived
+while the previous batch was being written goes out as one insert and one Redis pipeline,
+and each request is answered once both are done. Idempotent sends get an id derived from
+the API key and the ``Idempotency-Key`` header, so the insert itself (conflict on the
+primary key) decides which of two racing requests queues the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, func, select
+
+from noti.campaigns import RECORD_COLUMNS
+from noti.gateway.errors import ApiError, invalid
+from noti.queue import Credential, Environment, QueuedNotification
+from noti.store import records
+from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, utcnow
+from noti.store.records import Outcome
+
+_TOKEN_SAFE = re.compile(r"[\x21-\x7e]*")
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7c3f52-2d1e-4f8a-9c6b-5e4d3a2b1c0f")
+
+
+def idempotent_id(scope: str, key: str, item: str = "") -> uuid.UUID:
+    """The record id for a request with an Idempotency-Key (``scope`` keeps API keys apart)."""
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{scope}\x00{key}\x00{item}")
+
+
+def random_ids(count: int) -> list[uuid.UUID]:
+    """``count`` random (version 4) UUIDs from one read of the system's randomness."""
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
+_spare_ids: list[uuid.UUID] = []
+
+
+def new_id() -> uuid.UUID:
+    """A random record id; drawn 256 at a time, since each read of os.urandom is a system call."""
+    if not _spare_ids:
+        _spare_ids.extend(random_ids(256))
+    return _spare_ids.pop()
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One single send, checked and ready to be written."""
+
+    id: uuid.UUID
+    device_token: str
+    app: str | None  # None: the registered device's app
+    environment: Environment
+    content: dict[str, Any]
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: uuid.UUID
+    status: NotificationStatus
+    replayed: bool = False  # an Idempotency-Key seen before: nothing new was queued
+
+
+@dataclass(slots=True)
+class _Message:
+    stream: str
+    message: QueuedNotification
+
+
+@dataclass(slots=True)
+class _Written:
+    """What a batch did in the store: answers per send, messages still to queue."""
+
+    answers: list[Accepted | ApiError]
+    messages: list[_Message] = field(default_factory=list)
+
+
+def _record(
+    id: uuid.UUID, token: str, app: str, device_id: int | None, content: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    columns = {name: content[name] for name in RECORD_COLUMNS if content.get(name) is not None}
+    return {
+        "id": id,
+        "device_id": device_id,
+        "device_token": token,
+        "app": app,
+        "status": NotificationStatus.QUEUED,
+        "queued_at": utcnow(),
+        **columns,
+        **extra,
+    }
+
+
+def _resolve(send: Send, devices: Sequence[Any]) -> tuple[str, int | None] | ApiError:
+    """The app and device id a single send goes to, or why it cannot go."""
+    matching = [d for d in devices if send.app is None or d.app == send.app]
+    if not matching:
+        if send.app is None:
+            return invalid(
+                "body.device_token", "no device is registered with this token: register it or give app (bundle id)"
+            )
+        return send.app, None
+    if len(matching) > 1:
+        return invalid("body.app", "this token is registered for several apps: give app to choose one")
+    device = matching[0]
+    if not device.is_active:
+        return invalid("body.device_token", "the device is inactive (APNs reported its token invalid); not sent")
+    return device.app, device.id
+
+
+def _one_of(column: Any, values: Sequence[str], connection: Connection) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(...)`` with one parameter however many values."""
+    if connection.dialect.name != "postgresql":
+        return column.in_(values)
+    if all(_TOKEN_SAFE.fullmatch(value) for value in values):
+        # Printable ASCII: one joined string is far cheaper to send than a 10,000-element array.
+        return column == any_(func.string_to_array(bindparam(None, "\x1f".join(values), type_=String), "\x1f"))
+    return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+
+
+def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
+    ids = [s.id for s in sends if s.idempotency_key is not None]
+    known: dict[uuid.UUID, NotificationStatus] = {}
+    if ids:
+        rows = connection.execute(select(Notification.id, Notification.status).where(Notification.id.in_(ids)))
+        known = {row.id: NotificationStatus(row.status) for row in rows}
+    tokens = sorted({s.device_token for s in sends if s.id not in known})
+    devices: dict[str, list[Any]] = defaultdict(list)
+    if tokens:
+        query = select(Device.id, Device.app, Device.device_token, Device.is_active).where(
+            _one_of(Device.device_token, tokens, connection)
+        )
+        for device in connection.execute(query):
+            devices[device.device_token].append(device)
+
+    answers: list[Accepted | ApiError | None] = []
+    pending: dict[uuid.UUID, tuple[dict[str, Any], Send]] = {}
+    for send in sends:
+        if send.id in known:
+            answers.append(None)
+            continue
+        if send.id in pending:  # the same idempotent request twice in this batch: the first one queues
+            answers.append(Accepted(send.id, NotificationStatus.QUEUED, replayed=True))
+            continue
+        target = _resolve(send, devices.get(send.device_token, ()))
+        if isinstance(target, ApiError):
+            answers.append(target)
+            continue
+        app, device_id = target
+        row = _record(send.id, send.device_token, app, device_id, send.content, idempotency_key=send.idempotency_key)
+        pending[send.id] = (row, send)
+        answers.append(None)
+    # Only an idempotent send can meet a stored id (a random uuid4 never does): skip the RETURNING path otherwise.
+    written = records.insert_notifications(
+        connection, [row for row, _ in pending.values()], skip_existing=any(s.idempotency_key for s in sends)
+    )
+    lost = [id for id in pending if id not in written]  # a concurrent request with the same key won
+    if lost:
+        rows = connection.execute(select(Notification.id, Notification.status).where(Notification.id.in_(lost)))
+        known.update({row.id: NotificationStatus(row.status) for row in rows})
+
+    result = _Written(answers=[])
+    for send, answer in zip(sends, answers, strict=True):
+        if answer is not None:
+            result.answers.append(answer)
+        elif send.id in written:
+            result.answers.append(Accepted(send.id, NotificationStatus.QUEUED))
+        else:
+            result.answers.append(Accepted(send.id, known.get(send.id, NotificationStatus.QUEUED), replayed=True))
+    for id in written:
+        row, send = pending[id]
+        result.messages.append(_message(row, send.environment, send.content))
+    return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _stream(app: str, environment: Environment) -> str:
+    return Credential(app, environment).transactional_stream
+
+
+def _message(row: dict[str, Any], environment: Environment, content: dict[str, Any]) -> _Message:
+    return _Message(
+        _stream(row["app"], environment),
+        QueuedNotification(
+            id=row["id"], device_token=row["device_token"], app=row["app"], content=content, device_id=row["device_id"]
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    accepted: list[tuple[uuid.UUID, str]]
+    not_found: list[str]
+    inactive: list[str]
+
+
+def _write_bulk(
+    connection: Connection,
+    *,
+    tokens: Sequence[str] | None,
+    owner_ids: Sequence[str] | None,
+    app: str | None,
+    environment: Environment,
+    content: dict[str, Any],
+    idempotency_scope: str | None,
+) -> tuple[BulkResult, list[_Message]]:
+    query = select(Device.id, Device.app, Device.device_token, Device.is_active)
+    if tokens is not None:
+        wanted = list(dict.fromkeys(tokens))
+        query = query.where(_one_of(Device.device_token, wanted, connection))
+    else:
+        wanted = list(dict.fromkeys(owner_ids or ()))
+        query = query.add_columns(DeviceOwner.external_id).join(DeviceOwner, Device.owner_id == DeviceOwner.id)
+        query = query.where(_one_of(DeviceOwner.external_id, wanted, connection))
+    if app is not None:
+        query = query.where(Device.app == app)
+    found = connection.execute(query.order_by(Device.id)).all()
+    reached = {row.device_token if tokens is not None else row.external_id for row in found}
+    not_found = [item for item in wanted if item not in reached]
+    inactive = [row.device_token for row in found if not row.is_active]
+    active = [device for device in found if device.is_active]
+    if idempotency_scope is not None:
+        ids = [idempotent_id(idempotency_scope, "bulk", f"{d.app}/{d.device_token}") for d in active]
+    else:
+        ids = random_ids(len(active))
+    # What every record of the send shares (content, status) is kept apart from what differs.
+    shared = _record(uuid.UUID(int=0), "", "", None, content)
+    for name in ("id", "device_id", "device_token", "app"):
+        del shared[name]
+    rows = [
+        {"id": id, "device_id": d.id, "device_token": d.device_token, "app": d.app}
+        for id, d in zip(ids, active, strict=True)
+    ]
+    if idempotency_scope is not None:
+        written = records.insert_notifications(connection, [{**shared, **row} for row in rows], skip_existing=True)
+    else:  # fresh ids: the COPY path
+        written = records.copy_notifications(connection, rows, shared=shared)
+    messages = [_message(row, environment, content) for row in rows if row["id"] in written]
+    result = BulkResult([(row["id"], row["device_token"]) for row in rows], not_found, inactive)
+    return result, messages
+
+
+# XADD many messages to KEYS[1] in one call. ARGV[1] packs them: per message the number of
+# fields, then each name and value, every item written as "<byte length>:<bytes>". One packed
+# argument instead of thousands keeps the client from packing each message as a command.
+_XADD_MANY = """
+local packed = ARGV[1]
+local pos = 1
+local n = 0
+local function item()
+  local colon = string.find(packed, ':', pos, true)
+  local size = tonumber(string.sub(packed, pos, colon - 1))
+  local value = string.sub(packed, colon + 1, colon + size)
+  pos = colon + size + 1
+  return value
+end
+while pos <= #packed do
+  local fields = {}
+  for i = 1, 2 * tonumber(item()) do
+    fields[i] = item()
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  n = n + 1
+end
+return n
+"""
+
+
+def _packed(item: bytes) -> bytes:
+    return b"%d:%b" % (len(item), item)
+
+
+def pack_messages(messages: Sequence[dict[str, bytes]]) -> bytes:
+    """Stream entries (``QueuedNotification.encode()``) in the form ``_XADD_MANY`` reads."""
+    parts: list[bytes] = []
+    for fields in messages:
+        parts.append(_packed(b"%d" % len(fields)))
+        for name, value in fields.items():
+            parts.append(_packed(name.encode()))
+            parts.append(_packed(value))
+    return b"".join(parts)
+
+
+class Enqueuer:
+    """Writes records and queues messages; single sends go through a micro-batcher."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        redis: aioredis.Redis,
+        *,
+        batching: bool = True,
+        batch_max: int = 500,
+        flushes: int = 1,
+        on_queued: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.on_queued = on_queued
+        self.redis = redis
+        self.batching = batching
+        self.batch_max = batch_max
+        self._waiting: asyncio.Queue[tuple[Send, asyncio.Future[Accepted]]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(flushes)
+        self._runner: asyncio.Task[None] | None = None
+        self._xadd_many = redis.register_script(_XADD_MANY)
+        self._spare: list[Connection] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self.batching and self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="noti-gateway-batcher")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+        while self._spare:
+            self._spare.pop().close()
+
+    async def send(self, send: Send) -> Accepted:
+        """Write and queue one notification; raises ApiError when it cannot be sent."""
+        if not self.batching or self._runner is None:
+            answer = (await self._flush_now([send]))[0]
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait((send, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._waiting.get()
+            await self._slots.acquire()
+            batch = [first]
+            while len(batch) < self.batch_max and not self._waiting.empty():
+                batch.append(self._waiting.get_nowait())
+            task = asyncio.create_task(self._flush(batch))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, batch: list[tuple[Send, asyncio.Future[Accepted]]]) -> None:
+        try:
+            answers = await self._flush_now([send for send, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._slots.release()
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if future.done():  # the client went away
+                continue
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    async def _flush_now(self, sends: list[Send]) -> list[Accepted | ApiError]:
+        written = await asyncio.to_thread(self._write_in_transaction, sends)
+        await self._queue(written.messages)
+        return written.answers
+
+    def _write_in_transaction(self, sends: list[Send]) -> _Written:
+        if not self.batching:
+            with self.engine.begin() as connection:
+                return _write_sends(connection, sends)
+        # Flushes keep their connections open: no pool checkout (and its liveness ping) per batch.
+        connection = self._spare.pop() if self._spare else self.engine.connect()
+        try:
+            with connection.begin():
+                written = _write_sends(connection, sends)
+        except BaseException:
+            connection.close()  # back to the pool, which discards it when it is broken
+            raise
+        self._spare.append(connection)
+        return written
+
+    async def send_bulk(
+        self,
+        *,
+        tokens: Sequence[str] | None,
+        owner_ids: Sequence[str] | None,
+        app: str | None,
+        environment: Environment,
+        content: dict[str, Any],
+        idempotency_scope: str | None,
+    ) -> BulkResult:
+        """Write every record in one batch and queue them in one pipeline."""
+
+        def write() -> tuple[BulkResult, list[_Message]]:
+            with self.engine.begin() as connection:
+                return _write_bulk(
+                    connection,
+                    tokens=tokens,
+                    owner_ids=owner_ids,
+                    app=app,
+                    environment=environment,
+                    content=content,
+                    idempotency_scope=idempotency_scope,
+                )
+
+        result, messages = await asyncio.to_thread(write)
+        await self._queue(messages)
+        return result
+
+    async def _queue(self, messages: list[_Message]) -> None:
+        if not messages:
+            return
+        by_stream: dict[str, list[dict[str, bytes]]] = defaultdict(list)
+        for item in messages:
+            by_stream[item.stream].append(item.message.encode())
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, entries in by_stream.items():
+                    await self._xadd_many(keys=[stream], args=[pack_messages(entries)], client=pipe)
+                await pipe.execute()
+        except Exception:
+            # The records exist but no sender will see them: close them as failed, so stats and
+            # history tell the truth, and let the caller know (503).
+            outcomes = [
+                Outcome(m.message.id, NotificationStatus.FAILED, apns_reason="QueueUnavailable") for m in messages
+            ]
+            await asyncio.to_thread(self._fail, outcomes)
+            raise
+        if self.on_queued is not None:
+            self.on_queued(len(messages))
+
+    def _fail(self, outcomes: list[Outcome]) -> None:
+        with self.engine.begin() as connection:
+            records.apply_outcomes(connection, outcomes)

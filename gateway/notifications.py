@@ -1,0 +1,237 @@
+"""``/api/notifications/``: send one, send in bulk, read the history and the stats."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Header, Query, Request, Response
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from noti.gateway import stats
+from noti.gateway.auth import Principal, Scope
+from noti.gateway.context import gateway, require
+from noti.gateway.enqueue import Send, idempotent_id, new_id
+from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
+from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
+from noti.gateway.payloads import checked_content
+from noti.gateway.routing import SlashRouter
+from noti.gateway.schemas import (
+    App,
+    BulkAccepted,
+    BulkIn,
+    Error,
+    NotificationAccepted,
+    NotificationIn,
+    NotificationOut,
+    NotificationPage,
+    Stats,
+    Text,
+    Token,
+    normalize_token,
+)
+from noti.queue import Environment
+from noti.store.models import Notification, NotificationStatus
+
+router = SlashRouter(tags=["notifications"], responses=AUTH_RESPONSES)
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": Error, "description": "Invalid input, an oversize payload, or a device that cannot be sent to"}
+}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="A retried request with the same key (and API key) returns the first one's id and sends nothing",
+    ),
+]
+
+
+def _environment(request: Request, asked: Environment | None) -> Environment:
+    if asked is not None:
+        return asked
+    configured = gateway(request).settings.apns_environment
+    return "sandbox" if configured == "sandbox" else "production"
+
+
+@router.post(
+    "/api/notifications/",
+    response_model=NotificationAccepted,
+    status_code=202,
+    responses={
+        200: {"model": NotificationAccepted, "description": "A retry of an Idempotency-Key seen before: nothing sent"},
+        **_INVALID,
+    },
+    summary="Send one notification",
+)
+async def send_notification(
+    body: NotificationIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Scope.SEND))],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    content = checked_content(body)
+    send = Send(
+        id=idempotent_id(principal.prefix, idempotency_key) if idempotency_key else new_id(),
+        device_token=body.device_token,
+        app=body.app,
+        environment=_environment(request, body.environment),
+        content=content,
+        idempotency_key=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
+    )
+    accepted = await gateway(request).enqueuer.send(send)
+    # The hot path: written directly (the shape is NotificationAccepted) rather than re-validated.
+    answer = orjson.dumps({"id": str(accepted.id), "status": accepted.status.value})
+    if accepted.replayed:
+        return Response(answer, 200, {"Idempotent-Replayed": "true"}, media_type="application/json")
+    return Response(answer, 202, media_type="application/json")
+
+
+@router.post(
+    "/api/notifications/bulk/",
+    response_model=BulkAccepted,
+    status_code=202,
+    responses=_INVALID,
+    summary="Send one notification to up to 10,000 devices (tokens or owners)",
+)
+async def send_bulk(
+    body: BulkIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Scope.SEND))],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    content = checked_content(body)
+    result = await gateway(request).enqueuer.send_bulk(
+        tokens=[normalize_token(t) for t in body.device_tokens] if body.device_tokens else None,
+        owner_ids=body.owner_ids,
+        app=body.app,
+        environment=_environment(request, body.environment),
+        content=content,
+        idempotency_scope=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
+    )
+    # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
+    answer = {
+        "count": len(result.accepted),
+        "notifications": [{"id": str(id), "device_token": token} for id, token in result.accepted],
+        "not_found": result.not_found,
+        "inactive": result.inactive,
+    }
+    return Response(orjson.dumps(answer), 202, media_type="application/json")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _window(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since > until:
+        raise invalid("query.since", "since must not be after until")
+    return since, until
+
+
+Since = Annotated[datetime | None, Query(description="Created at or after (RFC 3339; UTC when no offset)")]
+Until = Annotated[datetime | None, Query(description="Created before")]
+
+
+@router.get("/api/notifications/stats/", response_model=Stats, responses=_INVALID, summary="Counts and rates")
+async def notification_stats(
+    request: Request, _: Annotated[Any, Depends(require(Scope.READ))], since: Since = None, until: Until = None
+) -> Stats:
+    since, until = _window(since, until)
+    state = gateway(request)
+
+    def run() -> Stats:
+        with state.engine.connect() as connection:
+            overall = stats.counts(stats.window_totals(connection, None, None))
+            window = None
+            if since is not None or until is not None:
+                window = stats.counts(stats.window_totals(connection, since, until))
+        return Stats(overall=overall, window=window, since=since, until=until)
+
+    return await run_in_threadpool(run)
+
+
+def _cursor_time(value: Any) -> datetime:
+    moment = _utc(datetime.fromisoformat(value))
+    assert moment is not None
+    return moment
+
+
+@router.get(
+    "/api/notifications/",
+    response_model=NotificationPage,
+    responses=_INVALID,
+    summary="Notification history, newest first",
+)
+async def list_notifications(
+    request: Request,
+    _: Annotated[Any, Depends(require(Scope.READ))],
+    status: NotificationStatus | None = None,
+    device_token: Annotated[Token | None, Query()] = None,
+    campaign: Annotated[Text | None, Query(min_length=1, max_length=320, description="namespace/name")] = None,
+    app: Annotated[App | None, Query()] = None,
+    since: Since = None,
+    until: Until = None,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> NotificationPage:
+    since, until = _window(since, until)
+    after = decode_cursor(cursor, _cursor_time, uuid.UUID) if cursor else None
+    state = gateway(request)
+
+    def run() -> list[Notification]:
+        query = select(Notification)
+        if status is not None:
+            query = query.where(Notification.status == status)
+        if device_token is not None:
+            query = query.where(Notification.device_token == normalize_token(device_token))
+        if campaign is not None:
+            query = query.where(Notification.campaign == campaign)
+        if app is not None:
+            query = query.where(Notification.app == app)
+        if since is not None:
+            query = query.where(Notification.created_at >= since)
+        if until is not None:
+            query = query.where(Notification.created_at < until)
+        if after is not None:
+            query = query.where(tuple_(Notification.created_at, Notification.id) < tuple_(*after))
+        query = query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1)
+        with Session(state.engine) as session:
+            return list(session.scalars(query))
+
+    rows = await run_in_threadpool(run)
+    results = [NotificationOut.model_validate(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = results[-1]
+        next_cursor = encode_cursor(_utc(last.created_at).isoformat(), str(last.id))  # type: ignore[union-attr]
+    return NotificationPage(results=results, next_cursor=next_cursor, next=next_url(request, next_cursor))
+
+
+@router.get(
+    "/api/notifications/{id}/",
+    response_model=NotificationOut,
+    responses={404: {"model": Error, "description": "No notification with this id"}},
+    summary="Read one notification's delivery record",
+)
+async def get_notification(
+    id: uuid.UUID, request: Request, _: Annotated[Any, Depends(require(Scope.READ))]
+) -> NotificationOut:
+    state = gateway(request)
+
+    def run() -> Notification | None:
+        with Session(state.engine) as session:
+            return session.get(Notification, id)
+
+    record = await run_in_threadpool(run)
+    if record is None:
+        raise ApiError(404, "no notification with this id")
+    return NotificationOut.model_validate(record)

@@ -1,0 +1,231 @@
+"""``/api/notifications/``: single and bulk sends reach the record table and the credential's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import redis
+from gateway_support import APP
+from sqlalchemy import Engine, func, select, update
+
+from noti.queue import Credential, QueuedNotification
+from noti.store.models import Notification
+
+STREAM = Credential(APP, "sandbox").transactional_stream
+
+
+def token(n: int) -> str:
+    return f"{n:064x}"
+
+
+async def register(client: httpx.AsyncClient, n: int, **extra: object) -> None:
+    response = await client.post("/api/devices/", json={"device_token": token(n), "app": APP, **extra})
+    assert response.status_code == 201, response.text
+
+
+def stream_messages(r: redis.Redis, stream: str = STREAM) -> list[QueuedNotification]:
+    return [QueuedNotification.decode(fields) for _, fields in r.xrange(stream)]
+
+
+def record_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(Notification)).scalar_one())
+
+
+async def test_send_writes_a_queued_record_and_adds_it_to_the_transactional_stream(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    await register(client, 1)
+    response = await client.post(
+        "/api/notifications/",
+        json={"device_token": token(1), "title": "Hi", "body": "There", "badge": 3, "data": {"order": 7}},
+    )
+    assert response.status_code == 202, response.text
+    id = uuid.UUID(response.json()["id"])
+    assert response.json()["status"] == "queued"
+
+    with clean_db.connect() as connection:
+        record = connection.execute(select(Notification).where(Notification.id == id)).one()
+    assert (record.status, record.app, record.title, record.badge, record.data) == (
+        "queued",
+        APP,
+        "Hi",
+        3,
+        {"order": 7},
+    )
+    assert record.queued_at is not None and record.device_id is not None
+    [message] = stream_messages(clean_redis)
+    assert (message.id, message.device_token, message.app, message.device_id) == (id, token(1), APP, record.device_id)
+    assert message.content["title"] == "Hi" and message.content["data"] == {"order": 7}
+
+    read = await client.get(f"/api/notifications/{id}/")
+    assert read.status_code == 200 and read.json()["status"] == "queued"
+    missing = await client.get(f"/api/notifications/{uuid.uuid4()}")
+    assert missing.status_code == 404
+
+
+async def test_unregistered_token_needs_an_app_and_inactive_devices_are_refused(
+    client: httpx.AsyncClient, clean_redis: redis.Redis
+) -> None:
+    unknown = await client.post("/api/notifications/", json={"device_token": token(5), "body": "x"})
+    assert unknown.status_code == 422
+    assert "register it or give app" in unknown.json()["detail"]
+
+    with_app = await client.post("/api/notifications/", json={"device_token": token(5), "app": APP, "body": "x"})
+    assert with_app.status_code == 202
+    production = await client.post(
+        "/api/notifications/",
+        json={"device_token": token(5), "app": APP, "environment": "production", "body": "x"},
+    )
+    assert production.status_code == 202
+    assert len(stream_messages(clean_redis)) == 1
+    assert len(stream_messages(clean_redis, Credential(APP, "production").transactional_stream)) == 1
+
+    await register(client, 6, is_active=False)
+    inactive = await client.post("/api/notifications/", json={"device_token": token(6), "body": "x"})
+    assert inactive.status_code == 422 and "inactive" in inactive.json()["detail"]
+
+
+async def test_oversize_payload_is_refused_before_it_is_queued(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    await register(client, 1)
+    big = {"device_token": token(1), "body": "x", "data": {"blob": "y" * 4100}}
+    response = await client.post("/api/notifications/", json=big)
+    assert response.status_code == 422
+    assert "4096" in response.json()["detail"]
+    voip = await client.post("/api/notifications/", json={**big, "push_type": "voip"})
+    assert voip.status_code == 202
+    assert record_count(clean_db) == 1 and len(stream_messages(clean_redis)) == 1
+
+
+async def test_idempotency_key_returns_the_first_id_without_a_second_send(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    await register(client, 1)
+    body = {"device_token": token(1), "body": "once"}
+    headers = {"Idempotency-Key": "order-42"}
+    first = await client.post("/api/notifications/", json=body, headers=headers)
+    again = await client.post("/api/notifications", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["id"] == again.json()["id"]
+
+    # racing retries: one record, one message
+    racing = await asyncio.gather(
+        *(client.post("/api/notifications/", json=body, headers={"Idempotency-Key": "order-43"}) for _ in range(20))
+    )
+    assert sorted(r.status_code for r in racing) == [200] * 19 + [202]
+    assert len({r.json()["id"] for r in racing}) == 1
+    assert record_count(clean_db) == 2
+    assert len(stream_messages(clean_redis)) == 2
+    with clean_db.connect() as connection:
+        keys = set(connection.execute(select(Notification.idempotency_key)).scalars())
+    assert {k.split(":", 1)[1] for k in keys} == {"order-42", "order-43"}
+
+
+async def test_concurrent_single_sends_each_get_their_own_record_and_message(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    for n in range(5):
+        await register(client, n)
+    responses = await asyncio.gather(
+        *(client.post("/api/notifications/", json={"device_token": token(n % 5), "body": str(n)}) for n in range(200))
+    )
+    assert {r.status_code for r in responses} == {202}
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 200
+    assert record_count(clean_db) == 200
+    assert {str(m.id) for m in stream_messages(clean_redis)} == ids
+
+
+async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_the_misses(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    for n in range(4):
+        await register(client, n, owner="alice" if n < 2 else "bob")
+    await register(client, 9, is_active=False)
+    response = await client.post(
+        "/api/notifications/bulk",
+        json={"device_tokens": [token(0), token(1), token(2), token(9), token(77)], "title": "Sale"},
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["count"] == 3
+    assert {n["device_token"] for n in body["notifications"]} == {token(0), token(1), token(2)}
+    assert (body["not_found"], body["inactive"]) == ([token(77)], [token(9)])
+
+    by_owner = await client.post("/api/notifications/bulk/", json={"owner_ids": ["alice", "nobody"], "body": "hi"})
+    assert by_owner.status_code == 202
+    assert by_owner.json()["count"] == 2 and by_owner.json()["not_found"] == ["nobody"]
+    assert record_count(clean_db) == 5
+    assert len(stream_messages(clean_redis)) == 5
+
+    retried = [
+        await client.post(
+            "/api/notifications/bulk/", json={"owner_ids": ["bob"], "body": "b"}, headers={"Idempotency-Key": "k1"}
+        )
+        for _ in range(2)
+    ]
+    assert retried[0].json()["notifications"] == retried[1].json()["notifications"]
+    assert record_count(clean_db) == 7 and len(stream_messages(clean_redis)) == 7
+
+
+async def test_bulk_takes_one_audience_of_at_most_ten_thousand(client: httpx.AsyncClient) -> None:
+    both = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(1)], "owner_ids": ["a"]})
+    assert both.status_code == 422 and "exactly one" in both.json()["detail"]
+    too_many = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(1)] * 10_001})
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "body.device_tokens"
+
+
+async def test_history_filters_by_status_token_campaign_and_time_with_cursor_pages(
+    client: httpx.AsyncClient, clean_db: Engine
+) -> None:
+    for n in range(3):
+        await register(client, n)
+    ids = []
+    for n in range(9):
+        response = await client.post("/api/notifications/", json={"device_token": token(n % 3), "body": str(n)})
+        ids.append(response.json()["id"])
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    with clean_db.begin() as connection:
+        for n, id in enumerate(ids):
+            connection.execute(
+                update(Notification)
+                .where(Notification.id == uuid.UUID(id))
+                .values(
+                    created_at=base + timedelta(minutes=n),
+                    status="sent" if n % 2 else "queued",
+                    campaign="shop/launch" if n == 4 else None,
+                )
+            )
+
+    async def listed(**params: object) -> list[str]:
+        response = await client.get("/api/notifications/", params=params)
+        assert response.status_code == 200, response.text
+        return [n["id"] for n in response.json()["results"]]
+
+    newest_first = list(reversed(ids))
+    assert await listed() == newest_first
+    assert await listed(status="sent") == [ids[n] for n in (7, 5, 3, 1)]
+    assert await listed(device_token=token(1)) == [ids[n] for n in (7, 4, 1)]
+    assert await listed(campaign="shop/launch") == [ids[4]]
+    window = {"since": (base + timedelta(minutes=2)).isoformat(), "until": (base + timedelta(minutes=5)).isoformat()}
+    assert await listed(**window) == [ids[4], ids[3], ids[2]]
+
+    seen: list[str] = []
+    params: dict[str, object] = {"limit": 4}
+    while True:
+        page = (await client.get("/api/notifications/", params=params)).json()
+        seen += [n["id"] for n in page["results"]]
+        if not page["next_cursor"]:
+            break
+        params = {"limit": 4, "cursor": page["next_cursor"]}
+    assert seen == newest_first
+
+    bad = await client.get("/api/notifications/", params={"status": "lost"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.status"
