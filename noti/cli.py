@@ -14,6 +14,9 @@ COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
     "apns-sim": "noti.apns.simulator:main",
     "campaign": "noti.campaigns_cli:campaign",
+    "gateway": "noti.gateway.cli:gateway",
+    "apikey": "noti.gateway.cli:apikey",
+    "sender": "noti.sender.cli:sender",
 }
 
 

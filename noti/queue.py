@@ -63,6 +63,11 @@ class Credential:
         return f"noti:{self.tag}:retries"
 
     @property
+    def dead_letters(self) -> str:
+        """Stream of entries no sender could read (kept for a person to look at, never dropped)."""
+        return f"noti:{self.tag}:dead"
+
+    @property
     def rate_limit(self) -> str:
         """Token bucket shared by every sender of the credential."""
         return f"noti:{self.tag}:rate"

@@ -1,0 +1,38 @@
+"""``noti sender``: serve one APNsCredential's queues until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import click
+
+from noti.sender.config import SenderConfig
+from noti.sender.service import Sender, SenderError
+
+
+@click.command("sender")
+@click.option("--credential", envvar="NOTI_CREDENTIAL", required=True, help="namespace/name of the APNsCredential.")
+def sender(credential: str) -> None:
+    """Deliver a credential's queued notifications to APNs and record every outcome.
+
+    The credential itself comes from NOTI_APNS_* variables (set by the operator on the Deployment).
+    """
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    try:
+        config = SenderConfig(credential=credential)
+        asyncio.run(_serve(config))
+    except SenderError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _serve(config: SenderConfig) -> None:
+    service = Sender(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    await service.run()

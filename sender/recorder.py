@@ -1,0 +1,118 @@
+"""Outcomes → PostgreSQL in batches, then XACK: a message is acknowledged only once its record is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from noti.queue import CONSUMER_GROUP, campaign_counters
+from noti.sender.metrics import SenderMetrics
+from noti.store import records
+from noti.store.records import Applied, Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A stream entry whose work is done: its outcome (None: nothing to write) and where to ack it."""
+
+    stream: str
+    entry_id: bytes
+    outcome: Outcome | None
+    campaign: str | None = None
+
+
+class Recorder:
+    """Collects outcomes and writes them in batches; survives database and Redis restarts by retrying."""
+
+    def __init__(
+        self, engine: Engine, redis: aioredis.Redis, metrics: SenderMetrics, *, batch_size: int, interval: float
+    ) -> None:
+        self._engine, self._redis, self._metrics = engine, redis, metrics
+        self.batch_size, self.interval = batch_size, interval
+        self._buffer: list[Finished] = []
+        self._full = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, item: Finished) -> None:
+        self._buffer.append(item)
+        if len(self._buffer) >= self.batch_size:
+            self._full.set()
+
+    async def run(self) -> None:
+        """Flush every ``interval`` seconds, or sooner when a batch is full, until stopped."""
+        while not self._stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.interval)
+            self._full.clear()
+            await self.flush()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._full.set()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._buffer:
+                batch, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
+                applied = await self._write([item.outcome for item in batch if item.outcome is not None])
+                await self._ack(batch, applied)
+
+    async def _write(self, outcomes: list[Outcome]) -> list[Applied]:
+        if not outcomes:
+            return []
+        delay = 0.2
+        while True:
+            try:
+                applied = await asyncio.to_thread(self._apply, outcomes)
+                self._metrics.batches.inc()
+                return applied
+            except DBAPIError as exc:
+                # The database is away (restart, failover): keep the batch, nothing is acked meanwhile.
+                log.warning("writing %d outcomes failed, retrying in %.1fs: %s", len(outcomes), delay, exc.orig)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _apply(self, outcomes: list[Outcome]) -> list[Applied]:
+        with self._engine.begin() as connection:
+            return records.apply_outcomes(connection, outcomes)
+
+    async def _ack(self, batch: list[Finished], applied: list[Applied]) -> None:
+        by_stream: dict[str, list[bytes]] = defaultdict(list)
+        for item in batch:
+            by_stream[item.stream].append(item.entry_id)
+        campaign_of = {item.outcome.id: item.campaign for item in batch if item.outcome is not None and item.campaign}
+        counts: Counter[tuple[str, str]] = Counter(
+            (campaign_of[a.id], a.status.value) for a in applied if a.status.is_final and a.id in campaign_of
+        )
+        delay = 0.2
+        while True:
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for stream, ids in by_stream.items():
+                        pipe.xack(stream, CONSUMER_GROUP, *ids)
+                        pipe.xdel(stream, *ids)  # acked entries are done: keep streams short
+                    for (campaign, status), count in counts.items():
+                        pipe.hincrby(campaign_counters(campaign), status, count)
+                    await pipe.execute()
+                return
+            except RedisError as exc:
+                # MULTI/EXEC: acks and counters land together or not at all, so a retry cannot count twice
+                # (unless the reply to a successful EXEC is what got lost).
+                log.warning("acknowledging %d entries failed, retrying in %.1fs: %s", len(batch), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

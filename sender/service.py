@@ -1,0 +1,470 @@
+"""The sender: a credential's Redis streams → APNs → delivery records, at-least-once, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import Engine
+
+from noti.apns.client import APNsClient, APNsResult, client_ssl_context
+from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
+from noti.apns.reasons import Outcome as APNsOutcome
+from noti.apns.tokens import ProviderTokens, load_signing_key
+from noti.queue import (
+    CONSUMER_GROUP,
+    MessageError,
+    QueuedNotification,
+    campaign_counters,
+    campaign_fanout_cursor,
+    campaign_settings,
+)
+from noti.sender.config import SenderConfig
+from noti.sender.health import HealthServer
+from noti.sender.metrics import SenderMetrics
+from noti.sender.ratelimit import TokenBucket
+from noti.sender.recorder import Finished, Recorder
+from noti.sender.retry import RetryQueue, backoff_delay, retry_member
+from noti.settings import get_settings
+from noti.store import records
+from noti.store.db import make_engine
+from noti.store.models import NotificationStatus, utcnow
+from noti.store.records import Outcome
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 500
+BLOCK_MS = 1000
+CAMPAIGN_REFRESH = 2.0  # seconds between looks at the credential's campaign set
+
+
+class SenderError(RuntimeError):
+    """The sender cannot start; the message says what to fix."""
+
+
+def final_status(outcome: APNsOutcome) -> NotificationStatus | None:
+    """The record status an APNs outcome ends in, or None when it does not end the notification."""
+    return {
+        APNsOutcome.SUCCESS: NotificationStatus.SENT,
+        APNsOutcome.INVALID_TOKEN: NotificationStatus.INVALID_TOKEN,
+        APNsOutcome.PERMANENT: NotificationStatus.FAILED,
+    }.get(outcome)
+
+
+def fair_order(campaigns: Sequence[str], turn: int) -> list[str]:
+    """Campaigns in the order to serve them this turn: a rotation, so each gets its share first in turn."""
+    if not campaigns:
+        return []
+    start = turn % len(campaigns)
+    return [*campaigns[start:], *campaigns[:start]]
+
+
+def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClient:
+    """The APNs client of the configured credential, its provider token shared through ``redis``."""
+    ssl_context = client_ssl_context(
+        ca_file=config.apns_ca_file,
+        **(
+            {"p12_file": config.apns_cert_file, "p12_password": (config.apns_cert_password or "").encode() or None}
+            if config.apns_cert_file and config.apns_cert_file.suffix == ".p12"
+            else {"cert_file": config.apns_cert_file}
+        ),
+    )
+    tokens = None
+    if config.apns_cert_file is None:
+        assert config.apns_key_file is not None
+        try:
+            key = load_signing_key(config.apns_key_file.read_bytes())
+        except OSError as exc:
+            raise SenderError(f"cannot read the APNs key file {config.apns_key_file}: {exc.strerror}") from None
+        tokens = ProviderTokens(
+            key, config.apns_key_id, config.apns_team_id, redis=redis, redis_key=config.queue.provider_token
+        )
+    return APNsClient(
+        config.apns_topic,
+        environment=config.apns_environment,
+        endpoint=config.apns_endpoint,
+        tokens=tokens,
+        ssl_context=ssl_context,
+        connections=config.sender_connections,
+    )
+
+
+class Sender:
+    """Serves one credential until :meth:`stop`; embeddable (``noti dev``) or run by ``noti sender``."""
+
+    def __init__(
+        self,
+        config: SenderConfig,
+        *,
+        engine: Engine | None = None,
+        redis: aioredis.Redis | None = None,
+        client: APNsClient | None = None,
+        metrics: SenderMetrics | None = None,
+    ) -> None:
+        problems = config.problems()
+        if problems:
+            raise SenderError("; ".join(problems))
+        settings = get_settings()
+        self.config = config
+        self.queue = config.queue
+        self._owns = (engine is None, redis is None, client is None)
+        self.engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
+        self.redis = redis or aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=10
+        )
+        self.client = client or build_client(config, self.redis)
+        self.metrics = metrics or SenderMetrics()
+        self.recorder = Recorder(
+            self.engine,
+            self.redis,
+            self.metrics,
+            batch_size=config.sender_batch_size,
+            interval=config.sender_batch_interval,
+        )
+        self.retries = RetryQueue(self.redis, self.queue.retries)
+        self.bucket = TokenBucket(self.redis, self.queue.rate_limit, config.sender_rate_per_second)
+        self._campaign_buckets: dict[str, TokenBucket] = {}
+        self._campaigns: list[str] = []
+        self._campaigns_at = 0.0
+        self._groups: set[str] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slot = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.credential_failure: str | None = None
+        self.health_port: int | None = None
+        self._turn = 0
+
+    # lifecycle
+    def stop(self) -> None:
+        """Stop reading, drain what is in flight, write and ack, then return from :meth:`run`."""
+        self._stopping.set()
+        self._slot.set()
+
+    async def run(self) -> None:
+        health = HealthServer(self.metrics.registry, self.status)
+        if self.config.sender_health_port:
+            self.health_port = await health.start("0.0.0.0", self.config.sender_health_port)
+        await self._publish_status("Ready", "")
+        background = [
+            asyncio.create_task(self.recorder.run(), name="recorder"),
+            asyncio.create_task(self._move_retries(), name="retries"),
+            asyncio.create_task(self._claim_abandoned(), name="claimer"),
+            asyncio.create_task(self._watch_backlog(), name="backlog"),
+        ]
+        log.info(
+            "sender for %s (%s) started as %s", self.config.credential, self.queue.tag, self.config.sender_consumer
+        )
+        try:
+            await self._read_loop()
+        finally:
+            await self._drain()
+            for task in background:
+                if task.get_name() == "recorder":
+                    continue
+                task.cancel()
+            self.recorder.stop()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self.recorder.flush()
+            await health.stop()
+            await self._close()
+
+    async def _drain(self) -> None:
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=self.config.sender_grace_period)
+            for task in pending:  # their messages stay pending in Redis: another sender claims them
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _close(self) -> None:
+        owns_engine, owns_redis, owns_client = self._owns
+        if owns_client:
+            await self.client.aclose()
+        if owns_redis:
+            await self.redis.aclose()
+        if owns_engine:
+            self.engine.dispose()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "healthy": self.credential_failure is None,
+            "credential": self.config.credential,
+            "in_flight": len(self._in_flight),
+            "credential_failure": self.credential_failure,
+        }
+
+    async def _publish_status(self, state: str, reason: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self.redis.hset(
+                self.queue.status, mapping={"state": state, "reason": reason, "at": utcnow().isoformat()}
+            )
+
+    # reading
+    async def _ensure_group(self, stream: str) -> None:
+        if stream in self._groups:
+            return
+        try:
+            await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(stream)
+
+    async def _active_campaigns(self) -> list[str]:
+        if time.monotonic() - self._campaigns_at < CAMPAIGN_REFRESH:
+            return self._campaigns
+        self._campaigns_at = time.monotonic()
+        members: set[bytes] = await self.redis.smembers(self.queue.campaigns)  # type: ignore[assignment]
+        names = sorted(m.decode() for m in members)
+        active = []
+        for name in names:
+            settings = await self.redis.hgetall(campaign_settings(name))
+            if await self._campaign_finished(name):
+                await self.redis.srem(self.queue.campaigns, name)
+                continue
+            if settings.get(b"suspend") == b"1":
+                continue
+            rate = float(settings.get(b"rate", 0) or 0)
+            bucket = self._campaign_buckets.get(name)
+            if bucket is None or bucket.rate != rate:
+                self._campaign_buckets[name] = TokenBucket(self.redis, self.queue.campaign_rate_limit(name), rate)
+            await self._ensure_group(self.queue.campaign_stream(name))
+            active.append(name)
+        self._campaigns = active
+        return active
+
+    async def _campaign_finished(self, name: str) -> bool:
+        fanout = await self.redis.hget(campaign_fanout_cursor(name), "done")
+        if fanout != b"1":
+            return False
+        counters = await self.redis.hgetall(campaign_counters(name))
+        total = int(counters.get(b"total", 0))
+        done = sum(int(counters.get(k, 0)) for k in (b"sent", b"failed", b"invalid_token"))
+        return done >= total
+
+    async def _read(self, wanted: int) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
+        tx = self.queue.transactional_stream
+        await self._ensure_group(tx)
+        found: list[tuple[str, bytes, dict[bytes, bytes]]] = []
+
+        async def read(streams: dict[str, str], count: int, block: int | None = None) -> None:
+            reply: Any = await self.redis.xreadgroup(
+                CONSUMER_GROUP,
+                self.config.sender_consumer,
+                streams,  # type: ignore[arg-type]
+                count=count,
+                block=block,
+            )
+            for stream, entries in reply or []:
+                name = stream.decode() if isinstance(stream, bytes) else stream
+                found.extend((name, entry_id, fields) for entry_id, fields in entries if fields)
+
+        await read({tx: ">"}, wanted)  # transactional sends always go first
+        campaigns = await self._active_campaigns()
+        remaining = wanted - len(found)
+        if remaining > 0 and campaigns:
+            self._turn += 1
+            share = max(1, remaining // len(campaigns))
+            for name in fair_order(campaigns, self._turn):
+                count = await self._campaign_buckets[name].take(min(share, wanted - len(found)))
+                if count > 0:
+                    await read({self.queue.campaign_stream(name): ">"}, count)
+        if not found:
+            started = time.monotonic()
+            streams = {tx: ">", **{self.queue.campaign_stream(name): ">" for name in campaigns}}
+            await read(streams, wanted, BLOCK_MS)
+            if not found and time.monotonic() - started < BLOCK_MS / 2000:
+                await asyncio.sleep(0.05)  # a server that does not block (the embedded one) must not spin us
+        return found
+
+    async def _read_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self.credential_failure is not None:
+                await asyncio.sleep(1)
+                continue
+            free = self.config.sender_concurrency - len(self._in_flight)
+            if free <= 0 or self.recorder.pending > 4 * self.config.sender_batch_size:
+                self._slot.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot.wait(), 1)
+                continue
+            try:
+                wanted = await self.bucket.take(min(free, READ_CHUNK))
+                if wanted == 0:
+                    await asyncio.sleep(0.02)
+                    continue
+                entries = await self._read(wanted)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis lost the group (restarted without its data): make it again
+                    self._groups.clear()
+                    continue
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("reading the streams failed, retrying: %s", exc)
+                self._groups.clear()
+                await asyncio.sleep(1)
+                continue
+            for stream, entry_id, fields in entries:
+                self._spawn(stream, entry_id, fields, reclaimed=False)
+
+    def _spawn(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], *, reclaimed: bool) -> None:
+        task = asyncio.create_task(self._deliver(stream, entry_id, fields, reclaimed))
+        self._in_flight.add(task)
+        self.metrics.in_flight.set(len(self._in_flight))
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.metrics.in_flight.set(len(self._in_flight))
+        self._slot.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivering a notification failed unexpectedly", exc_info=task.exception())
+
+    # delivering
+    async def _deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reclaimed: bool) -> None:
+        try:
+            message = QueuedNotification.decode(fields)
+        except MessageError as exc:
+            await self._dead_letter(stream, entry_id, fields, str(exc))
+            return
+        if reclaimed:
+            final = await asyncio.to_thread(self._final_ids, [message.id])
+            if final:
+                self.recorder.add(Finished(stream, entry_id, None))
+                return
+        try:
+            content = NotificationContent.from_dict(message.content)
+            payload = build_payload(content)
+        except InvalidNotification as exc:
+            self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason="InvalidNotification")
+            log.warning("notification %s cannot be sent: %s", message.id, exc)
+            return
+        result = await self.client.send(message.device_token, content, apns_id=message.id, payload=payload)
+        self.metrics.latency.observe(result.latency)
+        await self._handle(stream, entry_id, message, result)
+
+    def _final_ids(self, ids: list[Any]) -> set[Any]:
+        with self.engine.connect() as connection:
+            return records.final_ids(connection, ids)
+
+    async def _handle(self, stream: str, entry_id: bytes, message: QueuedNotification, result: APNsResult) -> None:
+        status = final_status(result.outcome)
+        reason = result.reason or ("Success" if result.ok else "Unknown")
+        if status is not None:
+            self.metrics.notifications.labels(status.value, reason).inc()
+            self._finish(stream, entry_id, message, status, result=result)
+            return
+        if result.outcome is APNsOutcome.CREDENTIAL:
+            # Stop this credential's traffic; the message stays pending and is sent once the credential is fixed.
+            if self.credential_failure is None:
+                self.credential_failure = reason
+                log.error("APNs refused credential %s: %s; sending stopped", self.config.credential, reason)
+                await self._publish_status("CredentialFailed", reason)
+            return
+        if message.attempt + 1 >= self.config.sender_max_attempts:
+            self.metrics.notifications.labels("failed", reason).inc()
+            self._finish(stream, entry_id, message, NotificationStatus.FAILED, result=result)
+            return
+        self.metrics.notifications.labels("retried", reason).inc()
+        delay = backoff_delay(
+            message.attempt, result.retry_after, self.config.sender_backoff_base, self.config.sender_backoff_max
+        )
+        member = retry_member(stream, message.next_attempt(), entry_id.decode())
+        await self._retry_later(stream, entry_id, member, time.time() + delay)
+
+    async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:
+        delay = 0.2
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zadd(self.queue.retries, {member: due})  # in the retry set before it leaves the stream
+                    pipe.xack(stream, CONSUMER_GROUP, entry_id)
+                    pipe.xdel(stream, entry_id)
+                    await pipe.execute()
+                return
+            except RedisError as exc:
+                log.warning("scheduling a retry failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _finish(
+        self,
+        stream: str,
+        entry_id: bytes,
+        message: QueuedNotification,
+        status: NotificationStatus,
+        *,
+        result: APNsResult | None = None,
+        reason: str | None = None,
+    ) -> None:
+        outcome = Outcome(
+            id=message.id,
+            status=status,
+            retry_count=message.attempt,
+            apns_id=result.apns_id if result else None,
+            apns_reason=(result.reason if result else None) or reason,
+            status_code=result.status_code or None if result else None,
+            sent_at=utcnow() if status is NotificationStatus.SENT else None,
+        )
+        self.recorder.add(Finished(stream, entry_id, outcome, message.campaign))
+
+    async def _dead_letter(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], error: str) -> None:
+        log.error("entry %s of %s is not a notification this sender reads (%s); moved to %s", entry_id, stream, error,
+                  self.queue.dead_letters)  # fmt: skip
+        entry: dict[Any, Any] = {b"stream": stream, b"entry": entry_id, b"error": error, **fields}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.queue.dead_letters, entry)
+            pipe.xack(stream, CONSUMER_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    # background duties
+    async def _move_retries(self) -> None:
+        while True:
+            try:
+                moved = await self.retries.move_due(time.time())
+                self.metrics.retries_waiting.set(await self.redis.zcard(self.queue.retries))
+            except (RedisError, OSError):
+                moved = 0
+            await asyncio.sleep(0.05 if moved else 0.5)
+
+    async def _claim_abandoned(self) -> None:
+        idle_ms = int(self.config.sender_claim_idle_seconds * 1000)
+        while True:
+            await asyncio.sleep(max(0.5, self.config.sender_claim_idle_seconds / 2))
+            if self._stopping.is_set() or self.credential_failure is not None:
+                continue
+            streams = [self.queue.transactional_stream, *(self.queue.campaign_stream(c) for c in self._campaigns)]
+            for stream in streams:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._claim(stream, idle_ms)
+
+    async def _claim(self, stream: str, idle_ms: int) -> None:
+        start: Any = "0-0"
+        while not self._stopping.is_set():
+            while self.config.sender_concurrency - len(self._in_flight) < 100:
+                self._slot.clear()
+                await self._slot.wait()
+            reply = await self.redis.xautoclaim(
+                stream, CONSUMER_GROUP, self.config.sender_consumer, idle_ms, start_id=start, count=100
+            )
+            start, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                if fields:
+                    self._spawn(stream, entry_id, fields, reclaimed=True)
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    async def _watch_backlog(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                for stream in [
+                    self.queue.transactional_stream,
+                    *(self.queue.campaign_stream(c) for c in self._campaigns),
+                ]:
+                    self.metrics.backlog.labels(stream).set(await self.redis.xlen(stream))
+            await asyncio.sleep(5)

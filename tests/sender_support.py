@@ -1,0 +1,80 @@
+"""Helpers shared by the sender tests: queue notifications the way the gateway does, wait for records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, func, insert, select
+
+from harness.apns import SimulatorProcess
+from noti.queue import Credential, QueuedNotification
+from noti.store import records
+from noti.store.models import Device, Notification, NotificationStatus
+
+
+def credential_of(simulator: SimulatorProcess) -> Credential:
+    return Credential(simulator.bundle_id, "sandbox")
+
+
+def enqueue(
+    engine: Engine, client: redis.Redis, simulator: SimulatorProcess, tokens: list[str], *, with_devices: bool = False
+) -> list[uuid.UUID]:
+    """Write queued records for ``tokens`` and add them to the credential's transactional stream."""
+    app = simulator.bundle_id
+    device_ids: dict[str, int] = {}
+    if with_devices:
+        with engine.begin() as connection:
+            connection.execute(insert(Device), [{"app": app, "device_token": t, "tags": []} for t in tokens])
+            device_ids = dict(
+                connection.execute(select(Device.device_token, Device.id).where(Device.app == app)).all()  # type: ignore[arg-type]
+            )
+    rows: list[dict[str, Any]] = [
+        {
+            "id": uuid.uuid4(),
+            "device_id": device_ids.get(token),
+            "device_token": token,
+            "app": app,
+            "title": "Hello",
+            "body": f"#{i}",
+            "status": NotificationStatus.QUEUED,
+        }
+        for i, token in enumerate(tokens)
+    ]
+    for start in range(0, len(rows), 2000):
+        with engine.begin() as connection:
+            records.insert_notifications(connection, rows[start : start + 2000])
+    stream = credential_of(simulator).transactional_stream
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        message = QueuedNotification(
+            id=row["id"], device_token=row["device_token"], app=app, content={"title": "Hello", "body": row["body"]},
+            device_id=row["device_id"],
+        )  # fmt: skip
+        pipe.xadd(stream, message.encode())  # type: ignore[arg-type]
+    pipe.execute()
+    return [row["id"] for row in rows]
+
+
+def final_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        query = select(func.count()).where(Notification.status.in_(["sent", "failed", "invalid_token"]))
+        return int(connection.execute(query).scalar_one())
+
+
+def wait_for_final(engine: Engine, expected: int, seconds: float) -> int:
+    """Poll until ``expected`` records are final; returns the count reached."""
+    deadline = time.monotonic() + seconds
+    count = final_count(engine)
+    while count < expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+        count = final_count(engine)
+    return count
+
+
+def statuses(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(Notification.status, func.count()).group_by(Notification.status)).all()
+    return {str(status): int(count) for status, count in rows}

@@ -1,0 +1,178 @@
+"""The sender in-process against real PostgreSQL, Redis and the APNs simulator over TLS HTTP/2."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis
+from sender_support import credential_of, enqueue, final_count, statuses
+from sqlalchemy import Engine, insert, select
+
+from harness.apns import SimulatorProcess
+from noti.queue import campaign_counters
+from noti.sender.config import SenderConfig
+from noti.sender.retry import backoff_delay
+from noti.sender.service import Sender, fair_order
+from noti.store.models import Device, Notification
+
+
+def _config(simulator: SimulatorProcess, **overrides: object) -> SenderConfig:
+    env = {key.removeprefix("NOTI_").lower(): value for key, value in simulator.sender_env().items()}
+    settings: dict[str, object] = {
+        "credential": "default/test", "sender_health_port": 0, "sender_backoff_base": 0.05,
+        "sender_backoff_max": 0.2, "sender_claim_idle_seconds": 2, **env, **overrides,
+    }  # fmt: skip
+    return SenderConfig(**settings)  # type: ignore[arg-type]
+
+
+async def _run_until_final(sender: Sender, engine: Engine, expected: int, seconds: float = 60) -> None:
+    task = asyncio.create_task(sender.run())
+    try:
+        for _ in range(int(seconds * 10)):
+            if await asyncio.to_thread(final_count, engine) >= expected:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+def sender_env(
+    clean_db: Engine, clean_redis: redis.Redis, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTI_DATABASE_URL", database_url)
+    monkeypatch.setenv("NOTI_REDIS_URL", redis_url)
+    from noti.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+async def test_notifications_are_sent_recorded_and_acked(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    tokens = [f"{i:064x}" for i in range(300)]
+    enqueue(clean_db, clean_redis, apns_simulator, tokens, with_devices=True)
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 300)
+    assert statuses(clean_db) == {"sent": 300}
+    with clean_db.connect() as connection:
+        stamped = connection.execute(select(Device.last_notification_at)).scalars().all()
+        apns_ids = connection.execute(select(Notification.apns_id, Notification.id)).all()
+    assert all(stamp is not None for stamp in stamped)
+    assert all(apns_id == str(record_id) for apns_id, record_id in apns_ids)  # apns-id is the record id
+    assert apns_simulator.counters()["by_outcome"] == {"Success": 300}
+    stream = credential_of(apns_simulator).transactional_stream
+    assert clean_redis.xlen(stream) == 0  # acked and removed
+    assert clean_redis.xpending(stream, "senders")["pending"] == 0
+
+
+async def test_unregistered_and_bad_tokens_end_invalid_and_deactivate_devices(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    tokens = [f"{i:064x}" for i in range(1, 31)]
+    apns_simulator.set_faults(unregistered=tokens[:10], bad_tokens=tokens[10:15])
+    enqueue(clean_db, clean_redis, apns_simulator, tokens, with_devices=True)
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 30)
+    assert statuses(clean_db) == {"invalid_token": 15, "sent": 15}
+    with clean_db.connect() as connection:
+        inactive = set(connection.execute(select(Device.device_token).where(Device.is_active.is_(False))).scalars())
+        reasons = dict(connection.execute(select(Notification.device_token, Notification.apns_reason)).all())
+    assert inactive == set(tokens[:15])
+    assert {reasons[t] for t in tokens[:10]} == {"Unregistered"} and {reasons[t] for t in tokens[10:15]} == {
+        "BadDeviceToken"
+    }
+
+
+async def test_errors_and_goaways_are_retried_until_sent(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(rate_503=0.1, goaway_after=100)
+    enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1000)])
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 1000, seconds=90)
+    assert statuses(clean_db) == {"sent": 1000}
+    with clean_db.connect() as connection:
+        retried = connection.execute(select(Notification.retry_count).where(Notification.retry_count > 0)).all()
+    assert len(retried) >= 50  # about 10% met a 503 at least once
+    assert apns_simulator.counters()["by_outcome"]["ServiceUnavailable"] >= 50
+
+
+async def test_exhausted_retries_end_failed_with_last_reason(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(rate_500=1.0)
+    enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(5)])
+    await _run_until_final(Sender(_config(apns_simulator, sender_max_attempts=3)), clean_db, 5)
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.status, Notification.retry_count, Notification.apns_reason)).all()
+    assert {tuple(row) for row in rows} == {("failed", 2, "InternalServerError")}
+
+
+async def test_credential_failure_stops_sending_and_is_published(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    wrong_key = tmp_path / "wrong.p8"
+    wrong_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(20)])
+    sender = Sender(_config(apns_simulator, apns_key_file=wrong_key))
+    task = asyncio.create_task(sender.run())
+    for _ in range(100):
+        if sender.credential_failure:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    sender.stop()
+    await asyncio.wait_for(task, 30)
+    status = clean_redis.hgetall(credential_of(apns_simulator).status)
+    assert (status[b"state"], status[b"reason"]) == (b"CredentialFailed", b"InvalidProviderToken")
+    assert final_count(clean_db) == 0  # nothing recorded as failed: the notifications wait for a fixed credential
+    assert apns_simulator.counters()["total"] <= 20
+    stream = credential_of(apns_simulator).transactional_stream
+    assert clean_redis.xpending(stream, "senders")["pending"] + clean_redis.xlen(stream) >= 20
+
+
+def test_backoff_grows_with_jitter_and_honours_hint() -> None:
+    delays = [backoff_delay(attempt, 0.0, 1.0, 300.0, rng=lambda: 1.0) for attempt in range(10)]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0] and delays[-1] == 300.0
+    assert backoff_delay(0, 60.0, 1.0, 300.0, rng=lambda: 0.0) == 60.0
+    assert backoff_delay(3, 0.0, 1.0, 300.0, rng=lambda: 0.0) == 4.0  # half the exponential at least
+
+
+def test_campaigns_take_turns() -> None:
+    assert [fair_order(["a", "b", "c"], turn)[0] for turn in range(4)] == ["a", "b", "c", "a"]
+
+
+async def test_campaign_counters_follow_outcomes(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    import redis.asyncio as aioredis
+
+    from noti.campaigns import CampaignSpec, fan_out
+    from noti.store.db import make_engine
+
+    tokens = [f"{i:064x}" for i in range(1, 41)]
+    apns_simulator.set_faults(unregistered=tokens[:4])
+    with clean_db.begin() as connection:
+        rows = [{"app": apns_simulator.bundle_id, "device_token": t, "tags": []} for t in tokens]
+        connection.execute(insert(Device), rows)
+    manifest = {
+        "apiVersion": "noti.dev/v1alpha1", "kind": "NotificationCampaign", "metadata": {"name": "c1"},
+        "spec": {"credentialRef": {"name": "x"}, "notification": {"title": "Hi"}, "audience": {"allDevices": True}},
+    }  # fmt: skip
+    spec = CampaignSpec.from_manifest(manifest)
+    aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
+    engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
+    await fan_out(engine, aredis, credential_of(apns_simulator), spec)
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
+    counters = clean_redis.hgetall(campaign_counters("default/c1"))
+    await aredis.aclose()
+    engine.dispose()
+    assert (counters[b"sent"], counters[b"invalid_token"], counters[b"total"]) == (b"36", b"4", b"40")
