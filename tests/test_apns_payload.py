@@ -129,3 +129,8 @@ def test_payload_is_within_limit_or_refused_and_round_trips(content: Notificatio
         decoded = orjson.loads(payload)
         if content.body is not None:
             assert decoded["aps"]["alert"]["body"] == content.body
+
+
+def test_numbers_json_cannot_carry_are_refused_not_crashed_on() -> None:
+    with pytest.raises(InvalidNotification, match="data: cannot be encoded"):
+        build_payload(NotificationContent(title="x", data={"big": -71353849071570100224}))

@@ -272,7 +272,10 @@ def payload_dict(content: NotificationContent) -> dict[str, Any]:
 
 def build_payload(content: NotificationContent) -> bytes:
     """The compact JSON payload; raises PayloadTooLarge over 4096 bytes (5120 for voip)."""
-    payload = orjson.dumps(payload_dict(content))
+    try:
+        payload = orjson.dumps(payload_dict(content))
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits in custom data
+        raise InvalidNotification("data", f"cannot be encoded as APNs JSON: {exc}") from None
     if len(payload) > content.max_payload:
         raise PayloadTooLarge(len(payload), content.max_payload, content.push_type)
     return payload
