@@ -14,6 +14,8 @@ COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
     "apns-sim": "noti.apns.simulator:main",
     "campaign": "noti.campaigns_cli:campaign",
+    "dev": "noti.dev:dev",
+    "send": "noti.send:send",
     "gateway": "noti.gateway.cli:gateway",
     "apikey": "noti.gateway.cli:apikey",
     "sender": "noti.sender.cli:sender",
@@ -42,6 +44,8 @@ class LazyGroup(click.Group):
 def cli(log_level: str) -> None:
     """Noti: iOS push notifications at scale (operator, gateway, senders, APNs simulator)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "alembic.runtime.migration"):  # a line per request or step is noise, not news
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import socket
 import threading
 from dataclasses import asdict, dataclass
@@ -108,6 +109,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _keep_alive_handler() -> type:
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class KeepAliveHandler(TCPFakeRequestHandler):
+        """fakeredis' TCP handler ends a connection after any error reply (NOSCRIPT, BUSYGROUP...).
+
+        Real Redis keeps it, and redis-py reuses pooled connections, so serve on until the peer leaves.
+        """
+
+        def handle(self) -> None:
+            while not self.server._shutdown_event.is_set():
+                super().handle()  # returns after an error reply, when the peer left, or at shutdown
+                if self._peer_closed():
+                    return
+
+        def _peer_closed(self) -> bool:
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
+
+    return KeepAliveHandler
+
+
 class EmbeddedRedis:
     """A Redis-compatible server in this process (fakeredis over TCP, Lua included)."""
 
@@ -115,6 +141,7 @@ class EmbeddedRedis:
         from fakeredis import TcpFakeServer
 
         self._server = TcpFakeServer((host, port), server_type="redis")
+        self._server.RequestHandlerClass = _keep_alive_handler()
         self._server.daemon_threads = True
         address = self._server.server_address
         self.host, self.port = str(address[0]), int(address[1])

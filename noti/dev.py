@@ -1,0 +1,262 @@
+"""``noti dev``: gateway, sender and APNs simulator in one process, on SQLite and an embedded Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import click
+import redis.asyncio as aioredis
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, select
+
+from noti.apns.tokens import load_signing_key
+from noti.campaigns import RECORD_COLUMNS
+from noti.devstack import DataDir, DevError, EmbeddedRedis, RuntimeInfo, dev_signing_key, ensure_port_free
+from noti.queue import Credential, QueuedNotification
+from noti.settings import Settings
+from noti.store import migrate
+from noti.store.db import DatabaseUnavailable, make_engine, safe_url
+from noti.store.models import FINAL_STATUSES, Notification
+
+log = logging.getLogger("noti.dev")
+TEAM_ID = "DEVTEAM001"
+KEY_ID = "DEVKEY0001"
+CREDENTIAL = "dev"  # the APNsCredential name campaign manifests refer to
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    host: str
+    port: int
+    data_dir: str
+    app: str
+    sim_port: int
+
+
+@click.command("dev")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the gateway listens on.")
+@click.option("--port", default=8000, show_default=True, help="Gateway port.")
+@click.option("--data-dir", envvar="NOTI_DATA_DIR", default=".noti", show_default=True, help="Where data is kept.")
+@click.option("--app", default="com.example.noti", show_default=True, help="Bundle id of the dev credential.")
+@click.option("--sim-port", default=0, help="APNs simulator port (default: any free port).")
+def dev(host: str, port: int, data_dir: str, app: str, sim_port: int) -> None:
+    """Run gateway, sender and APNs simulator in one process (SQLite and an embedded Redis by default).
+
+    NOTI_DATABASE_URL and NOTI_REDIS_URL, when set, put it on real PostgreSQL and Redis instead.
+    """
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    try:
+        asyncio.run(DevStack(DevOptions(host, port, data_dir, app, sim_port)).run())
+    except DevError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: Ctrl-C is ours to handle, and we need to know when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.ready.set()
+
+
+class DevStack:
+    def __init__(self, options: DevOptions) -> None:
+        self.options = options
+
+    async def run(self) -> None:
+        from noti.apns.simulator import start as start_simulator
+
+        options = self.options
+        data = DataDir.prepare(options.data_dir)
+        ensure_port_free(options.host, options.port, "gateway", "--port")
+        ensure_port_free("127.0.0.1", options.sim_port, "APNs simulator", "--sim-port")
+        database_url = os.environ.get("NOTI_DATABASE_URL") or f"sqlite:///{data.database}"
+        engine = make_engine(database_url)
+        try:
+            await asyncio.to_thread(migrate.upgrade, engine)
+        except DatabaseUnavailable as exc:
+            raise DevError(str(exc)) from None
+        embedded: EmbeddedRedis | None = None
+        redis_url = os.environ.get("NOTI_REDIS_URL")
+        if not redis_url:
+            embedded = EmbeddedRedis().start()
+            redis_url = embedded.url
+        redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            raise DevError(f"cannot reach Redis at {redis_url}: {exc}") from None
+        simulator = None
+        try:
+            simulator = await start_simulator(host="127.0.0.1", port=options.sim_port, control_port=0)
+            await self._serve(data, engine, redis, redis_url, database_url, simulator, embedded is not None)
+        finally:
+            if simulator is not None:
+                await simulator.stop()
+            await redis.aclose()
+            if embedded is not None:
+                embedded.stop()
+            engine.dispose()
+            with contextlib.suppress(FileNotFoundError):
+                data.runtime.unlink()
+
+    async def _serve(
+        self, data: DataDir, engine: Engine, redis: aioredis.Redis, redis_url: str, database_url: str,
+        simulator: object, requeue: bool,
+    ) -> None:  # fmt: skip
+        from noti.gateway.app import create_app
+        from noti.sender.config import SenderConfig
+        from noti.sender.service import Sender
+
+        options = self.options
+        key_pem = dev_signing_key(data)
+        public = load_signing_key(key_pem).public_key()
+        public_pem = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)  # type: ignore[attr-defined]
+        credential = Credential(options.app, "sandbox")
+        if requeue:
+            count = await self._requeue(engine, redis, credential)
+            if count:
+                click.echo(f"re-queued {count} notifications left unfinished by the last run")
+        api_key = await asyncio.to_thread(self._api_key, data, engine)
+        settings = Settings(
+            database_url=database_url,
+            redis_url=redis_url,
+            apns_environment="sandbox",
+            gateway_host=options.host,
+            gateway_port=options.port,
+            gateway_default_app=options.app,
+        )
+        gateway_url = f"http://{options.host}:{options.port}"
+        app = create_app(settings, engine=engine, redis=redis)
+        server = _EmbeddedServer(
+            uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", lifespan="on")
+        )
+        sender = Sender(
+            SenderConfig(
+                credential=f"default/{CREDENTIAL}",
+                apns_team_id=TEAM_ID,
+                apns_key_id=KEY_ID,
+                apns_key_file=data.apns_key,
+                apns_topic=options.app,
+                apns_environment="sandbox",
+                apns_endpoint=simulator.url,  # type: ignore[attr-defined]
+                apns_ca_file=simulator.ca_path,  # type: ignore[attr-defined]
+                sender_health_port=0,
+                sender_claim_idle_seconds=10,
+            ),
+            engine=engine,
+            redis=redis,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.create_task(server.serve(), name="gateway")
+        sending = asyncio.create_task(sender.run(), name="sender")
+        await asyncio.wait({serving, asyncio.create_task(server.ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            sender.stop()
+            await sending
+            raise DevError(f"the gateway could not listen on {options.host}:{options.port}")
+        data.write_runtime(
+            RuntimeInfo(os.getpid(), database_url, redis_url, gateway_url, options.app, "sandbox", CREDENTIAL)
+        )
+        click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))  # type: ignore[attr-defined]
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopped, serving, sending}, return_when=asyncio.FIRST_COMPLETED)
+        click.echo("stopping: draining the sender…")
+        server.should_exit = True
+        sender.stop()
+        await asyncio.gather(serving, sending, return_exceptions=True)
+        stopped.cancel()
+        click.echo("stopped")
+
+    def _api_key(self, data: DataDir, engine: Engine) -> str:
+        """The dev API key: the stored one while it still works, else a new one (send, read, admin)."""
+        from noti.gateway.auth import KeyVerifier, Scope, create_api_key
+
+        if data.api_key.exists():
+            stored = data.api_key.read_text().strip()
+            if KeyVerifier(engine, 0).verify(stored) is not None:
+                return stored
+        key = create_api_key(engine, "noti dev", [Scope.SEND, Scope.READ, Scope.ADMIN])
+        fd = os.open(data.api_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+
+    async def _requeue(self, engine: Engine, redis: aioredis.Redis, credential: Credential) -> int:
+        """The embedded Redis forgets its queues on exit: queue unfinished records of the app again."""
+
+        def unfinished() -> list[QueuedNotification]:
+            columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
+            query = select(
+                Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
+            ).where(Notification.app == credential.app, Notification.status.notin_(FINAL_STATUSES))
+            with engine.connect() as connection:
+                rows = connection.execute(query).all()
+            return [
+                QueuedNotification(
+                    id=row.id,
+                    device_token=row.device_token,
+                    app=credential.app,
+                    content={name: getattr(row, name) for name in RECORD_COLUMNS if getattr(row, name) is not None},
+                    device_id=row.device_id,
+                    campaign=row.campaign,
+                )
+                for row in rows
+            ]
+
+        messages = await asyncio.to_thread(unfinished)
+        if messages:
+            async with redis.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
+                await pipe.execute()
+        return len(messages)
+
+    def _banner(self, data: DataDir, database_url: str, gateway_url: str, simulator_url: str, api_key: str) -> str:
+        token = "a1" * 32
+        return "\n".join(
+            [
+                "",
+                f"Noti dev stack is running (data in {data.root}, store {safe_url(database_url)})",
+                f"  API       {gateway_url}/api/",
+                f"  Docs      {gateway_url}/api/docs/",
+                f"  Admin     {gateway_url}/admin/   (any user name; the API key is the password)",
+                f"  APNs sim  {simulator_url}   (app {self.options.app}, sandbox)",
+                f"  API key   {api_key}",
+                "",
+                "Try it:",
+                f"  export NOTI_URL={gateway_url} NOTI_API_KEY={api_key}",
+                f'  curl -s -X POST $NOTI_URL/api/notifications/ -H "Authorization: Bearer $NOTI_API_KEY" '
+                f'-H \'content-type: application/json\' -d \'{{"device_token": "{token}", "app": "{self.options.app}", '
+                f'"title": "Hello", "body": "from Noti"}}\'',
+                "",
+                "Ctrl-C stops it; the next start keeps the data.",
+            ]
+        )
