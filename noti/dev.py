@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, select
 
+from noti.apns.simulator import Simulator
+from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
 from noti.campaigns import RECORD_COLUMNS
 from noti.devstack import DataDir, DevError, EmbeddedRedis, RuntimeInfo, dev_signing_key, ensure_port_free
@@ -85,8 +87,6 @@ class DevStack:
         self.options = options
 
     async def run(self) -> None:
-        from noti.apns.simulator import start as start_simulator
-
         options = self.options
         data = DataDir.prepare(options.data_dir)
         ensure_port_free(options.host, options.port, "gateway", "--port")
@@ -123,7 +123,7 @@ class DevStack:
 
     async def _serve(
         self, data: DataDir, engine: Engine, redis: aioredis.Redis, redis_url: str, database_url: str,
-        simulator: object, requeue: bool,
+        simulator: Simulator, requeue: bool,
     ) -> None:  # fmt: skip
         from noti.gateway.app import create_app
         from noti.sender.config import SenderConfig
@@ -135,7 +135,7 @@ class DevStack:
         public_pem = public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
-        await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)  # type: ignore[attr-defined]
+        await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)
         credential = Credential(options.app, "sandbox")
         if requeue:
             count = await self._requeue(engine, redis, credential)
@@ -163,8 +163,8 @@ class DevStack:
                 apns_key_file=data.apns_key,
                 apns_topic=options.app,
                 apns_environment="sandbox",
-                apns_endpoint=simulator.url,  # type: ignore[attr-defined]
-                apns_ca_file=simulator.ca_path,  # type: ignore[attr-defined]
+                apns_endpoint=simulator.url,
+                apns_ca_file=simulator.ca_path,
                 sender_health_port=0,
                 sender_claim_idle_seconds=10,
             ),
@@ -183,9 +183,19 @@ class DevStack:
             await sending
             raise DevError(f"the gateway could not listen on {options.host}:{options.port}")
         data.write_runtime(
-            RuntimeInfo(os.getpid(), database_url, redis_url, gateway_url, options.app, "sandbox", CREDENTIAL)
+            RuntimeInfo(
+                os.getpid(),
+                database_url,
+                redis_url,
+                gateway_url,
+                options.app,
+                "sandbox",
+                CREDENTIAL,
+                simulator_url=simulator.url,
+                simulator_control_url=f"http://127.0.0.1:{simulator.control_port}",
+            )
         )
-        click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))  # type: ignore[attr-defined]
+        click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serving, sending}, return_when=asyncio.FIRST_COMPLETED)
         click.echo("stopping: draining the sender…")

@@ -35,6 +35,8 @@ class RuntimeInfo:
     app: str
     environment: str
     credential: str  # name of the dev APNsCredential campaigns refer to
+    simulator_url: str = ""
+    simulator_control_url: str = ""  # GET /counters: what the APNs simulator received
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,167 @@
+"""`noti dev` as a new user meets it: start, the README's curl examples, restart, wrong input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.procs import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _examples() -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- try-it -->\s*```sh\n(.*?)```\s*<!-- /try-it -->", readme, re.S)
+    assert block, "README lost its try-it examples"
+    return block.group(1)
+
+
+class Dev:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir, self.port = data_dir, port
+        self.url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTI_DATABASE_URL", "NOTI_REDIS_URL")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "noti.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+        wait_until(self._ready, timeout=60, what="noti dev")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"noti dev exited: {self.process.stdout.read() if self.process.stdout else ''}")
+        return (self.data_dir / "running.json").exists() and httpx.get(f"{self.url}/healthz").status_code == 200
+
+    @property
+    def api_key(self) -> str:
+        return (self.data_dir / "dev-api-key").read_text().strip()
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        result: dict[str, str] = json.loads((self.data_dir / "running.json").read_text())
+        return result
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGINT)
+        output, _ = self.process.communicate(timeout=60)
+        return output
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    stack = Dev(tmp_path / "data", free_port())
+    yield stack
+    if stack.process.poll() is None:
+        stack.process.kill()
+        stack.process.wait()
+
+
+def test_readme_examples_work_and_reach_the_simulator(dev: Dev) -> None:
+    env = {**os.environ, "NOTI_URL": dev.url, "NOTI_API_KEY": dev.api_key}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _examples()], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(answers) == 5 and not any("detail" in answer for answer in answers), result.stdout
+    device, single, bulk, _history, stats = answers
+    assert device["owner"] == "user-1"
+    assert single["status"] == "queued" and bulk["count"] == 1
+    assert "overall" in stats
+
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    token = device["device_token"]
+
+    def delivered() -> bool:
+        page = httpx.get(f"{dev.url}/api/notifications/", params={"device_token": token}, headers=headers).json()
+        return len(page["results"]) == 2 and {n["status"] for n in page["results"]} == {"sent"}
+
+    wait_until(delivered, timeout=30, what="both notifications sent")
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
+    assert counters["by_token"][token] == 2 and counters["by_outcome"]["Success"] >= 2
+    output = dev.stop()
+    assert dev.process.returncode == 0, output
+    assert "stopped" in output
+
+
+def test_second_start_reuses_data_and_key(tmp_path: Path) -> None:
+    first = Dev(tmp_path / "data", free_port())
+    key = first.api_key
+    headers = {"Authorization": f"Bearer {key}"}
+    token = "b2" * 32
+    assert httpx.post(f"{first.url}/api/devices/", json={"device_token": token}, headers=headers).status_code == 201
+    first.stop()
+    second = Dev(tmp_path / "data", free_port())
+    try:
+        assert second.api_key == key
+        answer = httpx.get(f"{second.url}/api/devices/{token}/", headers=headers)
+        assert answer.status_code == 200 and answer.json()["device_token"] == token
+    finally:
+        second.stop()
+
+
+def test_wrong_inputs_say_what_to_fix(dev: Dev, tmp_path: Path) -> None:
+    taken = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "dev", "--port", str(dev.port), "--data-dir", str(tmp_path / "other")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert taken.returncode != 0
+    assert f"port {dev.port} for the gateway is in use" in taken.stderr and "--port" in taken.stderr
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    unwritable = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "dev", "--port", str(free_port()), "--data-dir", str(blocked / "data")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert unwritable.returncode != 0
+    assert "cannot write to the data directory" in unwritable.stderr and "--data-dir" in unwritable.stderr
+    assert "Traceback" not in unwritable.stderr + taken.stderr
+
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    bad_token = httpx.post(f"{dev.url}/api/notifications/", json={"device_token": "xyz", "title": "x"}, headers=headers)
+    assert bad_token.status_code == 422 and "hex" in bad_token.text
+    missing = httpx.post(f"{dev.url}/api/devices/", json={}, headers=headers)
+    assert missing.status_code == 422 and "device_token" in missing.text
+    wrong_key = httpx.get(f"{dev.url}/api/devices/", headers={"Authorization": "Bearer noti_nope_nope"})
+    assert wrong_key.status_code == 401 and "API key" in wrong_key.json()["detail"]
+
+    send = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "send", "--token", "zz", "--title", "x", "--gateway", dev.url,
+         "--api-key", dev.api_key],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert send.returncode != 0 and "device_token" in send.stderr and "hex" in send.stderr
+
+
+def test_noti_send_through_the_gateway(dev: Dev) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "send", "--token", "c3" * 32, "--title", "Hi", "--app", "com.example.noti",
+         "--gateway", dev.url, "--api-key", dev.api_key],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("queued ")
+
+
+def test_campaign_run_against_the_dev_stack(dev: Dev) -> None:
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    for i in range(5):
+        httpx.post(f"{dev.url}/api/devices/", json={"device_token": f"{i + 1:064x}"}, headers=headers)
+    result = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "campaign", "run", str(ROOT / "examples" / "campaign.yaml"),
+         "--data-dir", str(dev.data_dir), "--timeout", "60"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "default/winter-sale: total 5, sent 5, failed 0, invalid tokens 0" in result.stdout
+
+
