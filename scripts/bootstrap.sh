@@ -5,18 +5,21 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 extras=${1:-}
 
+# `python -m` puts the working directory first on sys.path, where the operator/ folder would
+# shadow the standard library's operator module: run Python from elsewhere.
+cd /
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "Noti needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
     exit 1
 fi
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv || {
+if [ ! -x "$root/.venv/bin/python" ]; then
+    "$python" -m venv "$root/.venv" || {
         echo "could not create a virtualenv: on Debian/Ubuntu run 'apt-get install python3-venv'" >&2
         exit 1
     }
 fi
-spec="."
-[ -n "$extras" ] && spec=".[$extras]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e "$spec"
+spec="$root"
+[ -n "$extras" ] && spec="$root[$extras]"
+"$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -U pip
+"$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" -e "$spec"

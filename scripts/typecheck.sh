@@ -7,5 +7,7 @@ tree="$root/build/typecheck"
 rm -rf "$tree" && mkdir -p "$tree/noti"
 for entry in "$root"/noti/*; do ln -s "$entry" "$tree/noti/$(basename "$entry")"; done
 for component in gateway sender operator; do ln -s "$root/$component" "$tree/noti/$component"; done
-cd "$root"
-exec "${PYTHON:-$root/.venv/bin/python}" -m mypy "$tree/noti" "$@"
+# Run from the tree, not the repository root: `python -m` puts the working directory on sys.path,
+# where the operator/ folder would shadow the standard library's operator module.
+cd "$tree"
+exec "${PYTHON:-$root/.venv/bin/python}" -m mypy --config-file "$root/pyproject.toml" noti "$@"
