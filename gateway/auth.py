@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from noti.queue import api_key_rate_limit
+from noti.ratelimit import TokenBucket
 from noti.store.models import ApiKey, utcnow
 
 KEY_PREFIX = "noti"
@@ -147,34 +148,6 @@ class KeyVerifier:
         return principal
 
 
-# KEYS[1] bucket; ARGV rate/s, burst, now (s), cost. Returns {allowed, seconds to wait}.
-_TOKEN_BUCKET = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  wait = (cost - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
-"""
-
-
 class RateLimiter:
     """A token bucket per API key in Redis, shared by every gateway replica.
 
@@ -188,7 +161,7 @@ class RateLimiter:
         self.burst = burst
         self.lease = max(1, min(burst, int(rate // 20)))
         self._leases: dict[str, tuple[int, float]] = {}  # prefix -> (tokens left, expiry)
-        self._script = redis.register_script(_TOKEN_BUCKET)
+        self._redis = redis
 
     @property
     def enabled(self) -> bool:
@@ -204,11 +177,11 @@ class RateLimiter:
             self._leases[prefix] = (left - cost, expiry)
             return 0
         wait = 0.0
+        bucket = TokenBucket(self._redis, api_key_rate_limit(prefix), self.rate, self.burst)
         for take in dict.fromkeys((max(cost, self.lease), cost)):
-            allowed, wait = await self._script(
-                keys=[api_key_rate_limit(prefix)], args=[self.rate, self.burst, f"{time.time():.6f}", take]
-            )
-            if int(allowed):
+            grant = await bucket.take(take, partial=False)
+            if grant.granted:
                 self._leases[prefix] = (take - cost, now + 1.0)
                 return 0
-        return max(1, math.ceil(float(wait)))
+            wait = grant.wait
+        return max(1, math.ceil(wait))

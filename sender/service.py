@@ -25,10 +25,10 @@ from noti.queue import (
     campaign_fanout_cursor,
     campaign_settings,
 )
+from noti.ratelimit import TokenBucket
 from noti.sender.config import SenderConfig
 from noti.sender.health import HealthServer
 from noti.sender.metrics import SenderMetrics
-from noti.sender.ratelimit import TokenBucket
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry import RetryQueue, backoff_delay, retry_member
 from noti.settings import get_settings
@@ -270,7 +270,7 @@ class Sender:
             self._turn += 1
             share = max(1, remaining // len(campaigns))
             for name in fair_order(campaigns, self._turn):
-                count = await self._campaign_buckets[name].take(min(share, wanted - len(found)))
+                count = (await self._campaign_buckets[name].take(min(share, wanted - len(found)))).granted
                 if count > 0:
                     await read({self.queue.campaign_stream(name): ">"}, count)
         if not found:
@@ -293,7 +293,7 @@ class Sender:
                     await asyncio.wait_for(self._slot.wait(), 1)
                 continue
             try:
-                wanted = await self.bucket.take(min(free, READ_CHUNK))
+                wanted = (await self.bucket.take(min(free, READ_CHUNK))).granted
                 if wanted == 0:
                     await asyncio.sleep(0.02)
                     continue
