@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -117,3 +119,35 @@ async def test_goaway_and_dropped_connections_reconnect(client: APNsClient, apns
     apns_simulator.set_faults(drop_rate=0.0)
     again = await client.send(TOKEN, NotificationContent(title="x"))
     assert again.outcome is Outcome.SUCCESS
+
+
+async def test_2000_concurrent_sends_share_two_connections(
+    client: APNsClient, apns_simulator: SimulatorProcess
+) -> None:
+    # 2,000 in flight: both connections' 1,000 streams each, no more connections opened.
+    results = await asyncio.gather(
+        *(client.send(f"{i:064x}", NotificationContent(title="Sale", body=str(i))) for i in range(2000))
+    )
+    assert all(result.ok for result in results)
+    assert len({result.apns_id for result in results}) == 2000
+    assert client.transport.connects == 2  # type: ignore[attr-defined]
+    counters = apns_simulator.counters()
+    assert counters["by_outcome"] == {"Success": 2000}
+    assert len(counters["by_token"]) == 2000
+    assert counters["provider_tokens"] == 1
+
+
+async def test_any_httpx_transport_can_carry_the_client(apns_simulator: SimulatorProcess) -> None:
+    tokens = ProviderTokens(
+        load_signing_key(apns_simulator.private_key_pem), apns_simulator.key_id, apns_simulator.team_id
+    )
+    stock = httpx.AsyncHTTPTransport(http2=True, verify=client_ssl_context(ca_file=apns_simulator.ca_path))
+    client = APNsClient(apns_simulator.bundle_id, endpoint=apns_simulator.url, tokens=tokens, transport=stock)
+    apns_id = "0f3c9d4e-8a1b-4c2d-9e7f-5a6b7c8d9e0f"
+    sent = await client.send(TOKEN, NotificationContent(title="x"), apns_id=apns_id)
+    apns_simulator.set_faults(unregistered=["cd" * 32])
+    gone = await client.send("cd" * 32, NotificationContent(title="x"))
+    await client.aclose()
+    assert (sent.status_code, sent.apns_id, sent.outcome) == (200, apns_id, Outcome.SUCCESS)
+    assert (gone.status_code, gone.reason, gone.outcome) == (410, "Unregistered", Outcome.INVALID_TOKEN)
+    assert gone.timestamp is not None

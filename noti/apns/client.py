@@ -17,7 +17,7 @@ import orjson
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
 
 from noti.apns.payload import NotificationContent, build_headers, build_payload
-from noti.apns.reasons import CONNECTION_ERROR, Classification, Outcome, classify
+from noti.apns.reasons import CONNECTION_ERROR, REASONS, Classification, Outcome, classify
 from noti.apns.tokens import ProviderTokens
 from noti.apns.transport import H2Transport
 
@@ -111,19 +111,29 @@ class APNsClient:
             if token is not None:
                 headers["authorization"] = f"bearer {token}"
             try:
-                response = await self._http.post(f"/3/device/{device_token}", content=body, headers=headers)
+                status, response_headers, answer = await self._post(f"/3/device/{device_token}", headers, body)
             except (httpx.TransportError, OSError) as exc:
-                return _result(0, type(exc).__name__, None, CONNECTION_ERROR, latency=time.perf_counter() - started)
+                # A GOAWAY may carry Apple's reason (e.g. BadCertificate): classify it like a response.
+                said = getattr(exc, "reason", None)
+                known = REASONS.get(said) if isinstance(said, str) else None
+                if known is not None and known.outcome is Outcome.REFRESH_TOKEN and token is not None and not refreshed:
+                    assert self.tokens is not None
+                    await self.tokens.refresh(token)
+                    refreshed = True
+                    continue
+                if known is None or known.outcome is Outcome.REFRESH_TOKEN:
+                    known, said = CONNECTION_ERROR, type(exc).__name__
+                return _result(0, said, None, known, latency=time.perf_counter() - started)
             reason: str | None = None
             timestamp: int | None = None
-            if response.status_code != 200:
+            if status != 200:
                 try:
-                    error = orjson.loads(response.content) if response.content else {}
+                    error = orjson.loads(answer) if answer else {}
                 except orjson.JSONDecodeError:
                     error = {}
                 reason = error.get("reason")
                 timestamp = error.get("timestamp")
-            classification = classify(response.status_code, reason)
+            classification = classify(status, reason)
             if classification.outcome is Outcome.REFRESH_TOKEN and token is not None and not refreshed:
                 assert self.tokens is not None
                 await self.tokens.refresh(token)
@@ -131,10 +141,17 @@ class APNsClient:
                 continue
             if classification.outcome is Outcome.REFRESH_TOKEN:
                 classification = Classification(Outcome.RETRYABLE, 1.0, "the provider token was refused twice")
+            apns_id_answered = next((value for name, value in response_headers if name == "apns-id"), None)
             return _result(
-                response.status_code, reason, response.headers.get("apns-id"), classification,
-                timestamp=timestamp, latency=time.perf_counter() - started,
+                status, reason, apns_id_answered, classification, timestamp=timestamp,
+                latency=time.perf_counter() - started,
             )  # fmt: skip
+
+    async def _post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body) of one POST through httpx (over our HTTP/2 transport by default)."""
+        response = await self._http.post(path, content=body, headers=headers)
+        answered = [(name.lower(), value) for name, value in response.headers.items()]
+        return response.status_code, answered, response.content
 
     async def send_many(
         self, notifications: Iterable[tuple[str, NotificationContent]], *, concurrency: int = 1000

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -60,6 +61,7 @@ class Faults:
     rate_500: float = 0.0
     rate_503: float = 0.0
     goaway_after: int = 0  # GOAWAY a connection after this many streams (0: never)
+    goaway_reason: str = "Shutdown"  # the JSON reason in that GOAWAY's debug data, as Apple sends it
     drop_rate: float = 0.0  # chance a request kills its connection without answering
     unregistered: list[str] = field(default_factory=list)  # tokens answered 410 Unregistered
     bad_tokens: list[str] = field(default_factory=list)  # tokens answered 400 BadDeviceToken
@@ -116,6 +118,8 @@ class State:
             "by_outcome": dict(self.by_outcome),
             "by_token": dict(self.by_token),
             "provider_tokens": len(self.provider_tokens),
+            # Fingerprints, not tokens: workers' sets merge into one count of distinct tokens.
+            "provider_token_ids": sorted(hashlib.sha256(t.encode()).hexdigest()[:16] for t in self.provider_tokens),
         }
 
     def authenticate(self, authorization: str | None, now: float) -> tuple[str | None, RegisteredKey | None]:
@@ -147,14 +151,26 @@ class State:
         return None, self.keys[(team, kid)]
 
 
-def _topic_allowed(topic: str, push_type: str, key: RegisteredKey) -> bool:
-    return topic in {bundle + TOPIC_SUFFIXES.get(push_type, "") for bundle in key.bundle_ids}
+def _topic_allowed(topic: str, push_type: str, bundle_ids: tuple[str, ...]) -> bool:
+    return topic in {bundle + TOPIC_SUFFIXES.get(push_type, "") for bundle in bundle_ids}
+
+
+def certificate_topics(peercert: dict[str, Any] | None) -> tuple[str, ...]:
+    """The bundle ids a provider certificate may push to: its subject's UID, as in Apple's certificates."""
+    if not peercert:
+        return ()
+    return tuple(value for rdn in peercert.get("subject", ()) for name, value in rdn if name == "userId")
 
 
 def judge(
-    state: State, path: str, method: str, headers: dict[str, str], body: bytes, now: float
-) -> tuple[int, dict[str, Any] | None]:
-    """Apple's answer to one request: (status, JSON error body or None on success)."""
+    state: State, path: str, method: str, headers: dict[str, str], body: bytes, now: float,
+    cert_topics: tuple[str, ...] = (),
+) -> tuple[int, dict[str, Any] | None]:  # fmt: skip
+    """Apple's answer to one request: (status, JSON error body or None on success).
+
+    ``cert_topics``: the bundle ids of the client certificate the connection presented (certificate
+    auth); a request without a provider token is then authenticated by it.
+    """
     if method != "POST":
         return 405, {"reason": "MethodNotAllowed"}
     if not path.startswith("/3/device/"):
@@ -162,17 +178,25 @@ def judge(
     token = path[len("/3/device/") :].lower()
     if not token:
         return 400, {"reason": "MissingDeviceToken"}
-    reason, key = state.authenticate(headers.get("authorization"), now)
-    if reason is not None:
-        return 403, {"reason": reason}
-    assert key is not None
+    authorization = headers.get("authorization")
+    by_certificate = bool(cert_topics) and not authorization
+    if by_certificate:
+        bundle_ids = cert_topics
+    else:
+        reason, key = state.authenticate(authorization, now)
+        if reason is not None:
+            return 403, {"reason": reason}
+        assert key is not None
+        bundle_ids = key.bundle_ids
     push_type = headers.get("apns-push-type", "alert")
     if push_type not in PUSH_TYPES:
         return 400, {"reason": "InvalidPushType"}
     topic = headers.get("apns-topic")
+    if not topic and by_certificate and len(cert_topics) == 1:
+        topic = cert_topics[0]  # Apple defaults to a single-topic certificate's subject
     if not topic:
         return 400, {"reason": "MissingTopic"}
-    if not _topic_allowed(topic, push_type, key):
+    if not _topic_allowed(topic, push_type, bundle_ids):
         return 400, {"reason": "TopicDisallowed"}
     if headers.get("apns-priority", "10") not in {"10", "5", "1"}:
         return 400, {"reason": "BadPriority"}
@@ -224,20 +248,46 @@ class _Stream:
         self.body = bytearray()
 
 
+class _H2Connection(H2Connection):
+    """jh2's connection with O(1) stream counting: jh2 walks every stream on each new one,
+    O(n²) at 1,000 streams in flight; we drop streams as they close (``_forget``)."""
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return len(self.streams)
+
+    def _forget(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+
+
 class APNsProtocol(asyncio.Protocol):
     """One client connection: HTTP/2 frames in, Apple's answers out."""
 
     def __init__(self, state: State, max_concurrent_streams: int) -> None:
         self.state = state
-        self.h2 = H2Connection(config=H2Configuration(client_side=False, header_encoding="utf-8"))
+        # Requests are validated as Apple's HTTP/2 layer would; our own constant, lowercase
+        # response headers need no second pass.
+        config = H2Configuration(
+            client_side=False,
+            header_encoding="utf-8",
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = _H2Connection(config=config)
         self.max_concurrent_streams = max_concurrent_streams
         self.streams: dict[int, _Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.served = 0
         self.closing = False
+        self._flush_scheduled = False
+        self.cert_topics: tuple[str, ...] = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.cert_topics = certificate_topics(self.transport.get_extra_info("peercert"))
         self.h2.initiate_connection()
         self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
         self.transport.write(self.h2.data_to_send())
@@ -267,12 +317,20 @@ class APNsProtocol(asyncio.Protocol):
                 self._request_complete(event.stream_id)
             elif isinstance(event, StreamReset):
                 self.streams.pop(event.stream_id, None)
+                self.h2._forget(event.stream_id)
             elif isinstance(event, ConnectionTerminated):
                 self._abort()
                 return
         self._flush()
 
+    def _flush_soon(self) -> None:
+        """One write per event-loop iteration for all the responses it produced."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_scheduled = False
         if self.transport is not None:
             data = self.h2.data_to_send()
             if data:
@@ -294,8 +352,9 @@ class APNsProtocol(asyncio.Protocol):
             return
         headers = stream.headers
         status, error = judge(
-            self.state, headers.get(":path", ""), headers.get(":method", ""), headers, bytes(stream.body), time.time()
-        )
+            self.state, headers.get(":path", ""), headers.get(":method", ""), headers, bytes(stream.body), time.time(),
+            self.cert_topics,
+        )  # fmt: skip
         token = headers.get(":path", "").rsplit("/", 1)[-1].lower()
         self.state.by_outcome[error["reason"] if error else "Success"] += 1
         self.state.by_token[token] += 1
@@ -327,10 +386,12 @@ class APNsProtocol(asyncio.Protocol):
                 self.h2.send_data(stream_id, body, end_stream=True)
             if goaway:
                 # Like Apple's Shutdown: streams above stream_id were not processed and may be retried.
-                self.h2.close_connection(error_code=0, last_stream_id=stream_id)
+                debug = json.dumps({"reason": self.state.faults.goaway_reason}).encode()
+                self.h2.close_connection(error_code=0, last_stream_id=stream_id, additional_data=debug)
         except Exception:  # the stream or connection went away meanwhile
             return
-        self._flush()
+        self.h2._forget(stream_id)
+        self._flush_soon()
         if goaway and self.transport is not None:
             transport = self.transport
             asyncio.get_running_loop().call_later(0.05, transport.close)
@@ -371,9 +432,13 @@ def generate_certificate(directory: Path, hostnames: tuple[str, ...] = ("localho
     return cert_path, key_path
 
 
-def _ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+def _ssl_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        # Certificate auth: a client certificate is optional (token auth needs none) but must chain to client_ca.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cafile=str(client_ca))
     context.set_alpn_protocols(["h2"])
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
@@ -401,6 +466,7 @@ class SimulatorConfig:
     max_concurrent_streams: int = APPLE_MAX_CONCURRENT_STREAMS
     faults: Faults = field(default_factory=Faults)
     keys: list[RegisteredKey] = field(default_factory=list)
+    client_ca: Path | None = None  # CA of provider certificates accepted for certificate auth
 
 
 def _apply(state: State, command: str, argument: Any) -> Any:
@@ -425,14 +491,17 @@ def _apply(state: State, command: str, argument: Any) -> Any:
 def _merge_counters(parts: list[dict[str, Any]]) -> dict[str, Any]:
     by_outcome: Counter[str] = Counter()
     by_token: Counter[str] = Counter()
+    token_ids: set[str] = set()
     for part in parts:
         by_outcome.update(part["by_outcome"])
         by_token.update(part["by_token"])
+        token_ids.update(part["provider_token_ids"])
     return {
         "total": sum(by_outcome.values()),
         "by_outcome": dict(by_outcome),
         "by_token": dict(by_token),
-        "provider_tokens": max((p["provider_tokens"] for p in parts), default=0),
+        "provider_tokens": len(token_ids),
+        "provider_token_ids": sorted(token_ids),
     }
 
 
@@ -471,7 +540,7 @@ class Simulator:
         if self.config.workers <= 1:
             sock = _listening_socket(self.config.host, self.config.port, reuse_port=False)
             self.port = sock.getsockname()[1]
-            context = _ssl_context(self.cert_path, self.key_path)
+            context = _ssl_context(self.cert_path, self.key_path, self.config.client_ca)
             server = await loop.create_server(
                 lambda: APNsProtocol(self.state, self.config.max_concurrent_streams), sock=sock, ssl=context
             )
@@ -623,7 +692,7 @@ def _worker_main(config: SimulatorConfig, conn: multiprocessing.connection.Conne
         server = await loop.create_server(
             lambda: APNsProtocol(state, config.max_concurrent_streams),
             sock=sock,
-            ssl=_ssl_context(config.cert, config.key),  # type: ignore[arg-type]
+            ssl=_ssl_context(config.cert, config.key, config.client_ca),  # type: ignore[arg-type]
         )
         conn.send("listening")
         stop = asyncio.Event()
@@ -691,6 +760,10 @@ def _parse_key(spec: str) -> RegisteredKey:
 )
 @click.option("--bad-tokens", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Tokens answered 400.")
 @click.option("--max-concurrent-streams", default=APPLE_MAX_CONCURRENT_STREAMS, show_default=True)
+@click.option(
+    "--client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Accept provider certificates signed by this CA (certificate auth; topic = the certificate's UID).",
+)  # fmt: skip
 def main(
     host: str,
     port: int,
@@ -709,6 +782,7 @@ def main(
     unregistered: Path | None,
     bad_tokens: Path | None,
     max_concurrent_streams: int,
+    client_ca: Path | None,
 ) -> None:
     """Run an APNs simulator: Apple's provider API over TLS HTTP/2, with fault injection."""
     if bool(cert) != bool(tls_key):
@@ -721,6 +795,7 @@ def main(
         key=tls_key,
         workers=workers,
         max_concurrent_streams=max_concurrent_streams,
+        client_ca=client_ca,
         faults=Faults(
             latency_ms=latency_ms,
             latency_jitter_ms=latency_jitter_ms,

@@ -99,8 +99,7 @@ class ProviderTokens:
         if self._redis is None:
             self._stored = self._mint()
             return _token(self._stored)
-        raw = await self._redis.get(self._redis_key)
-        stored = raw.decode() if isinstance(raw, bytes) else raw
+        stored = await self._shared()
         if self._fresh(stored):
             self._stored = stored
         else:
@@ -110,6 +109,10 @@ class ProviderTokens:
 
     async def refresh(self, rejected: str) -> str:
         """APNs rejected ``rejected`` as expired: replace it once, however many processes ask."""
+        if self._stored is None and self._redis is not None:
+            # Not seen here yet: the shared one is either ``rejected`` (the compare-and-set must
+            # expect it) or its replacement already.
+            self._stored = await self._shared()
         if self._stored is not None and _token(self._stored) != rejected:
             return _token(self._stored)  # someone in this process already replaced it
         if self._redis is None:
@@ -118,6 +121,11 @@ class ProviderTokens:
             stale = self._stored if self._stored is not None and _token(self._stored) == rejected else ""
             self._stored = await self._replace(stale)
         return _token(self._stored)
+
+    async def _shared(self) -> str | None:
+        assert self._redis is not None
+        raw = await self._redis.get(self._redis_key)
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     async def _replace(self, expected: str | None) -> str:
         assert self._cas is not None

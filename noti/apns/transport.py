@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import cast
 
 import httpx
+import orjson
 from jh2.config import H2Configuration
 from jh2.connection import H2Connection
 from jh2.events import (
@@ -26,7 +27,9 @@ from jh2.events import (
     StreamReset,
     WindowUpdated,
 )
-from jh2.exceptions import ProtocolError
+from jh2.exceptions import NoAvailableStreamIDError, ProtocolError
+
+from noti.apns.reasons import REASONS, Outcome
 
 # Headers HTTP/2 forbids or that the connection itself carries.
 _REFUSED_RETRIES = 10
@@ -37,10 +40,48 @@ class StreamRefused(httpx.TransportError):
     """The server's GOAWAY said this stream was never processed: safe to send again."""
 
 
-class _Response:
+class GoAway(httpx.RemoteProtocolError):
+    """APNs closed the connection giving a reason (JSON in the GOAWAY's debug data) that resending cannot fix."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"APNs closed the connection: {reason}")
+        self.reason = reason
+
+
+def goaway_reason(debug_data: bytes | None) -> str | None:
+    """The ``reason`` of the JSON APNs may put in a GOAWAY frame."""
+    try:
+        reason = orjson.loads(debug_data or b"").get("reason")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return reason if isinstance(reason, str) else None
+
+
+class _H2Connection(H2Connection):
+    """jh2's connection with O(1) stream counting.
+
+    jh2 counts open streams by walking every stream on each new one (its cleanup of closed
+    streams rides on that walk): O(n²) with APNs' 1,000 streams in flight. We drop each
+    stream from ``streams`` as it closes (``_forget``), so the count is the dict's size.
+    """
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return len(self.streams)
+
+    def _forget(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+
+
+class RawResponse:
+    """A raw HTTP/2 answer: status, headers without pseudo-headers, body."""
+
     __slots__ = ("body", "future", "headers", "status")
 
-    def __init__(self, future: asyncio.Future[_Response]) -> None:
+    def __init__(self, future: asyncio.Future[RawResponse]) -> None:
         self.future = future
         self.status = 0
         self.headers: list[tuple[str, str]] = []
@@ -52,11 +93,16 @@ class H2ClientConnection(asyncio.Protocol):
 
     def __init__(self, authority: str) -> None:
         self.authority = authority
-        self.h2 = H2Connection(config=H2Configuration(client_side=True, header_encoding="utf-8"))
+        # Request headers come from build_headers (lowercase constants) or through httpx, which
+        # validated them; jh2's second pass cost ~10% of a request.
+        config = H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False)
+        self.h2 = _H2Connection(config=config)
         self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Response] = {}
+        self._flush_scheduled = False
+        self.streams: dict[int, RawResponse] = {}
         self.max_streams = 1  # until the server's SETTINGS arrive, like Apple's own first answer
         self.closed = False
+        self.goaway_reason: str | None = None
         self._window = asyncio.Event()
         self._settled = asyncio.Event()
         self.on_capacity: asyncio.Event | None = None
@@ -70,7 +116,10 @@ class H2ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        self._fail_streams(0, httpx.ReadError(f"connection to APNs lost: {exc or 'closed by peer'}"))
+        if self.goaway_reason is not None and self.goaway_reason in REASONS:
+            self._fail_streams(0, GoAway(self.goaway_reason))
+        else:
+            self._fail_streams(0, httpx.ReadError(f"connection to APNs lost: {exc or 'closed by peer'}"))
         self._settled.set()
         self._window.set()
 
@@ -103,26 +152,43 @@ class H2ClientConnection(asyncio.Protocol):
             elif isinstance(event, WindowUpdated):
                 self._window.set()
             elif isinstance(event, ConnectionTerminated):
-                # GOAWAY: streams above last_stream_id were not processed and may be retried elsewhere.
+                # GOAWAY: streams above last_stream_id were not processed and may be retried elsewhere,
+                # unless APNs named a reason resending cannot fix (BadCertificate, InvalidProviderToken...).
                 self.closed = True
-                self._fail_streams(event.last_stream_id or 0, StreamRefused("APNs closed the connection (GOAWAY)"))
+                self.goaway_reason = goaway_reason(event.additional_data)
+                known = REASONS.get(self.goaway_reason or "")
+                error: httpx.TransportError = (
+                    GoAway(self.goaway_reason)
+                    if self.goaway_reason is not None and known is not None and known.outcome is not Outcome.RETRYABLE
+                    else StreamRefused(f"APNs closed the connection (GOAWAY {self.goaway_reason or 'without reason'})")
+                )
+                self._fail_streams(event.last_stream_id or 0, error)
                 self._settled.set()
         self._flush()
 
     # internals
+    def _flush_soon(self) -> None:
+        """Write once per event-loop iteration: the requests of all tasks woken together share one TLS record."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_scheduled = False
         if self.transport is not None:
             data = self.h2.data_to_send()
             if data:
                 self.transport.write(data)
 
     def _finish(self, stream_id: int) -> None:
+        self.h2._forget(stream_id)
         response = self.streams.pop(stream_id, None)
         if response is not None and not response.future.done():
             response.future.set_result(response)
         self._notify_capacity()
 
     def _fail(self, stream_id: int, error: Exception) -> None:
+        self.h2._forget(stream_id)
         response = self.streams.pop(stream_id, None)
         if response is not None and not response.future.done():
             response.future.set_exception(error)
@@ -154,15 +220,25 @@ class H2ClientConnection(asyncio.Protocol):
 
     async def request(
         self, path: str, method: str, headers: Iterable[tuple[str, str]], body: bytes, read_timeout: float | None = None
-    ) -> _Response:
+    ) -> RawResponse:
         if self.closed or self.transport is None:
             raise StreamRefused("connection is closing")
-        stream_id = self.h2.get_next_available_stream_id()
-        response = _Response(asyncio.get_running_loop().create_future())
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+        except NoAvailableStreamIDError:
+            # ~1e9 requests on this connection (6 days at 2,000/s): retire it, the pool opens another.
+            self.closed = True
+            self._notify_capacity()
+            raise StreamRefused("the connection has used every HTTP/2 stream id") from None
+        response = RawResponse(asyncio.get_running_loop().create_future())
         self.streams[stream_id] = response
         request_headers = [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
         request_headers.extend(headers)
-        self.h2.send_headers(stream_id, request_headers, end_stream=not body)
+        try:
+            self.h2.send_headers(stream_id, request_headers, end_stream=not body)
+        except ProtocolError as exc:
+            self.streams.pop(stream_id, None)
+            raise httpx.LocalProtocolError(f"cannot send the request: {exc}") from None
         offset = 0
         while offset < len(body):
             window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
@@ -175,20 +251,25 @@ class H2ClientConnection(asyncio.Protocol):
                 continue
             chunk = body[offset : offset + window]
             offset += len(chunk)
-            self.h2.send_data(stream_id, chunk, end_stream=offset >= len(body))
-        self._flush()
+            try:
+                self.h2.send_data(stream_id, chunk, end_stream=offset >= len(body))
+            except ProtocolError:
+                break  # the stream was reset meanwhile: its future already carries the error
+        self._flush_soon()
         try:
             return await asyncio.wait_for(response.future, read_timeout)
         except TimeoutError:
             self.streams.pop(stream_id, None)
             with contextlib.suppress(Exception):
                 self.h2.reset_stream(stream_id)
-                self._flush()
+                self.h2._forget(stream_id)
+                self._flush_soon()
             self._notify_capacity()
             raise httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s") from None
 
     def close(self) -> None:
-        if self.transport is not None and not self.closed:
+        """Say GOAWAY (unless the server did) and close the socket, also when already closed to new streams."""
+        if self.transport is not None:
             self.closed = True
             with contextlib.suppress(Exception):
                 self.h2.close_connection()
@@ -208,35 +289,53 @@ class H2Transport(httpx.AsyncBaseTransport):
         self._connections: list[H2ClientConnection] = []
         self._connecting = 0
         self._capacity = asyncio.Event()
+        self._failed_connects = 0  # so requests waiting on a failed connect fail with it at once
+        self._connect_error: httpx.ConnectError | None = None
         self.connects = 0  # connections opened so far (reconnects included)
 
     async def _open(self, host: str, port: int) -> H2ClientConnection:
         loop = asyncio.get_running_loop()
         authority = host if port == 443 else f"{host}:{port}"
+        # Counted as connecting until it is in the pool (SETTINGS included), so tasks woken
+        # meanwhile do not open connections beyond the limit.
         self._connecting += 1
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: H2ClientConnection(authority), host, port, ssl=self._ssl),
-                self._connect_timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise httpx.ConnectError(f"cannot connect to APNs at {host}:{port}: {exc}") from None
+            try:
+                _, connection = await asyncio.wait_for(
+                    loop.create_connection(lambda: H2ClientConnection(authority), host, port, ssl=self._ssl),
+                    self._connect_timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                raise httpx.ConnectError(f"cannot connect to APNs at {host}:{port}: {exc}") from None
+            transport = connection.transport
+            ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+            if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+                connection.close()
+                raise httpx.ConnectError(f"{host}:{port} does not speak HTTP/2 (ALPN h2)")
+            connection.on_capacity = self._capacity
+            try:
+                await connection.settled(self._connect_timeout)
+            except BaseException:  # cancelled while waiting for SETTINGS: do not leak the socket
+                connection.close()
+                raise
+            self.connects += 1
+            self._connections.append(connection)
+        except httpx.ConnectError as exc:
+            self._failed_connects += 1
+            self._connect_error = exc
+            raise
         finally:
             self._connecting -= 1
-        transport = connection.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
-            connection.close()
-            raise httpx.ConnectError(f"{host}:{port} does not speak HTTP/2 (ALPN h2)")
-        connection.on_capacity = self._capacity
-        await connection.settled(self._connect_timeout)
-        self.connects += 1
-        self._connections.append(connection)
+            self._capacity.set()  # waiters look again: at the new connection, or open one if this failed
         return connection
 
     async def _acquire(self, host: str, port: int) -> H2ClientConnection:
         while True:
-            self._connections = [c for c in self._connections if not (c.closed and not c.streams)]
+            retired = [c for c in self._connections if c.closed and not c.streams]
+            if retired:
+                for connection in retired:
+                    connection.close()  # after GOAWAY or out of stream ids: its socket goes too
+                self._connections = [c for c in self._connections if c not in retired]
             open_connections = [c for c in self._connections if not c.closed]
             best = max(open_connections, key=lambda c: c.free, default=None)
             if (
@@ -249,8 +348,14 @@ class H2Transport(httpx.AsyncBaseTransport):
                 return await self._open(host, port)
             if best is not None and best.free > 0:
                 return best
+            failures = self._failed_connects
             self._capacity.clear()
             await self._capacity.wait()
+            # A connect failed meanwhile and nothing has room: fail now with its error rather than
+            # each waiter trying (and timing out) in turn.
+            failed = self._failed_connects != failures and self._connect_error is not None
+            if failed and not any(c.free > 0 for c in self._connections):
+                raise httpx.ConnectError(str(self._connect_error))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -263,18 +368,26 @@ class H2Transport(httpx.AsyncBaseTransport):
             if name.decode().lower() not in _SKIPPED_HEADERS
         ]
         read_timeout = request.extensions.get("timeout", {}).get("read")
+        response = await self.exchange(host, port, request.method, path, headers, body, read_timeout)
+        return httpx.Response(response.status, headers=response.headers, content=bytes(response.body), request=request)
+
+    async def exchange(
+        self, host: str, port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
+        read_timeout: float | None = None,
+    ) -> RawResponse:  # fmt: skip
+        """One request without building httpx Request and Response objects: the APNs client's hot path.
+
+        ``headers`` are lowercase and HTTP/2-legal (no connection headers, no pseudo-headers).
+        Raises httpx.TransportError subclasses like ``handle_async_request``.
+        """
         for attempt in range(_REFUSED_RETRIES):
             connection = await self._acquire(host, port)
             try:
-                response = await connection.request(path, request.method, headers, body, read_timeout)
+                return await connection.request(path, method, headers, body, read_timeout)
             except StreamRefused:
                 # Never processed by the server (GOAWAY or reset): sending it again cannot duplicate it.
                 if attempt == _REFUSED_RETRIES - 1:
                     raise
-                continue
-            return httpx.Response(
-                response.status, headers=response.headers, content=bytes(response.body), request=request
-            )
         raise StreamRefused(f"stream refused {_REFUSED_RETRIES} times")  # pragma: no cover - the loop returns or raises
 
     async def aclose(self) -> None:

@@ -1,0 +1,160 @@
+"""Provider tokens: one per credential across processes, replaced once, against real Redis and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from harness.apns import SimulatorProcess
+from noti.apns.tokens import REFRESH_AFTER, CredentialKeyError, ProviderTokens, load_signing_key, mint
+
+REDIS_KEY = "noti:provider-token:test"
+NOW = 1_800_000_000.0
+
+# One sender process: its own ProviderTokens on the shared Redis key, sending through the
+# simulator once every process has started (so they race for the first token).
+_SENDER = """
+import asyncio, json, sys, time
+import redis.asyncio as aioredis
+from noti.apns.client import APNsClient, client_ssl_context
+from noti.apns.payload import NotificationContent
+from noti.apns.tokens import ProviderTokens, load_signing_key
+
+url, ca, key_file, key_id, team_id, bundle, redis_url, redis_key, start_at = sys.argv[1:]
+
+async def main() -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    tokens = ProviderTokens(load_signing_key(open(key_file, "rb").read()), key_id, team_id,
+                            redis=redis, redis_key=redis_key)
+    client = APNsClient(bundle, endpoint=url, tokens=tokens, ssl_context=client_ssl_context(ca_file=ca))
+    await asyncio.sleep(max(0.0, float(start_at) - time.time()))
+    results = await client.send_many([(f"{i:064x}", NotificationContent(title="hi")) for i in range(50)])
+    print(json.dumps({"ok": sum(r.ok for r in results), "minted": tokens.minted, "token": await tokens.current()}))
+    await client.aclose()
+    await redis.aclose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+async def redis(clean_redis: object, redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _instances(key: ec.EllipticCurvePrivateKey, redis: aioredis.Redis, count: int = 20) -> list[ProviderTokens]:
+    return [
+        ProviderTokens(key, "KID", "TEAM", redis=redis, redis_key=REDIS_KEY, clock=lambda: NOW) for _ in range(count)
+    ]
+
+
+async def _stored(redis: aioredis.Redis) -> str:
+    raw = await redis.get(REDIS_KEY)
+    assert isinstance(raw, bytes)
+    return raw.decode()
+
+
+def test_sender_processes_of_one_credential_mint_one_token(
+    apns_simulator: SimulatorProcess, clean_redis: object, redis_url: str
+) -> None:
+    start_at = str(time.time() + 3.0)  # after every interpreter has imported; then they race
+    command = [
+        sys.executable, "-c", _SENDER, apns_simulator.url, str(apns_simulator.ca_path), str(apns_simulator.key_path),
+        apns_simulator.key_id, apns_simulator.team_id, apns_simulator.bundle_id, redis_url,
+        "noti:provider-token:processes", start_at,
+    ]  # fmt: skip
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=dict(os.environ)) for _ in range(4)]
+    reports = [json.loads(process.communicate(timeout=60)[0]) for process in processes]
+    assert all(process.returncode == 0 for process in processes)
+    assert [report["ok"] for report in reports] == [50] * 4
+    assert sum(report["minted"] for report in reports) == 1
+    assert len({report["token"] for report in reports}) == 1
+    counters = apns_simulator.counters()
+    assert counters["by_outcome"] == {"Success": 200}
+    assert counters["provider_tokens"] == 1
+
+
+async def test_a_token_older_than_50_minutes_is_replaced_once_by_racing_instances(
+    redis: aioredis.Redis, key: ec.EllipticCurvePrivateKey
+) -> None:
+    issued = int(NOW) - REFRESH_AFTER - 60
+    old = mint(key, "KID", "TEAM", issued)
+    await redis.set(REDIS_KEY, f"{issued}:{old}")
+    instances = _instances(key, redis)
+    tokens = await asyncio.gather(*(tokens.current() for tokens in instances))
+    assert len(set(tokens)) == 1 and tokens[0] != old
+    assert sum(tokens.minted for tokens in instances) == 1
+    assert await _stored(redis) == f"{int(NOW)}:{tokens[0]}"
+
+
+async def test_a_token_younger_than_50_minutes_is_reused(
+    redis: aioredis.Redis, key: ec.EllipticCurvePrivateKey
+) -> None:
+    issued = int(NOW) - REFRESH_AFTER + 60
+    young = mint(key, "KID", "TEAM", issued)
+    await redis.set(REDIS_KEY, f"{issued}:{young}")
+    instances = _instances(key, redis)
+    assert set(await asyncio.gather(*(tokens.current() for tokens in instances))) == {young}
+    assert sum(tokens.minted for tokens in instances) == 0
+
+
+@pytest.mark.parametrize("seen_before", [True, False], ids=["after-current", "fresh-instances"])
+async def test_a_rejected_token_is_replaced_once_however_many_instances_refresh_it(
+    redis: aioredis.Redis, key: ec.EllipticCurvePrivateKey, seen_before: bool
+) -> None:
+    rejected = mint(key, "KID", "TEAM", int(NOW) - 60)
+    await redis.set(REDIS_KEY, f"{int(NOW) - 60}:{rejected}")
+    instances = _instances(key, redis)
+    if seen_before:
+        assert set(await asyncio.gather(*(tokens.current() for tokens in instances))) == {rejected}
+    replacements = await asyncio.gather(*(tokens.refresh(rejected) for tokens in instances))
+    assert len(set(replacements)) == 1 and replacements[0] != rejected
+    assert sum(tokens.minted for tokens in instances) == 1
+    assert await _stored(redis) == f"{int(NOW)}:{replacements[0]}"
+    # The same rejection reported again later (a slow request) does not replace the replacement.
+    assert await instances[0].refresh(rejected) == replacements[0]
+    assert sum(tokens.minted for tokens in instances) == 1
+
+
+def _pem(private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        _pem(ec.generate_private_key(ec.SECP384R1())),
+        _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        _pem(ec.generate_private_key(ec.SECP256R1()))[:200],  # truncated .p8
+        b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n",
+        b"\x00garbage\xff" * 20,
+    ],
+    ids=["p384", "rsa", "truncated", "not-der", "binary"],
+)
+def test_unusable_signing_keys_are_refused_without_revealing_them(pem: bytes) -> None:
+    with pytest.raises(CredentialKeyError) as raised:
+        load_signing_key(pem)
+    shown = "".join(traceback.format_exception(raised.value))
+    secret_lines = [line for line in pem.decode(errors="replace").splitlines() if line and "-----" not in line]
+    assert not any(line[:16] in shown for line in secret_lines)
+    assert "APNs signing key" in str(raised.value)
