@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -35,11 +36,21 @@ class Recorder:
     """Collects outcomes and writes them in batches; survives database and Redis restarts by retrying."""
 
     def __init__(
-        self, engine: Engine, redis: aioredis.Redis, metrics: SenderMetrics, *, batch_size: int, interval: float
+        self,
+        engine: Engine,
+        redis: aioredis.Redis,
+        metrics: SenderMetrics,
+        *,
+        batch_size: int,
+        interval: float,
+        on_acked: Callable[[], None] | None = None,
     ) -> None:
         self._engine, self._redis, self._metrics = engine, redis, metrics
         self.batch_size, self.interval = batch_size, interval
+        self._on_acked = on_acked
         self._buffer: list[Finished] = []
+        self._unacked = 0
+        self.holding: set[tuple[str, bytes]] = set()  # (stream, entry id) handed over and not yet acked
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
         self._stopped = False
@@ -48,8 +59,15 @@ class Recorder:
     def pending(self) -> int:
         return len(self._buffer)
 
+    @property
+    def unacked(self) -> int:
+        """Entries handed over and not yet acknowledged (buffered or being written): part of the in-flight window."""
+        return self._unacked
+
     def add(self, item: Finished) -> None:
         self._buffer.append(item)
+        self._unacked += 1
+        self.holding.add((item.stream, item.entry_id))
         if len(self._buffer) >= self.batch_size:
             self._full.set()
 
@@ -71,6 +89,10 @@ class Recorder:
                 batch, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
                 applied = await self._write([item.outcome for item in batch if item.outcome is not None])
                 await self._ack(batch, applied)
+                self._unacked -= len(batch)
+                self.holding.difference_update((item.stream, item.entry_id) for item in batch)
+                if self._on_acked is not None:
+                    self._on_acked()
 
     async def _write(self, outcomes: list[Outcome]) -> list[Applied]:
         if not outcomes:

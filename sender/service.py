@@ -40,6 +40,7 @@ from noti.store.records import Outcome
 log = logging.getLogger(__name__)
 READ_CHUNK = 500
 BLOCK_MS = 1000
+REDIS_CONNECTIONS = 64
 CAMPAIGN_REFRESH = 2.0  # seconds between looks at the credential's campaign set
 
 
@@ -114,17 +115,28 @@ class Sender:
         self.queue = config.queue
         self._owns = (engine is None, redis is None, client is None)
         self.engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
-        self.redis = redis or aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=10
+        # A blocking pool: a thousand deliveries at once (all asking for the provider token at start,
+        # or scheduling retries) wait for a connection instead of failing with "Too many connections".
+        self.redis = redis or aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=30,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                health_check_interval=10,
+            )
         )
         self.client = client or build_client(config, self.redis)
         self.metrics = metrics or SenderMetrics()
+        self._slot = asyncio.Event()
         self.recorder = Recorder(
             self.engine,
             self.redis,
             self.metrics,
             batch_size=config.sender_batch_size,
             interval=config.sender_batch_interval,
+            on_acked=self._slot.set,
         )
         self.retries = RetryQueue(self.redis, self.queue.retries)
         self.bucket = TokenBucket(self.redis, self.queue.rate_limit, config.sender_rate_per_second)
@@ -133,8 +145,9 @@ class Sender:
         self._campaigns_at = 0.0
         self._groups: set[str] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._slot = asyncio.Event()
+        self._sending: dict[asyncio.Task[None], tuple[str, bytes]] = {}  # in-flight task -> its entry
         self._stopping = asyncio.Event()
+        self._stop_at: float | None = None
         self.credential_failure: str | None = None
         self.health_port: int | None = None
         self._turn = 0
@@ -142,6 +155,8 @@ class Sender:
     # lifecycle
     def stop(self) -> None:
         """Stop reading, drain what is in flight, write and ack, then return from :meth:`run`."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self._stopping.set()
         self._slot.set()
 
@@ -162,20 +177,30 @@ class Sender:
         try:
             await self._read_loop()
         finally:
-            await self._drain()
+            # The grace period counts from stop(): requests get most of it, the last write and ack the rest.
+            deadline = (self._stop_at or time.monotonic()) + self.config.sender_grace_period
+            reserve = min(5.0, self.config.sender_grace_period / 4)
+            await self._drain(deadline - reserve - time.monotonic())
             for task in background:
                 if task.get_name() == "recorder":
                     continue
                 task.cancel()
             self.recorder.stop()
-            await asyncio.gather(*background, return_exceptions=True)
-            await self.recorder.flush()
+            try:
+                await asyncio.wait_for(self._final_flush(background), max(0.5, deadline - time.monotonic()))
+            except TimeoutError:
+                # Not written (the database or Redis is away): the entries stay pending, another sender claims them.
+                log.warning("grace period over with %d outcomes unacknowledged", self.recorder.unacked)
             await health.stop()
             await self._close()
 
-    async def _drain(self) -> None:
+    async def _final_flush(self, background: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*background, return_exceptions=True)
+        await self.recorder.flush()
+
+    async def _drain(self, seconds: float) -> None:
         if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=self.config.sender_grace_period)
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=max(0.0, seconds))
             for task in pending:  # their messages stay pending in Redis: another sender claims them
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -266,18 +291,31 @@ class Sender:
         await read({tx: ">"}, wanted)  # transactional sends always go first
         campaigns = await self._active_campaigns()
         remaining = wanted - len(found)
+        hungry: dict[str, int] = {}  # campaign stream -> tokens taken this turn that found its stream empty
+        block_ms = BLOCK_MS
         if remaining > 0 and campaigns:
             self._turn += 1
             share = max(1, remaining // len(campaigns))
             for name in fair_order(campaigns, self._turn):
-                count = (await self._campaign_buckets[name].take(min(share, wanted - len(found)))).granted
-                if count > 0:
-                    await read({self.queue.campaign_stream(name): ">"}, count)
+                room = wanted - len(found)
+                if room <= 0:
+                    break
+                grant = await self._campaign_buckets[name].take(min(share, room))
+                if grant.granted == 0:
+                    block_ms = min(block_ms, max(10, int(grant.wait * 1000)))  # look again when tokens are back
+                    continue
+                stream, before = self.queue.campaign_stream(name), len(found)
+                await read({stream: ">"}, grant.granted)
+                if len(found) == before:
+                    hungry[stream] = grant.granted
         if not found:
+            # XREADGROUP's COUNT is per stream: a campaign may only take what its bucket granted above
+            # (unused, its stream was empty), and all of them together no more than the window's room.
+            streams = {tx: ">", **dict.fromkeys(hungry, ">")}
+            count = max(1, min(wanted // len(streams), *hungry.values()) if hungry else wanted)
             started = time.monotonic()
-            streams = {tx: ">", **{self.queue.campaign_stream(name): ">" for name in campaigns}}
-            await read(streams, wanted, BLOCK_MS)
-            if not found and time.monotonic() - started < BLOCK_MS / 2000:
+            await read(streams, count, block_ms)
+            if not found and time.monotonic() - started < block_ms / 2000:
                 await asyncio.sleep(0.05)  # a server that does not block (the embedded one) must not spin us
         return found
 
@@ -286,8 +324,8 @@ class Sender:
             if self.credential_failure is not None:
                 await asyncio.sleep(1)
                 continue
-            free = self.config.sender_concurrency - len(self._in_flight)
-            if free <= 0 or self.recorder.pending > 4 * self.config.sender_batch_size:
+            free = self._free()
+            if free <= 0:
                 self._slot.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._slot.wait(), 1)
@@ -311,14 +349,24 @@ class Sender:
             for stream, entry_id, fields in entries:
                 self._spawn(stream, entry_id, fields, reclaimed=False)
 
+    def _free(self) -> int:
+        """Room left in the in-flight window: read and not yet acknowledged, whether sending or being recorded.
+
+        The window bounds what a crash makes another sender send again, so it counts outcomes the
+        recorder still holds, not only requests waiting for APNs.
+        """
+        return self.config.sender_concurrency - len(self._in_flight) - self.recorder.unacked
+
     def _spawn(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], *, reclaimed: bool) -> None:
         task = asyncio.create_task(self._deliver(stream, entry_id, fields, reclaimed))
         self._in_flight.add(task)
+        self._sending[task] = (stream, entry_id)
         self.metrics.in_flight.set(len(self._in_flight))
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._sending.pop(task, None)
         self.metrics.in_flight.set(len(self._in_flight))
         self._slot.set()
         if not task.cancelled() and task.exception() is not None:
@@ -446,15 +494,19 @@ class Sender:
     async def _claim(self, stream: str, idle_ms: int) -> None:
         start: Any = "0-0"
         while not self._stopping.is_set():
-            while self.config.sender_concurrency - len(self._in_flight) < 100:
+            chunk = min(100, self.config.sender_concurrency)  # a window under 100 must not wait forever
+            while self._free() < chunk:
                 self._slot.clear()
                 await self._slot.wait()
             reply = await self.redis.xautoclaim(
-                stream, CONSUMER_GROUP, self.config.sender_consumer, idle_ms, start_id=start, count=100
+                stream, CONSUMER_GROUP, self.config.sender_consumer, idle_ms, start_id=start, count=chunk
             )
             start, entries = reply[0], reply[1]
+            # Entries this sender still works on (a slow APNs answer, a batch waiting for the database) go
+            # idle too: claiming them from ourselves would send them twice.
+            held = {*self._sending.values(), *self.recorder.holding}
             for entry_id, fields in entries:
-                if fields:
+                if fields and (stream, entry_id) not in held:
                     self._spawn(stream, entry_id, fields, reclaimed=True)
             if start in (b"0-0", "0-0") or not entries:
                 return

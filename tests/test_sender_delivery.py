@@ -176,3 +176,69 @@ async def test_campaign_counters_follow_outcomes(
     await aredis.aclose()
     engine.dispose()
     assert (counters[b"sent"], counters[b"invalid_token"], counters[b"total"]) == (b"36", b"4", b"40")
+
+
+async def test_campaign_rate_limit_holds_when_the_sender_is_otherwise_idle(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    import time
+
+    import redis.asyncio as aioredis
+
+    from noti.campaigns import CampaignSpec, fan_out
+    from noti.store.db import make_engine
+
+    with clean_db.begin() as connection:
+        rows = [{"app": apns_simulator.bundle_id, "device_token": f"{i:064x}", "tags": []} for i in range(1, 61)]
+        connection.execute(insert(Device), rows)
+    manifest = {
+        "apiVersion": "noti.dev/v1alpha1", "kind": "NotificationCampaign", "metadata": {"name": "slow"},
+        "spec": {"credentialRef": {"name": "x"}, "notification": {"title": "Hi"}, "audience": {"allDevices": True},
+                 "ratePerSecond": 20},
+    }  # fmt: skip
+    aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
+    engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
+    await fan_out(engine, aredis, credential_of(apns_simulator), CampaignSpec.from_manifest(manifest))
+    await aredis.aclose()
+    engine.dispose()
+    started = time.monotonic()
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 60)
+    elapsed = time.monotonic() - started
+    assert statuses(clean_db) == {"sent": 60}
+    assert elapsed >= 1.8, f"60 notifications at 20/s (burst 20) took only {elapsed:.2f}s"
+
+
+async def test_stop_returns_within_grace_when_the_database_is_away(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    import time
+
+    from harness.procs import free_port
+    from noti.store.db import make_engine
+
+    enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1, 21)])
+    unreachable = make_engine(f"postgresql+psycopg://noti@127.0.0.1:{free_port()}/noti")
+    sender = Sender(_config(apns_simulator, sender_grace_period=2.0), engine=unreachable)
+    task = asyncio.create_task(sender.run())
+    for _ in range(100):
+        if apns_simulator.counters()["total"] >= 20:
+            break
+        await asyncio.sleep(0.1)
+    started = time.monotonic()
+    sender.stop()
+    await asyncio.wait_for(task, 30)
+    unreachable.dispose()
+    assert time.monotonic() - started < 2.0 + 1.5  # the grace period, and not a retry loop without end
+    stream = credential_of(apns_simulator).transactional_stream
+    assert clean_redis.xpending(stream, "senders")["pending"] == 20  # unrecorded, so unacked: another sender's
+    assert final_count(clean_db) == 0
+
+
+async def test_slow_answers_are_not_claimed_back_and_sent_twice(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(latency_ms=2500.0)  # longer than the claim idle time below
+    enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1, 21)])
+    await _run_until_final(Sender(_config(apns_simulator, sender_claim_idle_seconds=1)), clean_db, 20)
+    assert statuses(clean_db) == {"sent": 20}
+    assert set(apns_simulator.counters()["by_token"].values()) == {1}  # pending and idle, but still ours
