@@ -41,10 +41,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from jh2.config import H2Configuration
-from jh2.connection import H2Connection
 from jh2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 from jh2.settings import SettingCodes
 
+from noti.apns.h2 import CountingH2Connection, H2Protocol
 from noti.apns.payload import MAX_COLLAPSE_ID, MAX_PAYLOAD, MAX_VOIP_PAYLOAD, PUSH_TYPES, TOPIC_SUFFIXES
 
 TOKEN_MAX_AGE = 3600  # seconds Apple accepts a provider token after its iat
@@ -248,22 +248,7 @@ class _Stream:
         self.body = bytearray()
 
 
-class _H2Connection(H2Connection):
-    """jh2's connection with O(1) stream counting: jh2 walks every stream on each new one,
-    O(n²) at 1,000 streams in flight; we drop streams as they close (``_forget``)."""
-
-    @property
-    def open_inbound_streams(self) -> int:
-        return len(self.streams)
-
-    def _forget(self, stream_id: int) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is not None and stream.closed:
-            del self.streams[stream_id]
-            self._closed_streams[stream_id] = stream.closed_by
-
-
-class APNsProtocol(asyncio.Protocol):
+class APNsProtocol(H2Protocol):
     """One client connection: HTTP/2 frames in, Apple's answers out."""
 
     def __init__(self, state: State, max_concurrent_streams: int) -> None:
@@ -276,13 +261,12 @@ class APNsProtocol(asyncio.Protocol):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.h2 = _H2Connection(config=config)
+        self.h2 = CountingH2Connection(config=config)
         self.max_concurrent_streams = max_concurrent_streams
         self.streams: dict[int, _Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.served = 0
         self.closing = False
-        self._flush_scheduled = False
         self.cert_topics: tuple[str, ...] = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -317,24 +301,11 @@ class APNsProtocol(asyncio.Protocol):
                 self._request_complete(event.stream_id)
             elif isinstance(event, StreamReset):
                 self.streams.pop(event.stream_id, None)
-                self.h2._forget(event.stream_id)
+                self.h2.forget(event.stream_id)
             elif isinstance(event, ConnectionTerminated):
                 self._abort()
                 return
         self._flush()
-
-    def _flush_soon(self) -> None:
-        """One write per event-loop iteration for all the responses it produced."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.transport is not None:
-            data = self.h2.data_to_send()
-            if data:
-                self.transport.write(data)
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -390,7 +361,7 @@ class APNsProtocol(asyncio.Protocol):
                 self.h2.close_connection(error_code=0, last_stream_id=stream_id, additional_data=debug)
         except Exception:  # the stream or connection went away meanwhile
             return
-        self.h2._forget(stream_id)
+        self.h2.forget(stream_id)
         self._flush_soon()
         if goaway and self.transport is not None:
             transport = self.transport

@@ -17,7 +17,6 @@ from typing import cast
 import httpx
 import orjson
 from jh2.config import H2Configuration
-from jh2.connection import H2Connection
 from jh2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -29,6 +28,7 @@ from jh2.events import (
 )
 from jh2.exceptions import NoAvailableStreamIDError, ProtocolError
 
+from noti.apns.h2 import CountingH2Connection, H2Protocol
 from noti.apns.reasons import REASONS, Outcome
 
 # Headers HTTP/2 forbids or that the connection itself carries.
@@ -57,25 +57,6 @@ def goaway_reason(debug_data: bytes | None) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-class _H2Connection(H2Connection):
-    """jh2's connection with O(1) stream counting.
-
-    jh2 counts open streams by walking every stream on each new one (its cleanup of closed
-    streams rides on that walk): O(n²) with APNs' 1,000 streams in flight. We drop each
-    stream from ``streams`` as it closes (``_forget``), so the count is the dict's size.
-    """
-
-    @property
-    def open_outbound_streams(self) -> int:
-        return len(self.streams)
-
-    def _forget(self, stream_id: int) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is not None and stream.closed:
-            del self.streams[stream_id]
-            self._closed_streams[stream_id] = stream.closed_by
-
-
 class RawResponse:
     """A raw HTTP/2 answer: status, headers without pseudo-headers, body."""
 
@@ -88,7 +69,7 @@ class RawResponse:
         self.body = bytearray()
 
 
-class H2ClientConnection(asyncio.Protocol):
+class H2ClientConnection(H2Protocol):
     """One HTTP/2 connection: requests are multiplexed as streams."""
 
     def __init__(self, authority: str) -> None:
@@ -96,9 +77,8 @@ class H2ClientConnection(asyncio.Protocol):
         # Request headers come from build_headers (lowercase constants) or through httpx, which
         # validated them; jh2's second pass cost ~10% of a request.
         config = H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False)
-        self.h2 = _H2Connection(config=config)
+        self.h2 = CountingH2Connection(config=config)
         self.transport: asyncio.Transport | None = None
-        self._flush_scheduled = False
         self.streams: dict[int, RawResponse] = {}
         self.max_streams = 1  # until the server's SETTINGS arrive, like Apple's own first answer
         self.closed = False
@@ -167,28 +147,15 @@ class H2ClientConnection(asyncio.Protocol):
         self._flush()
 
     # internals
-    def _flush_soon(self) -> None:
-        """Write once per event-loop iteration: the requests of all tasks woken together share one TLS record."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.transport is not None:
-            data = self.h2.data_to_send()
-            if data:
-                self.transport.write(data)
-
     def _finish(self, stream_id: int) -> None:
-        self.h2._forget(stream_id)
+        self.h2.forget(stream_id)
         response = self.streams.pop(stream_id, None)
         if response is not None and not response.future.done():
             response.future.set_result(response)
         self._notify_capacity()
 
     def _fail(self, stream_id: int, error: Exception) -> None:
-        self.h2._forget(stream_id)
+        self.h2.forget(stream_id)
         response = self.streams.pop(stream_id, None)
         if response is not None and not response.future.done():
             response.future.set_exception(error)
@@ -262,7 +229,7 @@ class H2ClientConnection(asyncio.Protocol):
             self.streams.pop(stream_id, None)
             with contextlib.suppress(Exception):
                 self.h2.reset_stream(stream_id)
-                self.h2._forget(stream_id)
+                self.h2.forget(stream_id)
                 self._flush_soon()
             self._notify_capacity()
             raise httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s") from None
