@@ -12,11 +12,9 @@ import yaml
 
 from noti.campaigns import CampaignError, CampaignSpec, fan_out
 from noti.devstack import DataDir, DevError
-from noti.queue import Credential, campaign_counters
+from noti.queue import CampaignProgress, Credential, campaign_counters
 from noti.settings import get_settings
 from noti.store.db import make_engine
-
-FINAL_COUNTERS = ("sent", "failed", "invalid_token")
 
 
 @click.group("campaign")
@@ -71,12 +69,12 @@ async def _run(
         with click.progressbar(length=result.total, label="sending", show_pos=True) as bar:
             done = 0
             while True:
-                counts = await _counts(redis, spec.name)
-                finished = sum(counts[name] for name in FINAL_COUNTERS)
+                progress = CampaignProgress.parse(await redis.hgetall(campaign_counters(spec.name)))
+                finished = progress.finished
                 bar.update(finished - done)
                 done = finished
                 if finished >= result.total:
-                    return {**counts, "total": result.total}
+                    return {**progress.by_status, "total": result.total}
                 if time.monotonic() > deadline:
                     raise click.ClickException(
                         f"{finished} of {result.total} finished after {wait_seconds:.0f}s: is `noti dev` still running?"
@@ -86,8 +84,3 @@ async def _run(
         await redis.aclose()
         engine.dispose()
 
-
-async def _counts(redis: aioredis.Redis, campaign_name: str) -> dict[str, int]:
-    raw = await redis.hgetall(campaign_counters(campaign_name))
-    values = {(key.decode() if isinstance(key, bytes) else key): int(value) for key, value in raw.items()}
-    return {name: values.get(name, 0) for name in (*FINAL_COUNTERS, "queued")}

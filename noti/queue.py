@@ -9,10 +9,13 @@ names, so nothing but the operator needs Kubernetes rights.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
+
+from noti.store.models import FINAL_STATUSES
 
 Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
@@ -87,8 +90,30 @@ class Credential:
 
 
 def campaign_counters(campaign: str) -> str:
-    """Hash of a campaign's progress: queued, sent, failed, invalid_token."""
+    """Hash of a campaign's progress: total, queued, and a count per final status (read it with CampaignProgress)."""
     return f"noti:campaign:{{{campaign}}}:counters"
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignProgress:
+    """A campaign's counters hash: records written (total), queued, and finished by final status."""
+
+    total: int
+    queued: int
+    by_status: dict[str, int]
+
+    @classmethod
+    def parse(cls, raw: Mapping[Any, Any]) -> CampaignProgress:
+        values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        return cls(
+            total=values.get("total", 0),
+            queued=values.get("queued", 0),
+            by_status={status.value: values.get(status.value, 0) for status in FINAL_STATUSES},
+        )
+
+    @property
+    def finished(self) -> int:
+        return sum(self.by_status.values())
 
 
 def campaign_settings(campaign: str) -> str:

@@ -19,6 +19,7 @@ from noti.apns.reasons import Outcome as APNsOutcome
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.queue import (
     CONSUMER_GROUP,
+    CampaignProgress,
     MessageError,
     QueuedNotification,
     campaign_counters,
@@ -266,10 +267,8 @@ class Sender:
         fanout = await self.redis.hget(campaign_fanout_cursor(name), "done")
         if fanout != b"1":
             return False
-        counters = await self.redis.hgetall(campaign_counters(name))
-        total = int(counters.get(b"total", 0))
-        done = sum(int(counters.get(k, 0)) for k in (b"sent", b"failed", b"invalid_token"))
-        return done >= total
+        progress = CampaignProgress.parse(await self.redis.hgetall(campaign_counters(name)))
+        return progress.finished >= progress.total
 
     async def _read(self, wanted: int) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
         tx = self.queue.transactional_stream
