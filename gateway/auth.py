@@ -162,6 +162,7 @@ class RateLimiter:
         self.lease = max(1, min(burst, int(rate // 20)))
         self._leases: dict[str, tuple[int, float]] = {}  # prefix -> (tokens left, expiry)
         self._redis = redis
+        self._buckets: dict[str, TokenBucket] = {}  # one per key prefix (as many as there are API keys)
 
     @property
     def enabled(self) -> bool:
@@ -177,7 +178,9 @@ class RateLimiter:
             self._leases[prefix] = (left - cost, expiry)
             return 0
         wait = 0.0
-        bucket = TokenBucket(self._redis, api_key_rate_limit(prefix), self.rate, self.burst)
+        bucket = self._buckets.get(prefix)
+        if bucket is None:
+            bucket = self._buckets[prefix] = TokenBucket(self._redis, api_key_rate_limit(prefix), self.rate, self.burst)
         for take in dict.fromkeys((max(cost, self.lease), cost)):
             grant = await bucket.take(take, partial=False)
             if grant.granted:
