@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,14 @@ READ_CHUNK = 500
 BLOCK_MS = 1000
 REDIS_CONNECTIONS = 64
 CAMPAIGN_REFRESH = 2.0  # seconds between looks at the credential's campaign set
+
+
+def _record_id(fields: dict[bytes, bytes]) -> uuid.UUID | None:
+    """The record id of a stream entry, or None when it is not a message we read (it goes to dead letters)."""
+    try:
+        return QueuedNotification.decode(fields).id
+    except MessageError:
+        return None
 
 
 class SenderError(RuntimeError):
@@ -346,7 +355,7 @@ class Sender:
                 await asyncio.sleep(1)
                 continue
             for stream, entry_id, fields in entries:
-                self._spawn(stream, entry_id, fields, reclaimed=False)
+                self._spawn(stream, entry_id, fields)
 
     def _free(self) -> int:
         """Room left in the in-flight window: read and not yet acknowledged, whether sending or being recorded.
@@ -356,8 +365,8 @@ class Sender:
         """
         return self.config.sender_concurrency - len(self._in_flight) - self.recorder.unacked
 
-    def _spawn(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], *, reclaimed: bool) -> None:
-        task = asyncio.create_task(self._deliver(stream, entry_id, fields, reclaimed))
+    def _spawn(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        task = asyncio.create_task(self._deliver(stream, entry_id, fields))
         self._in_flight.add(task)
         self._sending[task] = (stream, entry_id)
         self.metrics.in_flight.set(len(self._in_flight))
@@ -372,17 +381,12 @@ class Sender:
             log.error("delivering a notification failed unexpectedly", exc_info=task.exception())
 
     # delivering
-    async def _deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reclaimed: bool) -> None:
+    async def _deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
             message = QueuedNotification.decode(fields)
         except MessageError as exc:
             await self._dead_letter(stream, entry_id, fields, str(exc))
             return
-        if reclaimed:
-            final = await asyncio.to_thread(self._final_ids, [message.id])
-            if final:
-                self.recorder.add(Finished(stream, entry_id, None))
-                return
         try:
             content = NotificationContent.from_dict(message.content)
             payload = build_payload(content)
@@ -504,9 +508,16 @@ class Sender:
             # Entries this sender still works on (a slow APNs answer, a batch waiting for the database) go
             # idle too: claiming them from ourselves would send them twice.
             held = {*self._sending.values(), *self.recorder.holding}
-            for entry_id, fields in entries:
-                if fields and (stream, entry_id) not in held:
-                    self._spawn(stream, entry_id, fields, reclaimed=True)
+            claimed = [(entry_id, fields) for entry_id, fields in entries if fields and (stream, entry_id) not in held]
+            # A reclaimed entry whose record is already final was sent: ack it, never send it again
+            # (one query for the whole chunk).
+            ids = {entry_id: _record_id(fields) for entry_id, fields in claimed}
+            final = await asyncio.to_thread(self._final_ids, [i for i in ids.values() if i is not None])
+            for entry_id, fields in claimed:
+                if ids[entry_id] in final:
+                    self.recorder.add(Finished(stream, entry_id, None))
+                else:
+                    self._spawn(stream, entry_id, fields)
             if start in (b"0-0", "0-0") or not entries:
                 return
 
