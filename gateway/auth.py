@@ -8,6 +8,7 @@ is how long a revocation takes to reach a running gateway.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -148,21 +149,39 @@ class KeyVerifier:
         return principal
 
 
+class _Lease:
+    """Tokens a process took from one key's shared bucket and spends locally until ``expiry``."""
+
+    __slots__ = ("bucket", "expiry", "left", "refilling")
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.bucket = bucket
+        self.left = 0
+        self.expiry = 0.0
+        self.refilling = asyncio.Lock()  # one Redis call at a time per key, however many requests wait
+
+    def spend(self, cost: int) -> bool:
+        if self.left >= cost and time.monotonic() < self.expiry:
+            self.left -= cost
+            return True
+        return False
+
+
 class RateLimiter:
     """A token bucket per API key in Redis, shared by every gateway replica.
 
     A process takes tokens from the shared bucket in leases of 1/20 of a second's allowance
     and spends them locally for up to a second, so a busy key costs one Redis call per lease
-    rather than one per request; a lease taken and not spent is simply lost.
+    rather than one per request; a lease taken and not spent is simply lost. Requests that
+    find the lease spent wait for one refill instead of each asking Redis.
     """
 
     def __init__(self, redis: aioredis.Redis, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
         self.lease = max(1, min(burst, int(rate // 20)))
-        self._leases: dict[str, tuple[int, float]] = {}  # prefix -> (tokens left, expiry)
         self._redis = redis
-        self._buckets: dict[str, TokenBucket] = {}  # one per key prefix (as many as there are API keys)
+        self._leases: dict[str, _Lease] = {}  # one per key prefix (as many as there are API keys)
 
     @property
     def enabled(self) -> bool:
@@ -172,19 +191,20 @@ class RateLimiter:
         """0 when the request may go ahead, else the whole seconds to wait (Retry-After)."""
         if not self.enabled:
             return 0
-        left, expiry = self._leases.get(prefix, (0, 0.0))
-        now = time.monotonic()
-        if left >= cost and now < expiry:
-            self._leases[prefix] = (left - cost, expiry)
+        lease = self._leases.get(prefix)
+        if lease is None:
+            bucket = TokenBucket(self._redis, api_key_rate_limit(prefix), self.rate, self.burst)
+            lease = self._leases[prefix] = _Lease(bucket)
+        if lease.spend(cost):
             return 0
-        wait = 0.0
-        bucket = self._buckets.get(prefix)
-        if bucket is None:
-            bucket = self._buckets[prefix] = TokenBucket(self._redis, api_key_rate_limit(prefix), self.rate, self.burst)
-        for take in dict.fromkeys((max(cost, self.lease), cost)):
-            grant = await bucket.take(take, partial=False)
-            if grant.granted:
-                self._leases[prefix] = (take - cost, now + 1.0)
+        async with lease.refilling:
+            if lease.spend(cost):  # refilled while this request waited
                 return 0
-            wait = grant.wait
-        return max(1, math.ceil(wait))
+            wait = 0.0
+            for take in dict.fromkeys((max(cost, self.lease), cost)):
+                grant = await lease.bucket.take(take, partial=False)
+                if grant.granted:
+                    lease.left, lease.expiry = take - cost, time.monotonic() + 1.0
+                    return 0
+                wait = grant.wait
+            return max(1, math.ceil(wait))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from noti.ratelimit import TokenBucket
+from noti.gateway.auth import RateLimiter
+from noti.queue import api_key_rate_limit
+from noti.ratelimit import Grant, TokenBucket
 
 
 @pytest.fixture
@@ -37,3 +40,27 @@ async def test_all_or_nothing_take_says_how_long_to_wait(aredis: aioredis.Redis)
 async def test_rate_zero_is_unlimited(aredis: aioredis.Redis) -> None:
     assert (await TokenBucket(aredis, "free", rate=0).take(10_000)).granted == 10_000
     assert await aredis.exists("free") == 0
+
+
+async def test_gateway_limiter_refills_once_for_many_waiting_requests(
+    aredis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    takes: list[int] = []
+    take = TokenBucket.take
+
+    async def counted(self: TokenBucket, wanted: int, *, partial: bool = True) -> Grant:
+        takes.append(wanted)
+        return await take(self, wanted, partial=partial)
+
+    monkeypatch.setattr(TokenBucket, "take", counted)
+    limiter = RateLimiter(aredis, rate=1000, burst=2000)  # leases of 50
+
+    async def request() -> int:
+        await asyncio.sleep(0)
+        return await limiter.acquire("key1")
+
+    assert await asyncio.gather(*(request() for _ in range(500))) == [0] * 500
+    # Concurrent requests that find the lease spent share one refill: 10 leases of 50, none wasted.
+    assert takes == [50] * 10
+    tokens = float((await aredis.hget(api_key_rate_limit("key1"), "t")) or 0)
+    assert 1500 <= tokens < 1600  # 500 taken, plus what refilled while the test ran
