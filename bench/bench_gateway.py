@@ -172,7 +172,7 @@ class Gateway:
             "NOTI_GATEWAY_PORT": str(port),
             "NOTI_GATEWAY_WORKERS": "1",
             "NOTI_GATEWAY_BATCHING": "true" if batching else "false",
-            # the per-key limiter stays on (one Lua call per request), far above the load
+            # the per-key limiter stays on (leases from Redis), far above the load
             "NOTI_GATEWAY_RATE_LIMIT": "1000000",
             "NOTI_GATEWAY_RATE_BURST": "1000000",
             "NOTI_APNS_ENVIRONMENT": "production",

@@ -33,6 +33,7 @@ from noti.gateway.schemas import (
     Text,
     Token,
     normalize_token,
+    normalize_tokens,
 )
 from noti.queue import Environment
 from noti.store.models import Notification, NotificationStatus
@@ -107,7 +108,7 @@ async def send_bulk(
 ) -> Response:
     content = checked_content(body)
     result = await gateway(request).enqueuer.send_bulk(
-        tokens=[normalize_token(t) for t in body.device_tokens] if body.device_tokens else None,
+        tokens=normalize_tokens(body.device_tokens) if body.device_tokens else None,
         owner_ids=body.owner_ids,
         app=body.app,
         environment=_environment(request, body.environment),
@@ -117,7 +118,7 @@ async def send_bulk(
     # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
     answer = {
         "count": len(result.accepted),
-        "notifications": [{"id": str(id), "device_token": token} for id, token in result.accepted],
+        "notifications": [{"id": id, "device_token": token} for id, token in result.accepted],
         "not_found": result.not_found,
         "inactive": result.inactive,
     }

@@ -55,6 +55,14 @@ def normalize_token(token: str) -> str:
     return token.lower() if device_token_problem(token) is None else token
 
 
+def normalize_tokens(tokens: list[str]) -> list[str]:
+    """``normalize_token`` of each; tokens already in lower case (the usual case) are checked at once."""
+    joined = "".join(tokens)
+    if joined == joined.lower():
+        return tokens
+    return [normalize_token(token) for token in tokens]
+
+
 def _check_apns_token(token: str) -> str:
     problem = device_token_problem(token)
     if problem is not None:

@@ -9,7 +9,7 @@ names, so nothing but the operator needs Kubernetes rights.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
 
 MESSAGE_VERSION = 1
+_VERSION = str(MESSAGE_VERSION).encode()
 CONSUMER_GROUP = "senders"
 # XADD MAXLEN is never used: trimming a stream could drop messages nobody has sent yet.
 
@@ -158,7 +159,32 @@ class QueuedNotification:
             body["campaign"] = self.campaign
         if self.extra:
             body["extra"] = self.extra
-        return {"v": str(MESSAGE_VERSION).encode(), "n": orjson.dumps(body)}
+        return {"v": _VERSION, "n": orjson.dumps(body)}
+
+    @staticmethod
+    def encode_many(
+        ids: Sequence[uuid.UUID | str],
+        device_tokens: Sequence[str],
+        device_ids: Sequence[int | None],
+        *,
+        app: str,
+        content: dict[str, Any],
+        campaign: str | None = None,
+    ) -> list[dict[str, bytes]]:
+        """What :meth:`encode` gives for each of many first attempts sharing one content.
+
+        The content is serialized once rather than per message (a bulk send's 10,000).
+        """
+        shared = orjson.Fragment(orjson.dumps(content))
+        entries = []
+        for id, token, device_id in zip(ids, device_tokens, device_ids, strict=True):
+            body: dict[str, Any] = {"id": str(id), "token": token, "app": app, "content": shared, "attempt": 0}
+            if device_id is not None:
+                body["device_id"] = device_id
+            if campaign is not None:
+                body["campaign"] = campaign
+            entries.append({"v": _VERSION, "n": orjson.dumps(body)})
+        return entries
 
     @classmethod
     def decode(cls, fields: dict[bytes, bytes] | dict[str, Any]) -> QueuedNotification:

@@ -57,3 +57,22 @@ def test_credential_rejects_unknown_environment_and_bad_app() -> None:
         Credential("com.example.app", "staging")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bundle id"):
         Credential("com.ex{ample}")
+
+
+def test_messages_encoded_together_read_as_each_encoded_alone() -> None:
+    content = {"title": "Sale", "data": {"n": 1, "nested": ["a", None]}, "sound": {"name": "x", "critical": 1}}
+    ids, tokens, device_ids = [uuid.uuid4(), uuid.uuid4()], ["ab" * 32, "cd" * 32], [5, None]
+    for campaign in (None, "default/launch"):
+        together = QueuedNotification.encode_many(
+            ids, tokens, device_ids, app="com.example.app", content=content, campaign=campaign
+        )
+        alone = [
+            QueuedNotification(id, token, "com.example.app", content, device_id=device_id, campaign=campaign).encode()
+            for id, token, device_id in zip(ids, tokens, device_ids, strict=True)
+        ]
+        assert together == alone
+        assert [QueuedNotification.decode(fields).device_id for fields in together] == device_ids
+    # string ids (as a bulk send makes them) encode like their UUIDs
+    assert QueuedNotification.encode_many(
+        [str(ids[0])], tokens[:1], [None], app="com.example.app", content=content
+    ) == QueuedNotification.encode_many(ids[:1], tokens[:1], [None], app="com.example.app", content=content)

@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from noti.store import records
+from noti.store import migrate, records
+from noti.store.db import make_engine
 from noti.store.models import Device, Notification, NotificationStatus
 from noti.store.records import Outcome
 
@@ -116,3 +117,46 @@ def test_insert_with_skip_existing_writes_each_record_once(clean_db: Engine) -> 
         assert written == {second["id"]}
         assert records.status_counts(connection) == {"created": 2}
         assert len(connection.execute(select(Notification.id)).all()) == 2
+
+
+def _stored(engine: Engine) -> list[tuple[Any, ...]]:
+    columns = [c for c in Notification.__table__.columns if c.name not in {"id", "created_at", "queued_at"}]
+    with engine.connect() as connection:
+        rows = connection.execute(select(*columns).order_by(Notification.device_token)).all()
+    return [tuple(row) for row in rows]
+
+
+def test_copy_stores_what_insert_stores_escapes_included(clean_db: Engine, tmp_path: Any) -> None:
+    awkward = {
+        "title": "tab\there, new\nline, back\\slash, CR\r, \\N and ünïcode ✓",
+        "body": None,
+        "data": {"path": "C:\\temp\n", "tab": "\t", "n": [1, None, True]},
+        "sound": "chime.caf",
+        "badge": 3,
+        "status": NotificationStatus.QUEUED,
+        "campaign": "ns/launch",
+    }
+    per_row = [
+        {"id": uuid.uuid4(), "device_id": 11, "device_token": "aa" * 32, "app": "com.example"},
+        {"id": str(uuid.uuid4()), "device_id": None, "device_token": "bb" * 32, "app": "com.other\\app"},
+        {"id": uuid.uuid4(), "device_id": 12, "device_token": "cc\t" * 3, "app": "com.example"},
+    ]
+    # Columns of one plain kind (the bulk path's) are formatted in bulk: check those too.
+    plain = [
+        {"id": str(uuid.uuid4()), "device_id": 13 + n, "device_token": f"{n:02x}" * 32, "app": "com.example"}
+        for n in range(3)
+    ]
+    with clean_db.begin() as connection:
+        copied = records.copy_notifications(connection, per_row, shared=awkward)
+        copied |= records.copy_notifications(connection, plain, shared=awkward)
+    per_row += plain
+    assert copied == {row["id"] for row in per_row}
+    expected_engine = make_engine(f"sqlite:///{tmp_path}/expected.db", pool_size=1)
+    migrate.upgrade(expected_engine)
+    with expected_engine.begin() as connection:
+        records.insert_notifications(
+            connection, [{**awkward, **row, "id": uuid.UUID(str(row["id"]))} for row in per_row]
+        )
+    assert _stored(clean_db) == _stored(expected_engine)
+    with clean_db.connect() as connection:
+        assert records.status_counts(connection) == {"created": 6}

@@ -7,6 +7,7 @@ cost of a record is a few microseconds of database work rather than a round trip
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -229,6 +230,7 @@ def status_counts(
 _COPY_DEFAULTS: dict[str, Any] = {"push_type": "alert", "priority": 10, "retry_count": 0}
 _JSON_COLUMNS = frozenset({"data", "sound", "tags"})
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_NEEDS_ESCAPE = re.compile(r"[\\\n\r\t]")
 
 
 def _copy_text(value: Any, is_json: bool = False) -> str:
@@ -246,40 +248,55 @@ def _copy_text(value: Any, is_json: bool = False) -> str:
     return str(value).translate(_COPY_ESCAPES)
 
 
+def _copy_column(values: list[Any], is_json: bool) -> list[str]:
+    """A column's values in COPY's text format; the common kinds (text needing no escapes, ids,
+    numbers) are converted in bulk, since a bulk send formats 10,000 of each."""
+    kinds = set(map(type, values))
+    if not is_json and len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is str and not _NEEDS_ESCAPE.search("".join(values)):
+            return values
+        if kind is int or kind is uuid.UUID:
+            return list(map(str, values))
+    return [_copy_text(value, is_json) for value in values]
+
+
 def copy_notifications(
     connection: Connection, rows: Sequence[Mapping[str, Any]], *, shared: Mapping[str, Any] | None = None
-) -> set[uuid.UUID]:
+) -> set[Any]:
     """Like :func:`insert_notifications` for new ids only, but streamed with COPY on PostgreSQL.
 
     ``shared`` holds the columns every row has in common (a bulk send's content), formatted
     once rather than per row. Several times faster for big batches; an id already stored is
-    an error, so use it only with fresh ids. Elsewhere it is ``insert_notifications``.
+    an error, so use it only with fresh ids (UUIDs or their strings). Elsewhere it is
+    ``insert_notifications``. Returns the ids as given.
     """
     shared = dict(shared or {})
     if connection.dialect.name != "postgresql" or not rows:
-        return insert_notifications(connection, [{**shared, **row} for row in rows])
+        prepared = [{**shared, **row} for row in rows]
+        for row in prepared:
+            if isinstance(row["id"], str):
+                row["id"] = uuid.UUID(row["id"])
+        insert_notifications(connection, prepared)
+        return {row["id"] for row in rows}
     now = utcnow()
     row_columns = list(dict.fromkeys(name for row in rows for name in row))
     fallback = {**_COPY_DEFAULTS, "created_at": now, **shared}
     shared_columns = [name for name in fallback if name not in row_columns]
-    tail = "".join("\t" + _copy_text(fallback[name], name in _JSON_COLUMNS) for name in shared_columns) + "\n"
-    json_flags = [name in _JSON_COLUMNS for name in row_columns]
-    counts: Counter[tuple[datetime, str, str]] = Counter()
-    bucket = hour_bucket(now)
-    lines = []
-    for row in rows:
-        lines.append(
-            "\t".join(
-                _copy_text(row[name] if name in row else fallback.get(name), is_json)
-                for name, is_json in zip(row_columns, json_flags, strict=True)
-            )
-            + tail
-        )
-        created = row.get("created_at")
-        app = row["app"] if "app" in row else fallback["app"]
-        counts[(bucket if created is None else hour_bucket(created), app, CREATED)] += 1
+    # Each line ends with the columns every row shares, formatted once.
+    end = "".join("\t" + _copy_text(fallback[name], name in _JSON_COLUMNS) for name in shared_columns) + "\n"
+    raw = {name: [row.get(name, fallback.get(name)) for row in rows] for name in row_columns}
+    columns = [_copy_column(values, name in _JSON_COLUMNS) for name, values in raw.items()]
+    data = end.join(map("\t".join, zip(*columns, strict=True))) + end
+    apps = raw["app"] if "app" in raw else [fallback["app"]] * len(rows)
+    if "created_at" in raw:
+        pairs = zip(raw["created_at"], apps, strict=True)
+        counts = Counter((hour_bucket(created), app, CREATED) for created, app in pairs)
+    else:
+        bucket = hour_bucket(now)
+        counts = Counter({(bucket, app, CREATED): n for app, n in Counter(apps).items()})
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY notifications ({', '.join(row_columns + shared_columns)}) FROM STDIN") as copy:
-        copy.write("".join(lines).encode())
+        copy.write(data.encode())
     _bump_counts(connection, counts)
     return {row["id"] for row in rows}
