@@ -157,12 +157,26 @@ async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_
     assert body["count"] == 3
     assert {n["device_token"] for n in body["notifications"]} == {token(0), token(1), token(2)}
     assert (body["not_found"], body["inactive"]) == ([token(77)], [token(9)])
+    # The answer, the records and the stream agree on every id; ids are random (version 4) UUIDs.
+    answered = {uuid.UUID(n["id"]): n["device_token"] for n in body["notifications"]}
+    assert all(id.version == 4 and str(id) in {n["id"] for n in body["notifications"]} for id in answered)
+    with clean_db.connect() as connection:
+        stored = {r.id: r for r in connection.execute(select(Notification))}
+    queued = {m.id: m for m in stream_messages(clean_redis)}
+    assert set(answered) == set(stored) == set(queued)
+    for id, device_token in answered.items():
+        assert stored[id].device_token == queued[id].device_token == device_token
+        assert stored[id].device_id == queued[id].device_id is not None
+        assert (stored[id].status, stored[id].title, queued[id].content["title"]) == ("queued", "Sale", "Sale")
 
     by_owner = await client.post("/api/notifications/bulk/", json={"owner_ids": ["alice", "nobody"], "body": "hi"})
     assert by_owner.status_code == 202
     assert by_owner.json()["count"] == 2 and by_owner.json()["not_found"] == ["nobody"]
-    assert record_count(clean_db) == 5
-    assert len(stream_messages(clean_redis)) == 5
+    await register(client, 0xABCDEF)
+    upper = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(0xABCDEF).upper()]})
+    assert upper.json()["notifications"][0]["device_token"] == token(0xABCDEF) != token(0xABCDEF).upper()
+    assert record_count(clean_db) == 6
+    assert len(stream_messages(clean_redis)) == 6
 
     retried = [
         await client.post(
@@ -171,7 +185,7 @@ async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_
         for _ in range(2)
     ]
     assert retried[0].json()["notifications"] == retried[1].json()["notifications"]
-    assert record_count(clean_db) == 7 and len(stream_messages(clean_redis)) == 7
+    assert record_count(clean_db) == 8 and len(stream_messages(clean_redis)) == 8
 
 
 async def test_bulk_takes_one_audience_of_at_most_ten_thousand(client: httpx.AsyncClient) -> None:
