@@ -83,4 +83,3 @@ async def _run(
     finally:
         await redis.aclose()
         engine.dispose()
-

@@ -163,5 +163,3 @@ def test_campaign_run_against_the_dev_stack(dev: Dev) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "default/winter-sale: total 5, sent 5, failed 0, invalid tokens 0" in result.stdout
-
-

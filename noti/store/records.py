@@ -7,6 +7,7 @@ cost of a record is a few microseconds of database work rather than a round trip
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import uuid
 from collections import Counter
@@ -70,13 +71,17 @@ def _bump_counts(connection: Connection, counts: Counter[tuple[datetime, str, st
         {"bucket": bucket, "app": app, "status": status, "count": count}
         for (bucket, app, status), count in sorted(counts.items())
     ]
-    dialect = connection.dialect.name
+    connection.execute(_bump_statement(connection.dialect.name), rows)
+
+
+@functools.cache
+def _bump_statement(dialect: str) -> Any:
+    # Built once: constructing an upsert costs more than the cached compile it leads to.
     statement: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(NotificationCount)
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=["bucket", "app", "status"],
         set_={"count": NotificationCount.count + statement.excluded.count},
     )
-    connection.execute(statement, rows)
 
 
 def insert_notifications(
