@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import uuid
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, func, literal, select
 
@@ -38,6 +40,14 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7c3f52-2d1e-4f8a-9c6b-5e4d3a2b1c0f")
 def idempotent_id(scope: str, key: str, item: str = "") -> uuid.UUID:
     """The record id for a request with an Idempotency-Key (``scope`` keeps API keys apart)."""
     return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{scope}\x00{key}\x00{item}")
+
+
+def fingerprint(**request: Any) -> str:
+    """A digest of what a request asks for, to tell its retry from another request with its key."""
+    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_KEY_REUSED = "this key was used for a different request; a new request needs a new key"
 
 
 def random_ids(count: int) -> list[uuid.UUID]:
@@ -80,6 +90,7 @@ class Send:
     environment: Environment
     content: dict[str, Any]
     idempotency_key: str | None = None
+    fingerprint: str | None = None  # with an idempotency key: what the request asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +168,22 @@ _DEVICES_BY_TOKENS = _DEVICE_COLUMNS.where(
 
 
 def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
-    ids = [s.id for s in sends if s.idempotency_key is not None]
+    first_use: dict[str, str] = {}
+    for send in sends:
+        if send.idempotency_key is not None and send.fingerprint is not None:
+            first_use.setdefault(send.idempotency_key, send.fingerprint)
+    claimed = records.claim_idempotency_keys(connection, first_use)
+    reused = {
+        send.id
+        for send in sends
+        if send.idempotency_key in claimed and claimed[send.idempotency_key] != send.fingerprint
+    }
+    ids = [s.id for s in sends if s.idempotency_key is not None and s.id not in reused]
     known: dict[uuid.UUID, NotificationStatus] = {}
     if ids:
         rows = connection.execute(select(Notification.id, Notification.status).where(Notification.id.in_(ids)))
         known = {row.id: NotificationStatus(row.status) for row in rows}
-    tokens = sorted({s.device_token for s in sends if s.id not in known})
+    tokens = sorted({s.device_token for s in sends if s.id not in known and s.id not in reused})
     devices: dict[str, list[Any]] = defaultdict(list)
     if tokens:
         if connection.dialect.name == "postgresql" and _TOKEN_SAFE.fullmatch("".join(tokens)):
@@ -175,6 +196,9 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
     answers: list[Accepted | ApiError | None] = []
     pending: dict[uuid.UUID, tuple[dict[str, Any], Send]] = {}
     for send in sends:
+        if send.id in reused:
+            answers.append(invalid("header.Idempotency-Key", _KEY_REUSED))
+            continue
         if send.id in known:
             answers.append(None)
             continue
@@ -239,7 +263,12 @@ def _write_bulk(
     environment: Environment,
     content: dict[str, Any],
     idempotency_scope: str | None,
+    idempotency_fingerprint: str | None = None,
 ) -> tuple[BulkResult, list[_Entries]]:
+    if idempotency_scope is not None and idempotency_fingerprint is not None:
+        claimed = records.claim_idempotency_keys(connection, {idempotency_scope: idempotency_fingerprint})
+        if claimed[idempotency_scope] != idempotency_fingerprint:
+            raise invalid("header.Idempotency-Key", _KEY_REUSED)
     query = _DEVICE_COLUMNS
     if tokens is not None:
         wanted = list(dict.fromkeys(tokens))
@@ -449,6 +478,7 @@ class Enqueuer:
         environment: Environment,
         content: dict[str, Any],
         idempotency_scope: str | None,
+        idempotency_fingerprint: str | None = None,
     ) -> BulkResult:
         """Write every record in one batch and queue them in one pipeline."""
 
@@ -462,6 +492,7 @@ class Enqueuer:
                     environment=environment,
                     content=content,
                     idempotency_scope=idempotency_scope,
+                    idempotency_fingerprint=idempotency_fingerprint,
                 )
 
         result, messages = await asyncio.to_thread(write)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from noti.gateway import stats
 from noti.gateway.auth import Principal, Scope
 from noti.gateway.context import gateway, require
-from noti.gateway.enqueue import Send, idempotent_id, new_id
+from noti.gateway.enqueue import Send, fingerprint, idempotent_id, new_id
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
 from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
 from noti.gateway.payloads import checked_content
@@ -48,7 +49,10 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        description="A retried request with the same key (and API key) returns the first one's id and sends nothing",
+        description=(
+            "A retried request with the same key (and API key) returns the first one's id and sends nothing; "
+            "a different request with a used key gets a 422"
+        ),
     ),
 ]
 
@@ -77,14 +81,17 @@ async def send_notification(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     content = checked_content(body)
+    environment = _environment(request, body.environment)
     send = Send(
         id=idempotent_id(principal.prefix, idempotency_key) if idempotency_key else new_id(),
         device_token=body.device_token,
         app=body.app,
-        environment=_environment(request, body.environment),
+        environment=environment,
         content=content,
-        idempotency_key=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
     )
+    if idempotency_key:
+        asked = fingerprint(send="one", device_token=send.device_token, app=send.app, env=environment, content=content)
+        send = replace(send, idempotency_key=f"{principal.prefix}:{idempotency_key}", fingerprint=asked)
     accepted = await gateway(request).enqueuer.send(send)
     # The hot path: written directly (the shape is NotificationAccepted) rather than re-validated.
     answer = orjson.dumps({"id": str(accepted.id), "status": accepted.status.value})
@@ -107,13 +114,20 @@ async def send_bulk(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     content = checked_content(body)
+    tokens = normalize_tokens(body.device_tokens) if body.device_tokens else None
+    environment = _environment(request, body.environment)
+    asked = None
+    if idempotency_key:  # the same audience in another order is the same request
+        audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owner_ids or ()))}
+        asked = fingerprint(send="bulk", **audience, app=body.app, env=environment, content=content)
     result = await gateway(request).enqueuer.send_bulk(
-        tokens=normalize_tokens(body.device_tokens) if body.device_tokens else None,
+        tokens=tokens,
         owner_ids=body.owner_ids,
         app=body.app,
-        environment=_environment(request, body.environment),
+        environment=environment,
         content=content,
         idempotency_scope=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
+        idempotency_fingerprint=asked,
     )
     # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
     answer = {

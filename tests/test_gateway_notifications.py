@@ -113,6 +113,18 @@ async def test_idempotency_key_returns_the_first_id_without_a_second_send(
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert first.json()["id"] == again.json()["id"]
+    # The same key for another request is refused, and sends nothing.
+    changed = await client.post("/api/notifications/", json={**body, "body": "twice"}, headers=headers)
+    assert changed.status_code == 422
+    assert changed.json()["errors"] == [
+        {
+            "field": "header.Idempotency-Key",
+            "message": "this key was used for a different request; a new request needs a new key",
+        }
+    ]
+    as_bulk = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(1)]}, headers=headers)
+    assert as_bulk.status_code == 422
+    assert record_count(clean_db) == 1 and len(stream_messages(clean_redis)) == 1
 
     # racing retries: one record, one message
     racing = await asyncio.gather(
@@ -185,7 +197,19 @@ async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_
         for _ in range(2)
     ]
     assert retried[0].json()["notifications"] == retried[1].json()["notifications"]
-    assert record_count(clean_db) == 8 and len(stream_messages(clean_redis)) == 8
+    other_audience = await client.post(
+        "/api/notifications/bulk/", json={"owner_ids": ["alice"], "body": "b"}, headers={"Idempotency-Key": "k1"}
+    )
+    assert other_audience.status_code == 422 and "Idempotency-Key" in other_audience.json()["detail"]
+    reordered = [
+        await client.post(
+            "/api/notifications/bulk/", json={"device_tokens": tokens, "body": "c"}, headers={"Idempotency-Key": "k2"}
+        )
+        for tokens in ([token(0), token(1)], [token(1), token(0), token(1)])
+    ]
+    assert [r.status_code for r in reordered] == [202, 202]
+    assert reordered[0].json()["notifications"] == reordered[1].json()["notifications"]
+    assert record_count(clean_db) == 10 and len(stream_messages(clean_redis)) == 10
 
 
 async def test_bulk_takes_one_audience_of_at_most_ten_thousand(client: httpx.AsyncClient) -> None:

@@ -16,7 +16,7 @@ from noti.store import migrate
 from noti.store.db import make_engine
 from noti.store.models import Base, Device, Notification
 
-TABLES = {"api_keys", "device_owners", "devices", "notifications", "notification_counts"}
+TABLES = {"api_keys", "device_owners", "devices", "idempotency_keys", "notifications", "notification_counts"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -216,6 +216,20 @@ class ApiKey(Base):
         return f"{self.name} ({self.prefix})"
 
 
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` a send was made with, and a digest of that request.
+
+    A retry with the same key must be the same request: one with another body gets a 422
+    instead of the first request's answer (IETF draft-ietf-httpapi-idempotency-key-header).
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<API key prefix>:<header value>"
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request, hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class NotificationCount(Base):
     """Hourly roll-up of notifications created and finished, so stats never scan the records.
 

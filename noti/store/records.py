@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from noti.store.models import (
     FINAL_STATUSES,
     Device,
+    IdempotencyKey,
     Notification,
     NotificationCount,
     NotificationStatus,
@@ -106,6 +107,27 @@ def insert_notifications(
         written = {row["id"] for row in prepared}
     _bump_counts(connection, Counter((hour_bucket(row["created_at"]), row["app"], CREATED) for row in prepared))
     return written
+
+
+def claim_idempotency_keys(connection: Connection, fingerprints: Mapping[str, str]) -> dict[str, str]:
+    """The request fingerprint each key stands for: stored now for a new key, read for one seen before.
+
+    A key seen before with another fingerprint is a different request reusing the key.
+    Concurrent claims of one new key are decided by the insert: one stores, the other reads.
+    """
+    if not fingerprints:
+        return {}
+    now = utcnow()
+    statement: Any = (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(IdempotencyKey)
+    statement = statement.on_conflict_do_nothing(index_elements=["key"]).returning(IdempotencyKey.key)
+    rows = [{"key": key, "fingerprint": value, "created_at": now} for key, value in fingerprints.items()]
+    stored = set(connection.execute(statement, rows).scalars())
+    claimed = dict(fingerprints)
+    seen_before = [key for key in fingerprints if key not in stored]
+    if seen_before:
+        query = select(IdempotencyKey.key, IdempotencyKey.fingerprint).where(IdempotencyKey.key.in_(seen_before))
+        claimed.update({row.key: row.fingerprint for row in connection.execute(query)})
+    return claimed
 
 
 _PG_APPLY = text(
