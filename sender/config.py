@@ -39,7 +39,9 @@ class SenderConfig(BaseSettings):
         default=60.0, gt=0, description="Pending this long, a message of a dead sender is claimed by another."
     )
     sender_grace_period: float = Field(default=25.0, gt=0, description="Seconds SIGTERM may take to drain.")
-    sender_health_port: int = Field(default=8081, ge=0, le=65535, description="/healthz and /metrics port (0: off).")
+    sender_health_port: int = Field(
+        default=8081, ge=0, le=65535, description="/healthz, /readyz and /metrics port (0: off)."
+    )
     sender_consumer: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", description="Consumer name in the group."
     )

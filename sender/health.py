@@ -1,4 +1,8 @@
-"""A tiny HTTP server for /healthz and /metrics (no framework: a sender has nothing else to serve)."""
+"""A tiny HTTP server for /healthz, /readyz and /metrics (no framework: a sender has nothing else to serve).
+
+/healthz is for a liveness probe (the process works), /readyz for a readiness probe (it can
+deliver: its credential is accepted and Redis answers).
+"""
 
 from __future__ import annotations
 
@@ -28,9 +32,9 @@ class HealthServer:
             path = request.split()[1].decode() if len(request.split()) > 1 else "/"
             if path == "/metrics":
                 status, content_type, body = 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
-            elif path in ("/healthz", "/healthz/"):
+            elif path.rstrip("/") in ("/healthz", "/readyz"):
                 state = self._status()
-                status = 200 if state.get("healthy") else 503
+                status = 200 if state.get("live" if path.startswith("/healthz") else "ready") else 503
                 content_type, body = "application/json", orjson.dumps(state)
             else:
                 status, content_type, body = 404, "application/json", b'{"error": "not found"}'

@@ -44,6 +44,7 @@ READ_CHUNK = 500
 BLOCK_MS = 1000
 REDIS_CONNECTIONS = 64
 CAMPAIGN_REFRESH = 2.0  # seconds between looks at the credential's campaign set
+LIVENESS_SECONDS = 60.0  # a read loop that has not turned for this long is stuck: /healthz fails
 
 
 def _record_id(fields: dict[bytes, bytes]) -> uuid.UUID | None:
@@ -159,6 +160,8 @@ class Sender:
         self._stopping = asyncio.Event()
         self._stop_at: float | None = None
         self.credential_failure: str | None = None
+        self.redis_failure: str | None = None  # why the last read of the streams failed, until one succeeds
+        self._beat = time.monotonic()  # the read loop's last turn: a loop that stopped turning is not alive
         self.health_port: int | None = None
         self._turn = 0
 
@@ -225,11 +228,18 @@ class Sender:
             self.engine.dispose()
 
     def status(self) -> dict[str, Any]:
+        """What /healthz (``live``: restart me if false) and /readyz (``ready``: I can deliver) answer.
+
+        A wrong credential or an unreachable Redis makes the sender not ready, but still alive:
+        a restart would not fix either, and it recovers by itself once they are fixed.
+        """
         return {
-            "healthy": self.credential_failure is None,
+            "live": time.monotonic() - self._beat < LIVENESS_SECONDS,
+            "ready": self.credential_failure is None and self.redis_failure is None,
             "credential": self.config.credential,
             "in_flight": len(self._in_flight),
             "credential_failure": self.credential_failure,
+            "redis_failure": self.redis_failure,
         }
 
     async def _publish_status(self, state: str, reason: str) -> None:
@@ -329,6 +339,7 @@ class Sender:
 
     async def _read_loop(self) -> None:
         while not self._stopping.is_set():
+            self._beat = time.monotonic()
             if self.credential_failure is not None:
                 await asyncio.sleep(1)
                 continue
@@ -344,6 +355,7 @@ class Sender:
                     await asyncio.sleep(0.02)
                     continue
                 entries = await self._read(wanted)
+                self.redis_failure = None
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the group (restarted without its data): make it again
                     self._groups.clear()
@@ -351,6 +363,7 @@ class Sender:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("reading the streams failed, retrying: %s", exc)
+                self.redis_failure = f"{type(exc).__name__}: {exc}"
                 self._groups.clear()
                 await asyncio.sleep(1)
                 continue

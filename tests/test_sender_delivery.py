@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from sender_support import credential_of, enqueue, final_count, statuses
 from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
+from harness.procs import free_port
 from noti.queue import campaign_counters
 from noti.sender.config import SenderConfig
 from noti.sender.retry import backoff_delay
@@ -122,13 +124,19 @@ async def test_credential_failure_stops_sending_and_is_published(
         )
     )
     enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(20)])
-    sender = Sender(_config(apns_simulator, apns_key_file=wrong_key))
+    sender = Sender(_config(apns_simulator, apns_key_file=wrong_key, sender_health_port=free_port()))
     task = asyncio.create_task(sender.run())
     for _ in range(100):
         if sender.credential_failure:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
+    # Not ready (a readiness probe takes it out), but alive: a restart would not fix the key.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sender.health_port}") as http:
+        live, ready = await http.get("/healthz"), await http.get("/readyz")
+    assert (live.status_code, ready.status_code) == (200, 503)
+    assert ready.json()["credential_failure"] == "InvalidProviderToken"
+    assert "BEGIN" not in ready.text and wrong_key.read_text()[30:60] not in ready.text
     sender.stop()
     await asyncio.wait_for(task, 30)
     status = clean_redis.hgetall(credential_of(apns_simulator).status)
@@ -242,3 +250,28 @@ async def test_slow_answers_are_not_claimed_back_and_sent_twice(
     await _run_until_final(Sender(_config(apns_simulator, sender_claim_idle_seconds=1)), clean_db, 20)
     assert statuses(clean_db) == {"sent": 20}
     assert set(apns_simulator.counters()["by_token"].values()) == {1}  # pending and idle, but still ours
+
+
+async def test_sender_is_ready_when_it_can_deliver_and_not_while_redis_is_away(
+    sender_env: None, apns_simulator: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def probe(sender: Sender) -> tuple[int, int, dict[str, object]]:
+        task = asyncio.create_task(sender.run())
+        try:
+            await asyncio.sleep(1.5)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sender.health_port}") as http:
+                live, ready = await http.get("/healthz/"), await http.get("/readyz")
+            return live.status_code, ready.status_code, ready.json()
+        finally:
+            sender.stop()
+            await asyncio.wait_for(task, 30)
+
+    assert (await probe(Sender(_config(apns_simulator, sender_health_port=free_port()))))[:2] == (200, 200)
+
+    from noti.settings import get_settings
+
+    monkeypatch.setenv("NOTI_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    get_settings.cache_clear()
+    live, ready, state = await probe(Sender(_config(apns_simulator, sender_health_port=free_port())))
+    assert (live, ready) == (200, 503)
+    assert "ConnectionError" in str(state["redis_failure"])
