@@ -97,19 +97,21 @@ def campaign_counters(campaign: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CampaignProgress:
-    """A campaign's counters hash: records written (total), queued, and finished by final status."""
+    """A campaign's progress: records written (total) and queued, from its counters hash in
+    Redis, and finished by final status, from the store (``records.campaign_counts``), which
+    counts each record once, in the transaction that makes it final."""
 
     total: int
     queued: int
     by_status: dict[str, int]
 
     @classmethod
-    def parse(cls, raw: Mapping[Any, Any]) -> CampaignProgress:
-        values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    def parse(cls, counters: Mapping[Any, Any], finished: Mapping[str, int]) -> CampaignProgress:
+        values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in counters.items()}
         return cls(
             total=values.get("total", 0),
             queued=values.get("queued", 0),
-            by_status={status.value: values.get(status.value, 0) for status in FINAL_STATUSES},
+            by_status={status.value: finished.get(status.value, 0) for status in FINAL_STATUSES},
         )
 
     @property

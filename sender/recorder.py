@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from noti.queue import CONSUMER_GROUP, campaign_counters
+from noti.queue import CONSUMER_GROUP
 from noti.sender.metrics import SenderMetrics
 from noti.store import records
 from noti.store.records import Applied, Outcome
@@ -29,7 +29,6 @@ class Finished:
     stream: str
     entry_id: bytes
     outcome: Outcome | None
-    campaign: str | None = None
 
 
 class Recorder:
@@ -87,8 +86,8 @@ class Recorder:
         async with self._lock:
             while self._buffer:
                 batch, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
-                applied = await self._write([item.outcome for item in batch if item.outcome is not None])
-                await self._ack(batch, applied)
+                await self._write([item.outcome for item in batch if item.outcome is not None])
+                await self._ack(batch)
                 self._unacked -= len(batch)
                 self.holding.difference_update((item.stream, item.entry_id) for item in batch)
                 if self._on_acked is not None:
@@ -113,14 +112,12 @@ class Recorder:
         with self._engine.begin() as connection:
             return records.apply_outcomes(connection, outcomes)
 
-    async def _ack(self, batch: list[Finished], applied: list[Applied]) -> None:
+    async def _ack(self, batch: list[Finished]) -> None:
+        """XACK and XDEL the batch's entries: safe to repeat, so a lost reply is simply retried.
+        (Campaign progress is counted in the store, with the outcomes.)"""
         by_stream: dict[str, list[bytes]] = defaultdict(list)
         for item in batch:
             by_stream[item.stream].append(item.entry_id)
-        campaign_of = {item.outcome.id: item.campaign for item in batch if item.outcome is not None and item.campaign}
-        counts: Counter[tuple[str, str]] = Counter(
-            (campaign_of[a.id], a.status.value) for a in applied if a.status.is_final and a.id in campaign_of
-        )
         delay = 0.2
         while True:
             try:
@@ -128,13 +125,9 @@ class Recorder:
                     for stream, ids in by_stream.items():
                         pipe.xack(stream, CONSUMER_GROUP, *ids)
                         pipe.xdel(stream, *ids)  # acked entries are done: keep streams short
-                    for (campaign, status), count in counts.items():
-                        pipe.hincrby(campaign_counters(campaign), status, count)
                     await pipe.execute()
                 return
             except RedisError as exc:
-                # MULTI/EXEC: acks and counters land together or not at all, so a retry cannot count twice
-                # (unless the reply to a successful EXEC is what got lost).
                 log.warning("acknowledging %d entries failed, retrying in %.1fs: %s", len(batch), delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -286,8 +286,13 @@ class Sender:
         fanout = await self.redis.hget(campaign_fanout_cursor(name), "done")
         if fanout != b"1":
             return False
-        progress = CampaignProgress.parse(await self.redis.hgetall(campaign_counters(name)))
+        counters = await self.redis.hgetall(campaign_counters(name))
+        progress = CampaignProgress.parse(counters, await asyncio.to_thread(self._campaign_counts, name))
         return progress.finished >= progress.total
+
+    def _campaign_counts(self, name: str) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return records.campaign_counts(connection, name)
 
     async def _read(self, wanted: int) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
         tx = self.queue.transactional_stream
@@ -474,7 +479,7 @@ class Sender:
             status_code=result.status_code or None if result else None,
             sent_at=utcnow() if status is NotificationStatus.SENT else None,
         )
-        self.recorder.add(Finished(stream, entry_id, outcome, message.campaign))
+        self.recorder.add(Finished(stream, entry_id, outcome))
 
     async def _dead_letter(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], error: str) -> None:
         log.error("entry %s of %s is not a notification this sender reads (%s); moved to %s", entry_id, stream, error,

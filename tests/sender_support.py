@@ -20,9 +20,16 @@ def credential_of(simulator: SimulatorProcess) -> Credential:
 
 
 def enqueue(
-    engine: Engine, client: redis.Redis, simulator: SimulatorProcess, tokens: list[str], *, with_devices: bool = False
+    engine: Engine,
+    client: redis.Redis,
+    simulator: SimulatorProcess,
+    tokens: list[str],
+    *,
+    with_devices: bool = False,
+    campaign: str | None = None,
 ) -> list[uuid.UUID]:
-    """Write queued records for ``tokens`` and add them to the credential's transactional stream."""
+    """Write queued records for ``tokens`` and add them to the credential's transactional stream
+    (as ``campaign``'s records, when given, which the store counts as they finish)."""
     app = simulator.bundle_id
     device_ids: dict[str, int] = {}
     if with_devices:
@@ -40,6 +47,7 @@ def enqueue(
             "title": "Hello",
             "body": f"#{i}",
             "status": NotificationStatus.QUEUED,
+            "campaign": campaign,
         }
         for i, token in enumerate(tokens)
     ]
@@ -51,7 +59,7 @@ def enqueue(
     for row in rows:
         message = QueuedNotification(
             id=row["id"], device_token=row["device_token"], app=app, content={"title": "Hello", "body": row["body"]},
-            device_id=row["device_id"],
+            device_id=row["device_id"], campaign=campaign,
         )  # fmt: skip
         pipe.xadd(stream, message.encode())  # type: ignore[arg-type]
     pipe.execute()

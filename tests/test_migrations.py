@@ -12,11 +12,14 @@ from sqlalchemy import Engine, delete, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from harness.services import PostgresServer
-from noti.store import migrate
+from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Base, Device, Notification
 
-TABLES = {"api_keys", "device_owners", "devices", "idempotency_keys", "notifications", "notification_counts"}
+TABLES = {
+    "api_keys", "campaign_counts", "device_owners", "devices", "idempotency_keys", "notifications",
+    "notification_counts",
+}  # fmt: skip
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -82,3 +85,20 @@ def test_idempotency_keys_stay_unique_and_records_without_one_do_not_collide(bla
         connection.execute(insert(Notification), [{**record, "id": uuid.uuid4(), "idempotency_key": "k:1"}])
     with pytest.raises(IntegrityError), blank_engine.begin() as connection:
         connection.execute(insert(Notification), [{**record, "id": uuid.uuid4(), "idempotency_key": "k:1"}])
+
+
+def test_campaign_counts_start_from_the_records_already_stored(blank_engine: Engine) -> None:
+    migrate.upgrade(blank_engine, "0004")
+    statuses = ["sent", "sent", "failed", "queued", "invalid_token"]
+    with blank_engine.begin() as connection:
+        connection.execute(
+            insert(Notification),
+            [
+                {"id": uuid.uuid4(), "device_token": "ab" * 32, "app": "a", "campaign": "ns/c", "status": status}
+                for status in statuses
+            ]
+            + [{"id": uuid.uuid4(), "device_token": "ab" * 32, "app": "a", "campaign": None, "status": "sent"}],
+        )
+    migrate.upgrade(blank_engine)
+    with blank_engine.connect() as connection:
+        assert records.campaign_counts(connection, "ns/c") == {"sent": 2, "failed": 1, "invalid_token": 1}

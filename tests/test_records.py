@@ -160,3 +160,26 @@ def test_copy_stores_what_insert_stores_escapes_included(clean_db: Engine, tmp_p
     assert _stored(clean_db) == _stored(expected_engine)
     with clean_db.connect() as connection:
         assert records.status_counts(connection) == {"created": 6}
+
+
+def test_campaign_records_count_once_however_often_their_outcome_is_written(clean_db: Engine) -> None:
+    rows = [{**_record(None, f"{n:064x}"), "campaign": "shop/launch"} for n in range(4)]
+    rows.append({**_record(None, "ff" * 32), "campaign": None})  # not a campaign's
+    with clean_db.begin() as connection:
+        records.insert_notifications(connection, rows)
+    outcomes = [
+        Outcome(rows[0]["id"], NotificationStatus.SENT),
+        Outcome(rows[1]["id"], NotificationStatus.INVALID_TOKEN),
+        Outcome(rows[2]["id"], NotificationStatus.QUEUED, retry_count=1),  # a retry: not finished
+        Outcome(rows[4]["id"], NotificationStatus.SENT),
+    ]
+    # Written twice, as when a sender dies between writing and acknowledging and another one
+    # redelivers the entries: the second write changes nothing, so counts nothing.
+    for _ in range(2):
+        with clean_db.begin() as connection:
+            records.apply_outcomes(connection, outcomes)
+    with clean_db.begin() as connection:
+        records.apply_outcomes(connection, [Outcome(rows[2]["id"], NotificationStatus.FAILED, retry_count=2)])
+    with clean_db.connect() as connection:
+        assert records.campaign_counts(connection, "shop/launch") == {"sent": 1, "invalid_token": 1, "failed": 1}
+        assert records.campaign_counts(connection, "shop/other") == {}

@@ -13,10 +13,11 @@ from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
 from harness.procs import free_port
-from noti.queue import campaign_counters
+from noti.queue import CampaignProgress, campaign_counters
 from noti.sender.config import SenderConfig
 from noti.sender.retry import backoff_delay
 from noti.sender.service import Sender, fair_order
+from noti.store import records
 from noti.store.models import Device, Notification
 
 
@@ -180,10 +181,13 @@ async def test_campaign_counters_follow_outcomes(
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
     await fan_out(engine, aredis, credential_of(apns_simulator), spec)
     await _run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
-    counters = clean_redis.hgetall(campaign_counters("default/c1"))
     await aredis.aclose()
     engine.dispose()
-    assert (counters[b"sent"], counters[b"invalid_token"], counters[b"total"]) == (b"36", b"4", b"40")
+    with clean_db.connect() as connection:
+        progress = CampaignProgress.parse(
+            clean_redis.hgetall(campaign_counters("default/c1")), records.campaign_counts(connection, "default/c1")
+        )
+    assert (progress.by_status, progress.total) == ({"sent": 36, "invalid_token": 4, "failed": 0}, 40)
 
 
 async def test_campaign_rate_limit_holds_when_the_sender_is_otherwise_idle(

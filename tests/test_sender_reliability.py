@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select
 from harness.apns import SimulatorProcess
 from harness.services import PostgresServer, RedisServer
 from noti.queue import CONSUMER_GROUP, QueuedNotification
+from noti.store import records
 from noti.store.models import FINAL_STATUSES, Notification
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def test_killed_sender_loses_nothing_and_resends_at_most_its_window(
     apns_simulator: SimulatorProcess,
 ) -> None:  # fmt: skip
     tokens = [f"{i:064x}" for i in range(20_000)]
-    ids = enqueue(clean_db, clean_redis, apns_simulator, tokens)
+    ids = enqueue(clean_db, clean_redis, apns_simulator, tokens, campaign="default/killed")
     first = launch_sender()
     _wait_final(clean_db, 3000, 60, first)
     first.kill()  # SIGKILL: no drain, no flush, no ack
@@ -123,6 +124,8 @@ def test_killed_sender_loses_nothing_and_resends_at_most_its_window(
     assert statuses(clean_db) == {"sent": len(ids)}  # one record per id (primary key), every one sent
     with clean_db.connect() as connection:
         assert set(connection.execute(select(Notification.id)).scalars()) == set(ids)
+        # Outcomes written before the kill and redelivered after it count once.
+        assert records.campaign_counts(connection, "default/killed") == {"sent": len(ids)}
     _wait_acked(clean_redis, stream)
     by_token: dict[str, int] = apns_simulator.counters()["by_token"]
     assert set(by_token) == set(tokens)  # APNs saw every notification

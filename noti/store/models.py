@@ -230,6 +230,17 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class CampaignCount(Base):
+    """Records of a campaign that reached each final status, counted in the transaction that
+    made them final: exactly once, whatever a crash or a redelivery does to the queue."""
+
+    __tablename__ = "campaign_counts"
+
+    campaign: Mapped[str] = mapped_column(String(320), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class NotificationCount(Base):
     """Hourly roll-up of notifications created and finished, so stats never scan the records.
 

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from noti.store.models import (
     FINAL_STATUSES,
+    CampaignCount,
     Device,
     IdempotencyKey,
     Notification,
@@ -57,6 +58,7 @@ class Applied:
     device_id: int | None
     created_at: datetime
     status: NotificationStatus
+    campaign: str | None = None
 
 
 def hour_bucket(moment: datetime) -> datetime:
@@ -72,16 +74,16 @@ def _bump_counts(connection: Connection, counts: Counter[tuple[datetime, str, st
         {"bucket": bucket, "app": app, "status": status, "count": count}
         for (bucket, app, status), count in sorted(counts.items())
     ]
-    connection.execute(_bump_statement(connection.dialect.name), rows)
+    connection.execute(_upsert_adding(connection.dialect.name, NotificationCount, ("bucket", "app", "status")), rows)
 
 
 @functools.cache
-def _bump_statement(dialect: str) -> Any:
-    # Built once: constructing an upsert costs more than the cached compile it leads to.
-    statement: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(NotificationCount)
+def _upsert_adding(dialect: str, table: Any, key: tuple[str, ...]) -> Any:
+    """INSERT of counter rows that adds ``count`` to a row already there. Built once: constructing
+    an upsert costs more than the cached compile it leads to."""
+    statement: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
     return statement.on_conflict_do_update(
-        index_elements=["bucket", "app", "status"],
-        set_={"count": NotificationCount.count + statement.excluded.count},
+        index_elements=list(key), set_={"count": table.count + statement.excluded.count}
     )
 
 
@@ -140,7 +142,7 @@ _PG_APPLY = text(
                   CAST(:sent AS timestamptz[]))
            AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at)
      WHERE n.id = v.id AND n.status NOT IN :final
-    RETURNING n.id, n.app, n.device_id, n.created_at, n.status
+    RETURNING n.id, n.app, n.device_id, n.created_at, n.status, n.campaign
     """
 ).bindparams(bindparam("final", expanding=True))
 
@@ -159,7 +161,10 @@ def _apply_postgresql(connection: Connection, outcomes: Sequence[Outcome]) -> li
             "final": list(_FINAL_VALUES),
         },
     )
-    return [Applied(row.id, row.app, row.device_id, row.created_at, NotificationStatus(row.status)) for row in result]
+    return [
+        Applied(row.id, row.app, row.device_id, row.created_at, NotificationStatus(row.status), row.campaign)
+        for row in result
+    ]
 
 
 def _apply_generic(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
@@ -175,7 +180,12 @@ def _apply_generic(connection: Connection, outcomes: Sequence[Outcome]) -> list[
             sent_at=bindparam("b_sent_at"),
         )
         .returning(
-            Notification.id, Notification.app, Notification.device_id, Notification.created_at, Notification.status
+            Notification.id,
+            Notification.app,
+            Notification.device_id,
+            Notification.created_at,
+            Notification.status,
+            Notification.campaign,
         )
     )
     applied = []
@@ -193,7 +203,7 @@ def _apply_generic(connection: Connection, outcomes: Sequence[Outcome]) -> list[
             },
         ).one_or_none()
         if row is not None:
-            applied.append(Applied(row.id, row.app, row.device_id, row.created_at, row.status))
+            applied.append(Applied(row.id, row.app, row.device_id, row.created_at, row.status, row.campaign))
     return applied
 
 
@@ -213,11 +223,24 @@ def apply_outcomes(connection: Connection, outcomes: Sequence[Outcome]) -> list[
     else:
         applied = _apply_generic(connection, latest)
     _update_devices(connection, applied)
-    _bump_counts(
-        connection,
-        Counter((hour_bucket(a.created_at), a.app, a.status.value) for a in applied if a.status.is_final),
-    )
+    finished = [a for a in applied if a.status.is_final]
+    _bump_counts(connection, Counter((hour_bucket(a.created_at), a.app, a.status.value) for a in finished))
+    _bump_campaign_counts(connection, Counter((a.campaign, a.status.value) for a in finished if a.campaign))
     return applied
+
+
+def _bump_campaign_counts(connection: Connection, counts: Counter[tuple[str, str]]) -> None:
+    if not counts:
+        return
+    # Sorted, and after the hourly roll-up in every writer: rows are locked in one order, no deadlocks.
+    rows = [{"campaign": campaign, "status": status, "count": n} for (campaign, status), n in sorted(counts.items())]
+    connection.execute(_upsert_adding(connection.dialect.name, CampaignCount, ("campaign", "status")), rows)
+
+
+def campaign_counts(connection: Connection, campaign: str) -> dict[str, int]:
+    """How many of a campaign's records reached each final status (exact: counted as they were written)."""
+    query = select(CampaignCount.status, CampaignCount.count).where(CampaignCount.campaign == campaign)
+    return {status: int(count) for status, count in connection.execute(query)}
 
 
 def _update_devices(connection: Connection, applied: Iterable[Applied]) -> None:
