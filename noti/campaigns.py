@@ -16,12 +16,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, exists, func, select
+from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import array
 
-from noti.queue import Credential, QueuedNotification, campaign_counters, campaign_fanout_cursor, campaign_settings
+from noti.queue import (
+    CampaignProgress,
+    Credential,
+    QueuedNotification,
+    campaign_counters,
+    campaign_fanout_cursor,
+    campaign_settings,
+)
 from noti.store import records
-from noti.store.models import Device, DeviceOwner, NotificationStatus, utcnow
+from noti.store.models import (
+    FINAL_STATUSES,
+    CampaignCount,
+    Device,
+    DeviceOwner,
+    Notification,
+    NotificationStatus,
+    utcnow,
+)
+from noti.store.records import Outcome
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -292,3 +308,56 @@ def _write_chunk(engine: Engine, spec: CampaignSpec, app: str, after: int, limit
         rows = _records(spec, app, devices)
         written = records.insert_notifications(connection, rows, skip_existing=True)
         return _Chunk(rows, written, devices[-1][2])
+
+
+async def progress(engine: Engine, redis: aioredis.Redis, campaign: str) -> CampaignProgress:
+    """A campaign's progress: written and queued from Redis, finished from the store."""
+    counters = await redis.hgetall(campaign_counters(campaign))
+    finished = await asyncio.to_thread(_campaign_counts, engine, campaign)
+    return CampaignProgress.parse(counters, finished)
+
+
+def _campaign_counts(engine: Engine, campaign: str) -> dict[str, int]:
+    with engine.connect() as connection:
+        return records.campaign_counts(connection, campaign)
+
+
+CANCELLED = "CampaignDeleted"  # apns_reason of the records a deleted campaign leaves unsent
+
+
+async def cancel(engine: Engine, redis: aioredis.Redis, credential: Credential, campaign: str) -> int:
+    """Stop a campaign for good: its queue goes, its unsent records become ``failed``
+    (reason ``CampaignDeleted``), its counts go. Returns how many records it closed.
+
+    Sent records stay, as history. Safe to repeat.
+    """
+    await redis.srem(credential.campaigns, campaign)  # senders stop reading it first
+    await redis.delete(
+        credential.campaign_stream(campaign),
+        campaign_settings(campaign),
+        campaign_counters(campaign),
+        campaign_fanout_cursor(campaign),
+    )
+    return await asyncio.to_thread(_close_records, engine, campaign)
+
+
+def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
+    closed = 0
+    while True:
+        with engine.begin() as connection:
+            ids = (
+                connection.execute(
+                    select(Notification.id)
+                    .where(Notification.campaign == campaign, Notification.status.notin_(FINAL_STATUSES))
+                    .limit(chunk)
+                )
+                .scalars()
+                .all()
+            )
+            outcomes = [Outcome(id, NotificationStatus.FAILED, apns_reason=CANCELLED) for id in ids]
+            closed += len(records.apply_outcomes(connection, outcomes))
+        if len(ids) < chunk:
+            break
+    with engine.begin() as connection:
+        connection.execute(delete(CampaignCount).where(CampaignCount.campaign == campaign))
+    return closed

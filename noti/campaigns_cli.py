@@ -9,13 +9,12 @@ from pathlib import Path
 import click
 import redis.asyncio as aioredis
 import yaml
-from sqlalchemy import Engine
 
 from noti.campaigns import CampaignError, CampaignSpec, fan_out
+from noti.campaigns import progress as campaign_progress
 from noti.devstack import DataDir, DevError
-from noti.queue import CampaignProgress, Credential, campaign_counters
+from noti.queue import Credential
 from noti.settings import get_settings
-from noti.store import records
 from noti.store.db import make_engine
 
 
@@ -59,11 +58,6 @@ def _load(manifest: Path) -> dict[str, object]:
     return loaded
 
 
-def _campaign_counts(engine: Engine, campaign: str) -> dict[str, int]:
-    with engine.connect() as connection:
-        return records.campaign_counts(connection, campaign)
-
-
 async def _run(
     spec: CampaignSpec, credential: Credential, database_url: str, redis_url: str, wait_seconds: float
 ) -> dict[str, int]:
@@ -76,10 +70,7 @@ async def _run(
         with click.progressbar(length=result.total, label="sending", show_pos=True) as bar:
             done = 0
             while True:
-                progress = CampaignProgress.parse(
-                    await redis.hgetall(campaign_counters(spec.name)),
-                    await asyncio.to_thread(_campaign_counts, engine, spec.name),
-                )
+                progress = await campaign_progress(engine, redis, spec.name)
                 finished = progress.finished
                 bar.update(finished - done)
                 done = finished

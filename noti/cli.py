@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "gateway": "noti.gateway.cli:gateway",
     "apikey": "noti.gateway.cli:apikey",
     "sender": "noti.sender.cli:sender",
+    "operator": "noti.operator.cli:operator",
 }
 
 

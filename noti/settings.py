@@ -50,6 +50,28 @@ class Settings(BaseSettings):
 
     # --- sender (add sender settings below this line) ---
 
+    # --- operator ---
+    operator_namespaces: str = Field(
+        default="", description="Comma-separated namespaces the operator watches; empty: every namespace."
+    )
+    operator_sender_image: str = Field(default="noti:latest", description="Image of the sender Deployments.")
+    operator_sender_image_pull_policy: str = Field(default="IfNotPresent", description="Their imagePullPolicy.")
+    operator_sender_env_secret: str | None = Field(
+        default=None,
+        description="Secret (in each credential's namespace) whose keys become the senders' environment: "
+        "NOTI_DATABASE_URL and NOTI_REDIS_URL.",
+    )
+    operator_backlog_per_sender: int = Field(
+        default=10_000, ge=1, description="Queued notifications one sender replica is expected to work off."
+    )
+    operator_scale_down_seconds: float = Field(
+        default=300.0, ge=0, description="Stabilization window: senders scale down only after this long lower."
+    )
+    operator_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often statuses, backlogs and replica counts are refreshed."
+    )
+    operator_health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz port (0: none).")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

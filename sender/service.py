@@ -14,16 +14,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 
+from noti import campaigns
 from noti.apns.client import APNsClient, APNsResult, client_ssl_context
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
 from noti.apns.reasons import Outcome as APNsOutcome
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.queue import (
     CONSUMER_GROUP,
-    CampaignProgress,
     MessageError,
     QueuedNotification,
-    campaign_counters,
     campaign_fanout_cursor,
     campaign_settings,
 )
@@ -286,13 +285,8 @@ class Sender:
         fanout = await self.redis.hget(campaign_fanout_cursor(name), "done")
         if fanout != b"1":
             return False
-        counters = await self.redis.hgetall(campaign_counters(name))
-        progress = CampaignProgress.parse(counters, await asyncio.to_thread(self._campaign_counts, name))
-        return progress.finished >= progress.total
-
-    def _campaign_counts(self, name: str) -> dict[str, int]:
-        with self.engine.connect() as connection:
-            return records.campaign_counts(connection, name)
+        done = await campaigns.progress(self.engine, self.redis, name)
+        return done.finished >= done.total
 
     async def _read(self, wanted: int) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
         tx = self.queue.transactional_stream

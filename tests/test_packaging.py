@@ -10,7 +10,9 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENTS = ["noti", "noti.gateway", "noti.sender", "noti.operator", "noti.store", "noti.apns"]
+COMPONENTS = [
+    "noti", "noti.gateway.app", "noti.sender.service", "noti.operator.handlers", "noti.store.records", "noti.apns.client"
+]  # fmt: skip
 
 
 def _build_wheel(out: Path) -> Path:

@@ -502,6 +502,16 @@ def k8s_cluster() -> Iterator[KubeCluster]:
         cluster.cleanup()
 
 
+@pytest.fixture(scope="session")
+def noti_crds(k8s_cluster: KubeCluster) -> KubeCluster:
+    """The session cluster with the project's CRDs (crds/) applied and established."""
+    paths = sorted((REPO / "crds").glob("*.yaml"))
+    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in paths]
+    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={path}" for path in paths))
+    k8s_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in names))
+    return k8s_cluster
+
+
 @pytest.fixture
 def k8s_namespace(k8s_cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
     """A fresh namespace for one test; it is never deleted (without controllers it would hang Terminating)."""

@@ -12,9 +12,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from harness.k8s import REPO, KubeCluster, versions
+from harness.k8s import KubeCluster, versions
 
-CRDS = sorted((REPO / "crds").glob("*.yaml"))
 GROUP, VERSION, PLURAL = "noti.dev", "v1alpha1", "notificationcampaigns"
 
 
@@ -37,13 +36,10 @@ def credential(name: str, **spec: object) -> str:
     })  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cluster(k8s_cluster: KubeCluster) -> KubeCluster:
+@pytest.fixture
+def cluster(noti_crds: KubeCluster) -> KubeCluster:
     """The session cluster with the project's CRDs applied and established."""
-    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in CRDS]
-    k8s_cluster.kubectl("apply", *(f"--filename={path}" for path in CRDS))
-    k8s_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in names))
-    return k8s_cluster
+    return noti_crds
 
 
 @pytest.fixture

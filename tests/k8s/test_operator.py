@@ -1,0 +1,363 @@
+"""The operator against a real kube-apiserver, PostgreSQL, Redis and the APNs simulator.
+
+It runs as ``noti operator`` in a subprocess, as in its pod. There is no kubelet: a sender
+Deployment's pods never start, so the end-to-end test runs a sender as a local process
+with the environment the Deployment gives its pods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis
+import yaml
+from kubernetes import client as k8s
+from sqlalchemy import Engine, insert, select
+
+from harness.apns import SimulatorProcess
+from harness.k8s import KubeCluster
+from harness.procs import free_port, wait_until
+from noti.operator.deployment import FINGERPRINT_ANNOTATION, key_fingerprint
+from noti.queue import Credential, QueuedNotification, campaign_settings
+from noti.store.models import Device, Notification
+
+GROUP, VERSION = "noti.dev", "v1alpha1"
+CONNECTIONS = "noti-connections"
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen[str]
+    log: Path
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+
+@pytest.fixture
+def operator(
+    noti_crds: KubeCluster, k8s_namespace: str, database_url: str, redis_url: str, clean_db: Engine,
+    clean_redis: redis.Redis, tmp_path: Path,
+) -> Iterator[OperatorProcess]:  # fmt: skip
+    """``noti operator`` watching the test's namespace, with short intervals and a 3 s scale-down window."""
+    port = free_port()
+    env = {
+        **os.environ, "KUBECONFIG": str(noti_crds.kubeconfig), "NOTI_DATABASE_URL": database_url,
+        "NOTI_REDIS_URL": redis_url, "NOTI_OPERATOR_INTERVAL_SECONDS": "0.5",
+        "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_BACKLOG_PER_SENDER": "100",
+        "NOTI_OPERATOR_SENDER_IMAGE": "registry.example/noti:test", "NOTI_OPERATOR_SENDER_ENV_SECRET": CONNECTIONS,
+        "NOTI_OPERATOR_HEALTH_PORT": str(port), "NOTI_LOG_LEVEL": "INFO",
+    }  # fmt: skip
+    noti = Path(sys.executable).with_name("noti")
+    log = tmp_path / "operator.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(noti), "operator", "--namespace", k8s_namespace], env=env, stdout=out, stderr=subprocess.STDOUT,
+            text=True, cwd=tmp_path,
+        )  # fmt: skip
+    running = OperatorProcess(process, log)
+    try:
+        wait_until(lambda: _healthy(process, port), timeout=60, what=f"the operator's /healthz\n{running.tail()}")
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        print(f"--- operator log ---\n{running.tail()}")
+
+
+def _healthy(process: subprocess.Popen[str], port: int) -> bool:
+    assert process.poll() is None, "the operator exited"
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def api(noti_crds: KubeCluster) -> Iterator[k8s.ApiClient]:
+    client = noti_crds.api_client()
+    yield client
+    client.close()
+
+
+def secrets(
+    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, database_url: str, redis_url: str
+) -> None:
+    """The key and CA Secrets a user creates, and the connections Secret the chart creates."""
+    for name, data in {
+        "apns-key": {"AuthKey.p8": simulator.private_key_pem.decode()},
+        "apns-ca": {"ca.crt": simulator.ca_path.read_text()},
+        CONNECTIONS: {"NOTI_DATABASE_URL": database_url, "NOTI_REDIS_URL": redis_url},
+    }.items():
+        manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def apply_credential(cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, **senders: int) -> None:
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "APNsCredential", "metadata": {"name": "shop"},
+        "spec": {
+            "teamId": simulator.team_id, "keyId": simulator.key_id, "bundleId": simulator.bundle_id,
+            "environment": "sandbox", "endpoint": simulator.url, "privateKeySecretRef": {"name": "apns-key"},
+            "caSecretRef": {"name": "apns-ca"}, "senders": {"minReplicas": 1, "maxReplicas": 4, **senders},
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def apply_campaign(cluster: KubeCluster, namespace: str, name: str, **spec: Any) -> None:
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "NotificationCampaign", "metadata": {"name": name},
+        "spec": {"credentialRef": {"name": "shop"}, "notification": {"title": "Winter sale", "body": "30% off"},
+                 "audience": {"allDevices": True}, **spec},
+    }  # fmt: skip
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def custom_if(
+    api: k8s.ApiClient, namespace: str, plural: str, name: str, wanted: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """The object when ``wanted`` holds for it, else None (for :func:`eventually`)."""
+    found = custom(api, namespace, plural, name)
+    return found if wanted(found) else None
+
+
+def custom(api: k8s.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    return cast(dict[str, Any], k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name))  # fmt: skip
+
+
+def eventually(check: Callable[[], Any], what: str, operator: OperatorProcess, timeout: float = 60) -> Any:
+    """The first truthy result of ``check``; fails with the operator's log when there is none in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        assert operator.process.poll() is None, f"the operator exited:\n{operator.tail()}"
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s\n{operator.tail()}")
+
+
+def condition(obj: dict[str, Any], type_: str = "Ready") -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def seed_devices(engine: Engine, app: str, count: int) -> list[str]:
+    tokens = [f"{n:064x}" for n in range(1, count + 1)]
+    with engine.begin() as connection:
+        connection.execute(insert(Device), [{"app": app, "device_token": t, "tags": []} for t in tokens])
+    return tokens
+
+
+def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    apps = k8s.AppsV1Api(api)
+    deployment = eventually(lambda: _deployment(apps, ns), "the sender Deployment", operator)
+    credential = eventually(
+        lambda: custom_if(api, ns, "apnscredentials", "shop", lambda c: condition(c).get("status") == "True"),
+        "Ready=True", operator,
+    )  # fmt: skip
+
+    fingerprint = key_fingerprint(apns_simulator.private_key_pem)
+    assert credential["status"]["keyFingerprint"] == fingerprint
+    template = deployment.spec.template
+    assert template.metadata.annotations[FINGERPRINT_ANNOTATION] == fingerprint
+    container = template.spec.containers[0]
+    env = {e.name: e.value for e in container.env}
+    assert env["NOTI_CREDENTIAL"] == f"{ns}/shop" and env["NOTI_APNS_TOPIC"] == apns_simulator.bundle_id
+    assert (
+        env["NOTI_APNS_KEY_FILE"] == "/var/run/noti/apns/AuthKey.p8" and env["NOTI_APNS_ENDPOINT"] == apns_simulator.url
+    )
+    assert env["NOTI_APNS_CA_FILE"] == "/var/run/noti/ca/ca.crt"
+    assert container.image == "registry.example/noti:test" and container.args == ["sender"]
+    assert container.env_from[0].secret_ref.name == CONNECTIONS
+    assert (container.liveness_probe.http_get.path, container.readiness_probe.http_get.path) == ("/healthz", "/readyz")
+    assert template.spec.automount_service_account_token is False
+    assert {v.secret.secret_name for v in template.spec.volumes} == {"apns-key", "apns-ca"}
+    owner = deployment.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == ("APNsCredential", "shop",
+                                                                      credential["metadata"]["uid"], True)  # fmt: skip
+    assert deployment.spec.replicas == 1
+
+    # A backlog of 350 (100 per sender) wakes the most senders allowed: 4; once worked off, they go after 3 s.
+    queue = Credential(apns_simulator.bundle_id, "sandbox")
+    for n in range(350):
+        message = QueuedNotification(uuid.uuid4(), f"{n:064x}", apns_simulator.bundle_id, {"title": "x"})
+        clean_redis.xadd(queue.transactional_stream, message.encode())  # type: ignore[arg-type]
+    eventually(lambda: _deployment(apps, ns).spec.replicas == 4, "scale up to 4", operator)
+    assert custom(api, ns, "apnscredentials", "shop")["status"]["backlog"] == 350
+    clean_redis.delete(queue.transactional_stream)
+    started = time.monotonic()
+    eventually(lambda: _deployment(apps, ns).spec.replicas == 1, "scale back to 1", operator)
+    assert time.monotonic() - started >= 2.5, "scaled down before the stabilization window passed"
+
+    # APNs refusing the key (as a sender reports it) makes the credential not ready, saying why.
+    clean_redis.hset(queue.status, mapping={"state": "CredentialFailed", "reason": "InvalidProviderToken"})
+    refused = eventually(lambda: condition(custom(api, ns, "apnscredentials", "shop")).get("reason") ==
+                         "InvalidProviderToken", "Ready=False on refusal", operator)  # fmt: skip
+    assert refused
+    clean_redis.delete(queue.status)
+
+    # A key that is no key: not ready, and nothing of the Secret in the status or the events.
+    garbage = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbCwgc2VjcmV0MTIz\n-----END PRIVATE KEY-----\n"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "apns-key"},
+        "stringData": {"AuthKey.p8": garbage},
+    }
+    noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(secret))
+    invalid = eventually(
+        lambda: custom_if(api, ns, "apnscredentials", "shop", lambda c: condition(c).get("reason") == "KeyInvalid"),
+        "Ready=False KeyInvalid", operator,
+    )  # fmt: skip
+    shown = json.dumps(invalid) + noti_crds.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    assert "bm90IGEga2V5" not in shown and "BEGIN" not in shown
+    assert "PKCS#8" in condition(invalid)["message"]
+
+    # The right key again rolls the senders: the pod template carries the new fingerprint.
+    apply_credential(noti_crds, ns, apns_simulator)
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    eventually(lambda: condition(custom(api, ns, "apnscredentials", "shop")).get("status") == "True", "ready again",
+               operator)  # fmt: skip
+
+
+def _deployment(apps: k8s.AppsV1Api, namespace: str) -> k8s.V1Deployment | None:
+    try:
+        return apps.read_namespaced_deployment("shop-sender", namespace)
+    except k8s.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, tmp_path: Path,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    tokens = seed_devices(clean_db, apns_simulator.bundle_id, 30)
+    apns_simulator.set_faults(unregistered=tokens[:3])
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    apply_campaign(noti_crds, ns, "winter", ratePerSecond=0)
+    running = eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "winter",
+                          lambda c: c.get("status", {}).get("phase") == "Running" and c["status"].get("total") == 30),
+        "phase Running with 30 queued", operator,
+    )  # fmt: skip
+    assert running["status"]["startedAt"]
+    eventually(lambda: _deployment(k8s.AppsV1Api(api), ns), "the sender Deployment", operator)
+
+    # The sender, as its pod would run it; only the mounted files' paths are local ones.
+    env = noti_crds.process_env("shop-sender", ns)
+    assert env["NOTI_DATABASE_URL"] == database_url  # from the connections Secret, through envFrom
+    env.update(NOTI_APNS_KEY_FILE=str(apns_simulator.key_path), NOTI_APNS_CA_FILE=str(apns_simulator.ca_path),
+               NOTI_SENDER_HEALTH_PORT=str(free_port()), PATH=os.environ["PATH"])  # fmt: skip
+    log = (tmp_path / "sender.log").open("w")
+    sender = subprocess.Popen([str(Path(sys.executable).with_name("noti")), "sender"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+    try:
+        done = eventually(
+            lambda: custom_if(api, ns, "notificationcampaigns", "winter",
+                              lambda c: c.get("status", {}).get("phase") == "Completed"),
+            "phase Completed", operator, timeout=90,
+        )  # fmt: skip
+    finally:
+        sender.send_signal(signal.SIGTERM)
+        sender.wait(timeout=40)
+        log.close()
+    status = done["status"]
+    assert (status["total"], status["sent"], status["invalidTokens"], status["failed"]) == (30, 27, 3, 0)
+    assert status["completedAt"] >= status["startedAt"]
+    assert condition(done) == {**condition(done), "status": "True", "reason": "Finished"}
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.status).where(Notification.campaign == f"{ns}/winter")).all()
+    assert sorted(r.status for r in rows) == ["invalid_token"] * 3 + ["sent"] * 27
+    table = noti_crds.kubectl("get", "notificationcampaigns", "-n", ns).stdout.split()
+    assert table[6:11] == ["winter", "Completed", "27", "30", "0"]
+
+
+def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stops_when_deleted(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    seed_devices(clean_db, apns_simulator.bundle_id, 12)
+    apply_campaign(noti_crds, ns, "spring", ratePerSecond=50)
+    apply_campaign(noti_crds, ns, "later", startAt="2099-01-01T00:00:00Z")
+
+    def phase(name: str) -> str | None:
+        return cast(str | None, custom(api, ns, "notificationcampaigns", name).get("status", {}).get("phase"))
+
+    eventually(lambda: phase("spring") == "Pending", "Pending without a credential", operator)
+    assert condition(custom(api, ns, "notificationcampaigns", "spring"))["reason"] == "CredentialNotFound"
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    eventually(lambda: phase("spring") == "Running", "Running once the credential exists", operator)
+    eventually(lambda: phase("later") == "Scheduled", "Scheduled until startAt", operator)
+    settings = campaign_settings(f"{ns}/spring")
+    assert clean_redis.hgetall(settings) == {b"rate": b"50", b"suspend": b"0"}
+
+    noti_crds.kubectl("patch", "-n", ns, "notificationcampaigns", "spring", "--type=merge",
+                      "-p", '{"spec": {"suspend": true, "ratePerSecond": 20}}')  # fmt: skip
+    eventually(lambda: phase("spring") == "Paused", "Paused when suspended", operator)
+    assert clean_redis.hgetall(settings) == {b"rate": b"20", b"suspend": b"1"}
+
+    # Deleted, it stops: no queue, nothing left in flight, the unsent records closed as failed.
+    queue = Credential(apns_simulator.bundle_id, "sandbox")
+    assert clean_redis.xlen(queue.campaign_stream(f"{ns}/spring")) == 12
+    noti_crds.kubectl("delete", "-n", ns, "notificationcampaigns", "spring", "--timeout=30s")
+    assert clean_redis.exists(queue.campaign_stream(f"{ns}/spring"), settings) == 0
+    assert f"{ns}/spring".encode() not in clean_redis.smembers(queue.campaigns)
+    with clean_db.connect() as connection:
+        rows = connection.execute(
+            select(Notification.status, Notification.apns_reason).where(Notification.campaign == f"{ns}/spring")
+        ).all()
+    assert [tuple(r) for r in rows] == [("failed", "CampaignDeleted")] * 12
+
+
+def test_key_fingerprint_names_the_public_key_and_refuses_what_is_not_an_apns_key(
+    apns_simulator: SimulatorProcess,
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from noti.operator.deployment import InvalidKey
+
+    pem = apns_simulator.private_key_pem
+    fingerprint = key_fingerprint(pem)
+    assert fingerprint.startswith("SHA256:") and fingerprint == key_fingerprint(pem)
+    other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    assert key_fingerprint(other) != fingerprint
+    rsa_key = rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(InvalidKey, match="ES256"):
+        key_fingerprint(rsa_key)
+    with pytest.raises(InvalidKey, match="PKCS#8") as refused:
+        key_fingerprint(b"secret-material-that-is-no-key")
+    assert "secret-material" not in str(refused.value)
