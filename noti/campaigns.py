@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, exists, func, select
+from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, exists, func, select, tuple_
 from sqlalchemy.dialects.postgresql import array
 
 from noti.queue import (
@@ -325,7 +325,9 @@ def _campaign_counts(engine: Engine, campaign: str) -> dict[str, int]:
 CANCELLED = "CampaignDeleted"  # apns_reason of the records a deleted campaign leaves unsent
 
 
-async def cancel(engine: Engine, redis: aioredis.Redis, credential: Credential, campaign: str) -> int:
+async def cancel(
+    engine: Engine, redis: aioredis.Redis, credential: Credential, campaign: str, *, chunk: int = 1000
+) -> int:
     """Stop a campaign for good: its queue goes, its unsent records become ``failed``
     (reason ``CampaignDeleted``), its counts go. Returns how many records it closed.
 
@@ -338,26 +340,29 @@ async def cancel(engine: Engine, redis: aioredis.Redis, credential: Credential, 
         campaign_counters(campaign),
         campaign_fanout_cursor(campaign),
     )
-    return await asyncio.to_thread(_close_records, engine, campaign)
+    return await asyncio.to_thread(_close_records, engine, campaign, chunk)
 
 
 def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
     closed = 0
+    after: tuple[datetime, uuid.UUID] | None = None  # walked in (created_at, id) order, each record read once
     while True:
+        query = select(Notification.id, Notification.created_at, Notification.status).where(
+            Notification.campaign == campaign
+        )
+        if after is not None:
+            query = query.where(tuple_(Notification.created_at, Notification.id) > tuple_(*after))
         with engine.begin() as connection:
-            ids = (
-                connection.execute(
-                    select(Notification.id)
-                    .where(Notification.campaign == campaign, Notification.status.notin_(FINAL_STATUSES))
-                    .limit(chunk)
-                )
-                .scalars()
-                .all()
-            )
-            outcomes = [Outcome(id, NotificationStatus.FAILED, apns_reason=CANCELLED) for id in ids]
+            rows = connection.execute(query.order_by(Notification.created_at, Notification.id).limit(chunk)).all()
+            outcomes = [
+                Outcome(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED)
+                for row in rows
+                if row.status not in FINAL_STATUSES
+            ]
             closed += len(records.apply_outcomes(connection, outcomes))
-        if len(ids) < chunk:
+        if len(rows) < chunk:
             break
+        after = (rows[-1].created_at, rows[-1].id)
     with engine.begin() as connection:
         connection.execute(delete(CampaignCount).where(CampaignCount.campaign == campaign))
     return closed

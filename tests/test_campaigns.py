@@ -11,11 +11,12 @@ import redis
 import redis.asyncio as aioredis
 from sqlalchemy import Engine, func, insert, select
 
-from noti.campaigns import CampaignError, CampaignSpec, fan_out
+from noti.campaigns import CampaignError, CampaignSpec, cancel, fan_out
 from noti.queue import Credential, QueuedNotification, campaign_counters, campaign_fanout_cursor
-from noti.store import migrate
+from noti.store import migrate, records
 from noti.store.db import make_engine
-from noti.store.models import Device, DeviceOwner, Notification
+from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus
+from noti.store.records import Outcome
 
 APP = "com.example.app"
 CREDENTIAL = Credential(APP, "sandbox")
@@ -138,3 +139,23 @@ async def test_tag_audience_on_both_stores(
     spec = CampaignSpec.from_manifest(_manifest({"tags": ["vip"]}))
     result = await fan_out(engine, aredis, CREDENTIAL, spec)
     assert result.total == sum(1 for i in range(0, 100, 10) if i % 7 != 3)
+
+
+async def test_cancel_drops_the_queue_and_closes_unsent_records_in_chunks(
+    clean_db: Engine, aredis: aioredis.Redis
+) -> None:
+    _seed(clean_db, 25)  # 21 of them active
+    spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10)).total == 21
+    with clean_db.begin() as connection:
+        ids = connection.execute(select(Notification.id).order_by(Notification.id).limit(5)).scalars().all()
+        records.apply_outcomes(connection, [Outcome(id, NotificationStatus.SENT) for id in ids])
+
+    assert await cancel(clean_db, aredis, CREDENTIAL, spec.name, chunk=7) == 16
+    assert await cancel(clean_db, aredis, CREDENTIAL, spec.name, chunk=7) == 0  # safe to repeat
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.status, Notification.apns_reason)).all()
+        assert records.campaign_counts(connection, spec.name) == {}
+    assert sorted(tuple(row) for row in rows) == [("failed", "CampaignDeleted")] * 16 + [("sent", None)] * 5
+    assert await aredis.exists(CREDENTIAL.campaign_stream(spec.name), campaign_counters(spec.name)) == 0
+    assert await aredis.smembers(CREDENTIAL.campaigns) == set()
