@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from harness.k8s import KubeCluster, versions
+from harness.k8s import REPO, KubeCluster, versions
 
 GROUP, VERSION, PLURAL = "noti.dev", "v1alpha1", "notificationcampaigns"
 
@@ -209,3 +209,11 @@ def test_helm_installs_a_chart_into_the_cluster(k8s_cluster: KubeCluster, k8s_na
     data = k8s_cluster.kubectl("get", "configmap", "greet-greeting", "-n", k8s_namespace, "-o", "jsonpath={.data}")
     assert json.loads(data.stdout) == {"hello": "world"}
     assert "greet" in k8s_cluster.helm("list", "--namespace", k8s_namespace, "--short").stdout.split()
+
+
+def test_the_examples_are_valid_resources(cluster: KubeCluster, k8s_namespace: str) -> None:
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        manifest = yaml.safe_load(path.read_text())
+        manifest["metadata"]["namespace"] = k8s_namespace
+        result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest))
+        assert "(server dry run)" in result.stdout, path.name
