@@ -206,11 +206,13 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
         message = QueuedNotification(uuid.uuid4(), f"{n:064x}", apns_simulator.bundle_id, {"title": "x"})
         clean_redis.xadd(queue.transactional_stream, message.encode())  # type: ignore[arg-type]
     eventually(lambda: _deployment(apps, ns).spec.replicas == 4, "scale up to 4", operator)
-    assert custom(api, ns, "apnscredentials", "shop")["status"]["backlog"] == 350
+    eventually(lambda: custom(api, ns, "apnscredentials", "shop")["status"].get("backlog") == 350, "backlog", operator)
     clean_redis.delete(queue.transactional_stream)
     started = time.monotonic()
     eventually(lambda: _deployment(apps, ns).spec.replicas == 1, "scale back to 1", operator)
-    assert time.monotonic() - started >= 2.5, "scaled down before the stabilization window passed"
+    # Not at once: the 3 s window counts from the last look that saw the backlog (the window itself is
+    # unit-tested in test_operator_scaling.py).
+    assert time.monotonic() - started >= 1.0, "scaled down before the stabilization window passed"
 
     # APNs refusing the key (as a sender reports it) makes the credential not ready, saying why.
     clean_redis.hset(queue.status, mapping={"state": "CredentialFailed", "reason": "InvalidProviderToken"})
@@ -315,7 +317,11 @@ def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stop
     assert condition(custom(api, ns, "notificationcampaigns", "spring"))["reason"] == "CredentialNotFound"
     secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
     apply_credential(noti_crds, ns, apns_simulator)
-    eventually(lambda: phase("spring") == "Running", "Running once the credential exists", operator)
+    eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "spring",
+                          lambda c: c.get("status", {}).get("phase") == "Running" and c["status"].get("total") == 12),
+        "Running, all 12 queued, once the credential exists", operator,
+    )  # fmt: skip
     eventually(lambda: phase("later") == "Scheduled", "Scheduled until startAt", operator)
     settings = campaign_settings(f"{ns}/spring")
     assert clean_redis.hgetall(settings) == {b"rate": b"50", b"suspend": b"0"}
