@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
     operator_sender_image: str = Field(default="noti:latest", description="Image of the sender Deployments.")
     operator_sender_image_pull_policy: str = Field(default="IfNotPresent", description="Their imagePullPolicy.")
+    operator_sender_image_pull_secrets: str = Field(
+        default="", description="Comma-separated imagePullSecrets of the sender pods (in each credential's namespace)."
+    )
     operator_sender_env_secret: str | None = Field(
         default=None,
         description="Secret (in each credential's namespace) whose keys become the senders' environment: "

@@ -50,6 +50,7 @@ class SenderImage:
     image: str
     pull_policy: str = "IfNotPresent"
     env_secret: str | None = None  # Secret with NOTI_DATABASE_URL and NOTI_REDIS_URL
+    pull_secrets: tuple[str, ...] = ()  # imagePullSecrets of the sender pods
 
 
 def deployment_name(credential: str) -> str:
@@ -89,11 +90,15 @@ def sender_deployment(
             "secret": {
                 "secretName": key_ref["name"],
                 "items": [{"key": key_name, "path": key_name}],
-                "defaultMode": 0o400,
+                "defaultMode": 0o440,
             },
         }
     ]
-    mounts: list[dict[str, Any]] = [{"name": "apns-key", "mountPath": KEY_DIR, "readOnly": True}]
+    volumes.append({"name": "tmp", "emptyDir": {}})  # the root filesystem is read-only
+    mounts: list[dict[str, Any]] = [
+        {"name": "apns-key", "mountPath": KEY_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     if spec.get("caSecretRef"):
         ca_ref = spec["caSecretRef"]
         ca_name = ca_ref.get("key") or "ca.crt"
@@ -145,6 +150,17 @@ def sender_deployment(
                 },
                 "spec": {
                     "automountServiceAccountToken": False,  # senders need no Kubernetes rights
+                    # Service links would put e.g. NOTI_GATEWAY_PORT=tcp://... into the env, which settings reject.
+                    "enableServiceLinks": False,
+                    # fsGroup lets uid 10001 read the key (Secret files are root's, group-readable with it).
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    **({"imagePullSecrets": [{"name": n} for n in image.pull_secrets]} if image.pull_secrets else {}),
                     "terminationGracePeriodSeconds": 30,  # the sender drains within 25 s of SIGTERM
                     "containers": [container],
                     "volumes": volumes,

@@ -79,6 +79,7 @@ class Operator:
         self.image = SenderImage(
             settings.operator_sender_image, settings.operator_sender_image_pull_policy,
             settings.operator_sender_env_secret,
+            tuple(n.strip() for n in settings.operator_sender_image_pull_secrets.split(",") if n.strip()),
         )  # fmt: skip
         self._engine: Engine | None = None
         self._redis: aioredis.Redis | None = None

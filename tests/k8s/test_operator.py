@@ -58,6 +58,7 @@ def operator(
         "NOTI_REDIS_URL": redis_url, "NOTI_OPERATOR_INTERVAL_SECONDS": "0.5",
         "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_BACKLOG_PER_SENDER": "100",
         "NOTI_OPERATOR_SENDER_IMAGE": "registry.example/noti:test", "NOTI_OPERATOR_SENDER_ENV_SECRET": CONNECTIONS,
+        "NOTI_OPERATOR_SENDER_IMAGE_PULL_SECRETS": "regcred",
         "NOTI_OPERATOR_HEALTH_PORT": str(port), "NOTI_LOG_LEVEL": "INFO",
     }  # fmt: skip
     noti = Path(sys.executable).with_name("noti")
@@ -194,7 +195,9 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
     assert container.env_from[0].secret_ref.name == CONNECTIONS
     assert (container.liveness_probe.http_get.path, container.readiness_probe.http_get.path) == ("/healthz", "/readyz")
     assert template.spec.automount_service_account_token is False
-    assert {v.secret.secret_name for v in template.spec.volumes} == {"apns-key", "apns-ca"}
+    assert {v.secret.secret_name for v in template.spec.volumes if v.secret} == {"apns-key", "apns-ca"}
+    assert template.spec.enable_service_links is False and template.spec.security_context.fs_group == 10001
+    assert [s.name for s in template.spec.image_pull_secrets] == ["regcred"]
     owner = deployment.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.uid, owner.controller) == ("APNsCredential", "shop",
                                                                       credential["metadata"]["uid"], True)  # fmt: skip
