@@ -25,12 +25,14 @@ from sqlalchemy import Engine
 
 from noti import campaigns
 from noti.campaigns import CampaignError, CampaignSpec
+from noti.operator.conditions import conditions_with, now_text
 from noti.operator.deployment import (
     InvalidKey,
     SenderImage,
     key_fingerprint,
     sender_deployment,
 )
+from noti.operator.phases import Action, counts, next_step
 from noti.operator.scaling import Scaler
 from noti.queue import Credential, campaign_settings
 from noti.settings import Settings
@@ -43,28 +45,6 @@ SCALER_MANAGER = "noti-operator-scaler"  # owns spec.replicas alone
 FINISHED_PHASES = ("Completed", "Failed")
 
 log = logging.getLogger("noti.operator")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def conditions_with(previous: Any, type_: str, status: bool, reason: str, message: str = "") -> list[dict[str, Any]]:
-    """The conditions list with ``type_`` set; its transition time moves only when its status does."""
-    value = "True" if status else "False"
-    kept = [dict(c) for c in (previous or []) if c.get("type") != type_]
-    old = next((c for c in (previous or []) if c.get("type") == type_), None)
-    moved = old is None or old.get("status") != value
-    condition = {
-        "type": type_,
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": old["lastTransitionTime"]
-        if old and not moved and "lastTransitionTime" in old
-        else _now(),
-    }
-    return [*kept, condition]
 
 
 def credential_queue(spec: Mapping[str, Any]) -> Credential:
@@ -174,10 +154,7 @@ class Operator:
             patch.status["observedGeneration"] = meta.get("generation")
             return
         manifest = sender_deployment(body, fingerprint, self.image)
-        manifest["metadata"]["ownerReferences"] = [
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "APNsCredential", "name": name, "uid": meta["uid"],
-             "controller": True, "blockOwnerDeletion": True}
-        ]  # fmt: skip
+        kopf.append_owner_reference(manifest, owner=body)  # the Deployment goes when its credential goes
         deployment = await asyncio.to_thread(self._apply, manifest, FIELD_MANAGER)
 
         queue = credential_queue(spec)
@@ -250,12 +227,11 @@ class Operator:
     ) -> None:
         """One campaign from Pending to Completed (or Failed); resumes after an operator restart."""
         namespace, name = meta["namespace"], meta["name"]
-        interval = self.settings.operator_interval_seconds
         state: dict[str, Any] = {"conditions": list(status.get("conditions") or [])}
         started_at = status.get("startedAt")
         fanned_out = False
         while True:
-            try:
+            try:  # the live spec: suspend, rate and startAt may change while the campaign runs
                 campaign = CampaignSpec.from_manifest(
                     {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(meta), "spec": dict(spec)}
                 )
@@ -263,47 +239,35 @@ class Operator:
                 await self._campaign_status(namespace, name, state, "Failed", "Invalid", str(exc))
                 return
             credential = await asyncio.to_thread(self._credential, namespace, campaign.credential)
-            if credential is None:
-                message = f"APNsCredential {namespace}/{campaign.credential} not found"
-                await self._campaign_status(namespace, name, state, "Pending", "CredentialNotFound", message)
-                await asyncio.sleep(interval)
-                continue
-            queue = credential_queue(credential["spec"])
-            if not fanned_out:
-                wait = (campaign.start_at - datetime.now(UTC)).total_seconds() if campaign.start_at else 0
-                if wait > 0:
-                    message = f"starts at {campaign.start_at.isoformat()}" if campaign.start_at else ""
-                    await self._campaign_status(namespace, name, state, "Scheduled", "Waiting", message)
-                    await asyncio.sleep(min(wait, interval))
-                    continue
-                if campaign.suspend and not started_at:
-                    await self._campaign_status(namespace, name, state, "Paused", "Suspended", "not started")
-                    await asyncio.sleep(interval)
-                    continue
-                started_at = started_at or _now()
-                state["startedAt"] = started_at
-                await self._campaign_status(namespace, name, state, "Running", "FanningOut", "writing records")
-                result = await campaigns.fan_out(self.engine, self.redis, queue, campaign)
+            progress = await campaigns.progress(self.engine, self.redis, campaign.name) if fanned_out else None
+            step = next_step(
+                credential=f"{namespace}/{campaign.credential}", credential_found=credential is not None,
+                start_at=campaign.start_at, suspend=campaign.suspend, started=bool(started_at),
+                fanned_out=fanned_out, progress=progress, now=datetime.now(UTC),
+                interval=self.settings.operator_interval_seconds,
+            )  # fmt: skip
+            if progress is not None:
+                state.update(counts(progress))
+            if step.action is Action.FAN_OUT:
+                started_at = state["startedAt"] = started_at or now_text()
+            if step.action is Action.FINISH:
+                state["completedAt"] = now_text()
+            await self._campaign_status(namespace, name, state, step.phase, step.reason, step.message)
+            if step.action is Action.FINISH:
+                return
+            if step.action is Action.FAN_OUT and credential is not None:
+                result = await campaigns.fan_out(
+                    self.engine, self.redis, credential_queue(credential["spec"]), campaign
+                )
                 log.info("%s/%s: %d notifications queued (%d new)", namespace, name, result.total, result.written)
                 fanned_out = True
-            else:  # the spec may have changed: senders read the rate and suspension from here
+                continue
+            if step.action is Action.FOLLOW:  # senders read the rate and the suspension from here
                 await self.redis.hset(
                     campaign_settings(campaign.name),
                     mapping={"rate": campaign.rate_per_second, "suspend": int(campaign.suspend)},
                 )
-            progress = await campaigns.progress(self.engine, self.redis, campaign.name)
-            state.update(
-                total=progress.total, queued=progress.queued, sent=progress.by_status["sent"],
-                failed=progress.by_status["failed"], invalidTokens=progress.by_status["invalid_token"],
-            )  # fmt: skip
-            if progress.finished >= progress.total:
-                state["completedAt"] = _now()
-                message = f"{progress.by_status['sent']} of {progress.total} sent"
-                await self._campaign_status(namespace, name, state, "Completed", "Finished", message)
-                return
-            phase, reason = ("Paused", "Suspended") if campaign.suspend else ("Running", "Sending")
-            await self._campaign_status(namespace, name, state, phase, reason, f"{progress.finished} finished")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(step.wait)
 
     async def delete_campaign(self, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
         """A deleted campaign stops: its queue goes and its unsent records are closed as failed."""
