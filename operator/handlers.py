@@ -125,17 +125,19 @@ class Operator:
         async def cleanup(**_: Any) -> None:
             await self.close()
 
-        kopf.on.resume(GROUP, VERSION, CREDENTIALS, registry=registry)(self.reconcile_credential)
-        kopf.on.create(GROUP, VERSION, CREDENTIALS, registry=registry)(self.reconcile_credential)
-        kopf.on.update(GROUP, VERSION, CREDENTIALS, registry=registry)(self.reconcile_credential)
+        # A failure (the database, Redis or the API away) is retried after ``retry`` seconds, not kopf's minute.
+        retry = max(5.0, 2 * interval)
+        kopf.on.resume(GROUP, VERSION, CREDENTIALS, registry=registry, backoff=retry)(self.reconcile_credential)
+        kopf.on.create(GROUP, VERSION, CREDENTIALS, registry=registry, backoff=retry)(self.reconcile_credential)
+        kopf.on.update(GROUP, VERSION, CREDENTIALS, registry=registry, backoff=retry)(self.reconcile_credential)
         kopf.timer(GROUP, VERSION, CREDENTIALS, interval=interval, initial_delay=interval, registry=registry)(
             self.reconcile_credential
         )
         kopf.daemon(
-            GROUP, VERSION, CAMPAIGNS, registry=registry, cancellation_timeout=5.0,
+            GROUP, VERSION, CAMPAIGNS, registry=registry, cancellation_timeout=5.0, backoff=retry,
             when=lambda status, **_: status.get("phase") not in FINISHED_PHASES,
         )(self.run_campaign)  # fmt: skip
-        kopf.on.delete(GROUP, VERSION, CAMPAIGNS, registry=registry)(self.delete_campaign)
+        kopf.on.delete(GROUP, VERSION, CAMPAIGNS, registry=registry, backoff=retry)(self.delete_campaign)
         return registry
 
     # credentials
