@@ -183,3 +183,22 @@ def test_campaign_records_count_once_however_often_their_outcome_is_written(clea
     with clean_db.connect() as connection:
         assert records.campaign_counts(connection, "shop/launch") == {"sent": 1, "invalid_token": 1, "failed": 1}
         assert records.campaign_counts(connection, "shop/other") == {}
+
+
+def test_insert_skipping_existing_stores_what_a_plain_insert_stores(clean_db: Engine, tmp_path: Any) -> None:
+    rows = [
+        {**_record(None, "aa" * 32), "sound": "chime.caf", "badge": 2, "campaign": "ns/c", "expiration": 1_900_000_000},
+        {**_record(7, "bb" * 32), "title": "tab\there \\ 'quoted' ✓", "data": {"list": [1, None, "x"], "n": 1.5}},
+        {"id": uuid.uuid4(), "device_token": "cc" * 32, "app": "com.other"},  # the rest from the columns' defaults
+    ]
+    with clean_db.begin() as connection:
+        assert records.insert_notifications(connection, rows, skip_existing=True) == {row["id"] for row in rows}
+        assert records.insert_notifications(connection, rows, skip_existing=True) == set()
+    expected_engine = make_engine(f"sqlite:///{tmp_path}/expected.db", pool_size=1)
+    migrate.upgrade(expected_engine)
+    with expected_engine.begin() as connection:
+        for row in rows:  # one by one: the rows name different columns
+            records.insert_notifications(connection, [row])
+    assert _stored(clean_db) == _stored(expected_engine)
+    with clean_db.connect() as connection:
+        assert records.status_counts(connection) == {"created": 3}
