@@ -28,7 +28,7 @@ from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, func,
 
 from noti.campaigns import RECORD_COLUMNS
 from noti.gateway.errors import ApiError, invalid
-from noti.queue import Credential, Environment, QueuedNotification
+from noti.queue import XADD_MANY, Credential, Environment, QueuedNotification, pack_entries
 from noti.store import records
 from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, utcnow
 from noti.store.records import Outcome
@@ -324,49 +324,6 @@ def _write_bulk(
     return BulkResult(accepted, not_found, inactive), messages
 
 
-# XADD many messages to KEYS[1] in one call. ARGV[1] packs them: per message the number of
-# fields, then each name and value, every item written as "<byte length>:<bytes>". One packed
-# argument instead of thousands keeps the client from packing each message as a command.
-_XADD_MANY = """
-local packed = ARGV[1]
-local pos = 1
-local n = 0
-local function item()
-  local colon = string.find(packed, ':', pos, true)
-  local size = tonumber(string.sub(packed, pos, colon - 1))
-  local value = string.sub(packed, colon + 1, colon + size)
-  pos = colon + size + 1
-  return value
-end
-while pos <= #packed do
-  local fields = {}
-  for i = 1, 2 * tonumber(item()) do
-    fields[i] = item()
-  end
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
-  n = n + 1
-end
-return n
-"""
-
-
-def _packed(item: bytes) -> bytes:
-    return b"%d:%b" % (len(item), item)
-
-
-def pack_messages(messages: Sequence[dict[str, bytes]]) -> bytes:
-    """Stream entries (``QueuedNotification.encode()``) in the form ``_XADD_MANY`` reads."""
-    parts: list[bytes] = []
-    names: dict[str, bytes] = {}
-    for fields in messages:
-        parts.append(_packed(b"%d" % len(fields)))
-        for name, value in fields.items():
-            packed_name = names.get(name) or names.setdefault(name, _packed(name.encode()))
-            parts.append(packed_name)
-            parts.append(b"%d:%b" % (len(value), value))
-    return b"".join(parts)
-
-
 class Enqueuer:
     """Writes records and queues messages; single sends go through a micro-batcher."""
 
@@ -388,7 +345,7 @@ class Enqueuer:
         self._waiting: asyncio.Queue[tuple[Send, asyncio.Future[Accepted]]] = asyncio.Queue()
         self._slots = asyncio.Semaphore(flushes)
         self._runner: asyncio.Task[None] | None = None
-        self._xadd_many = redis.register_script(_XADD_MANY)
+        self._xadd_many = redis.register_script(XADD_MANY)
         self._spare: list[Connection] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -504,11 +461,11 @@ class Enqueuer:
             return
         try:
             if len(messages) == 1:  # the usual case; a pipeline would first ask whether the script is loaded
-                await self._xadd_many(keys=[messages[0].stream], args=[pack_messages(messages[0].entries)])
+                await self._xadd_many(keys=[messages[0].stream], args=[pack_entries(messages[0].entries)])
             else:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for queued in messages:
-                        await self._xadd_many(keys=[queued.stream], args=[pack_messages(queued.entries)], client=pipe)
+                        await self._xadd_many(keys=[queued.stream], args=[pack_entries(queued.entries)], client=pipe)
                     await pipe.execute()
         except Exception:
             # The records exist but no sender will see them: close them as failed, so stats and
