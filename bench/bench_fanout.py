@@ -4,7 +4,7 @@ Runs ``noti.campaigns.fan_out`` (what the operator runs for a NotificationCampai
 the obvious way of doing the same chunked, resumable work with the libraries' usual calls:
 an ``INSERT ... VALUES (...), ... ON CONFLICT DO NOTHING RETURNING id`` per chunk and one
 pipelined XADD per message. Both run in the same session on the same throwaway PostgreSQL
-(fsync on) and Redis, over the same devices, and the ratio is printed.
+(fsync on, a database each holding the same devices) and Redis, and the ratio is printed.
 Usage: python bench/bench_fanout.py [--devices 100000]
 """
 
