@@ -29,6 +29,7 @@ from sqlalchemy import Engine, insert, select
 from harness.apns import SimulatorProcess
 from harness.k8s import KubeCluster
 from harness.procs import free_port, wait_until
+from harness.services import PostgresServer, RedisServer
 from noti.operator.deployment import FINGERPRINT_ANNOTATION, key_fingerprint
 from noti.queue import Credential, QueuedNotification, campaign_settings
 from noti.store.models import Device, Notification
@@ -370,3 +371,40 @@ def test_key_fingerprint_names_the_public_key_and_refuses_what_is_not_an_apns_ke
     with pytest.raises(InvalidKey, match="PKCS#8") as refused:
         key_fingerprint(b"secret-material-that-is-no-key")
     assert "secret-material" not in str(refused.value)
+
+
+def test_operator_carries_on_after_redis_and_postgresql_restart(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine,
+    redis_server: RedisServer, postgres_server: PostgresServer,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    seed_devices(clean_db, apns_simulator.bundle_id, 20)
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    apply_campaign(noti_crds, ns, "steady")
+    eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "steady",
+                          lambda c: c.get("status", {}).get("phase") == "Running" and c["status"].get("total") == 20),
+        "Running with 20 queued", operator,
+    )  # fmt: skip
+
+    redis_server.restart()  # a clean shutdown: the append-only file keeps the queues
+    postgres_server.restart()
+
+    # Still working: a change to the campaign reaches the senders' settings and the status.
+    noti_crds.kubectl("patch", "-n", ns, "notificationcampaigns", "steady", "--type=merge",
+                      "-p", '{"spec": {"suspend": true}}')  # fmt: skip
+    eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "steady",
+                          lambda c: c["status"]["phase"] == "Paused" and c["status"]["total"] == 20),
+        "Paused after the restarts", operator,
+    )  # fmt: skip
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.hget(campaign_settings(f"{ns}/steady"), "suspend") == b"1"
+    eventually(
+        lambda: custom_if(api, ns, "apnscredentials", "shop",
+                          lambda c: c["status"].get("backlog") == 20 and condition(c).get("status") == "True"),
+        "the credential's backlog read again", operator,
+    )  # fmt: skip
+    assert operator.process.poll() is None
