@@ -12,6 +12,7 @@ the senders' settings in step with the spec and the status in step with the stor
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -188,8 +189,6 @@ class Operator:
         )  # fmt: skip
 
     def _read_fingerprint(self, namespace: str, ref: Mapping[str, Any]) -> str:
-        import base64
-
         try:
             secret = k8s.CoreV1Api(self.api).read_namespaced_secret(ref["name"], namespace)
         except ApiException as exc:
