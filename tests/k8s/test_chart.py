@@ -264,6 +264,9 @@ def test_install_creates_gateway_operator_and_their_secret(k8s_cluster: KubeClus
     assert data["NOTI_DATABASE_URL"] == DATABASE_URL
     assert data["NOTI_REDIS_URL"] == REDIS_URL
     assert len(data["NOTI_GATEWAY_SESSION_SECRET"]) >= 32
+    # Senders get a Secret of their own: the URLs, not the gateway's session secret.
+    senders = secret_data(get(k8s_cluster, "secret", "noti-senders", ns))
+    assert senders == {"NOTI_DATABASE_URL": DATABASE_URL, "NOTI_REDIS_URL": REDIS_URL}
 
     gateway = get(k8s_cluster, "deployment", "noti-gateway", ns)
     pod = gateway["spec"]["template"]["spec"]
@@ -299,7 +302,7 @@ def test_install_creates_gateway_operator_and_their_secret(k8s_cluster: KubeClus
         "NOTI_OPERATOR_NAMESPACES": "",
         "NOTI_OPERATOR_SENDER_IMAGE": IMAGE,
         "NOTI_OPERATOR_SENDER_IMAGE_PULL_POLICY": "IfNotPresent",
-        "NOTI_OPERATOR_SENDER_ENV_SECRET": "noti-connections",
+        "NOTI_OPERATOR_SENDER_ENV_SECRET": "noti-senders",
         "NOTI_OPERATOR_HEALTH_PORT": "8080",
     }.items() <= env_values(main).items()
     assert gateway["spec"]["selector"] != spec["selector"]
@@ -340,7 +343,7 @@ def test_each_component_gets_valid_noti_settings_from_the_chart(
     assert gateway.log_level == "DEBUG"
 
     operator = noti_settings(operator_env, monkeypatch)
-    assert operator.operator_sender_env_secret == "noti-connections"
+    assert operator.operator_sender_env_secret == "noti-senders"
     assert operator.operator_scale_down_seconds == 120.0
     assert operator.operator_health_port == 8080
 
@@ -504,10 +507,11 @@ def test_operator_watching_listed_namespaces_gets_roles_there_only(
     assert can_i(k8s_cluster, user, "list", "namespaces", None) is False
 
     # Senders in the other watched namespace find the Secret the operator names, with the URLs only.
-    copy = secret_data(get(k8s_cluster, "secret", "noti-scoped-connections", other_namespace))
+    copy = secret_data(get(k8s_cluster, "secret", "noti-scoped-senders", other_namespace))
     assert copy == {"NOTI_DATABASE_URL": DATABASE_URL, "NOTI_REDIS_URL": REDIS_URL}
-    assert env_values(operator)["NOTI_OPERATOR_SENDER_ENV_SECRET"] == "noti-scoped-connections"
-    assert not exists(k8s_cluster, "secret", "noti-scoped-connections", unwatched)
+    assert env_values(operator)["NOTI_OPERATOR_SENDER_ENV_SECRET"] == "noti-scoped-senders"
+    assert not exists(k8s_cluster, "secret", "noti-scoped-senders", unwatched)
+    assert not exists(k8s_cluster, "secret", "noti-scoped-connections", other_namespace)
 
 
 def test_operator_env_names_a_custom_sender_image_and_its_pull_secrets(k8s_cluster: KubeCluster) -> None:

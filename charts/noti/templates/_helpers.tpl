@@ -88,6 +88,15 @@ Rendering fails here, with what to set, when neither names the database or Redis
 {{- end }}
 {{- end }}
 
+{{/* The Secret senders take their environment from: the database and Redis URLs only. */}}
+{{- define "noti.senderSecretName" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecret }}
+{{- else }}
+{{- include "noti.fullname" . }}-senders
+{{- end }}
+{{- end }}
+
 {{/* The operator's watched namespaces as a list; anything but a list fails with how to write one. */}}
 {{- define "noti.watchNamespaces" -}}
 {{- $namespaces := .Values.operator.watchNamespaces | default list }}
