@@ -1,4 +1,4 @@
-"""Status conditions as Kubernetes has them: a type, a status, why, and when it last changed."""
+"""Status conditions as Kubernetes has them (a type, a status, why, and when it last changed), and status patches."""
 
 from __future__ import annotations
 
@@ -27,3 +27,8 @@ def conditions_with(previous: Any, type_: str, status: bool, reason: str, messag
         else now_text(),
     }
     return [*kept, condition]
+
+
+def changed(current: Any, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``wanted`` whose value ``current`` (a status) does not already have."""
+    return {key: value for key, value in wanted.items() if (current or {}).get(key) != value}

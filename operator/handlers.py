@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from sqlalchemy import Engine
 
 from noti import campaigns
 from noti.campaigns import CampaignError, CampaignSpec
-from noti.operator.conditions import conditions_with, now_text
+from noti.operator.conditions import changed, conditions_with, now_text
 from noti.operator.deployment import (
     InvalidKey,
     SenderImage,
@@ -43,6 +45,7 @@ GROUP, VERSION = "noti.dev", "v1alpha1"
 CREDENTIALS, CAMPAIGNS = "apnscredentials", "notificationcampaigns"
 FIELD_MANAGER = "noti-operator"
 SCALER_MANAGER = "noti-operator-scaler"  # owns spec.replicas alone
+DIGEST_ANNOTATION = "noti.dev/applied-digest"  # of the Deployment the operator last applied
 FINISHED_PHASES = ("Completed", "Failed")
 
 log = logging.getLogger("noti.operator")
@@ -158,7 +161,12 @@ class Operator:
             return
         manifest = sender_deployment(body, fingerprint, self.image)
         kopf.append_owner_reference(manifest, owner=body)  # the Deployment goes when its credential goes
-        deployment = await asyncio.to_thread(self._apply, manifest, FIELD_MANAGER)
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+        manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = digest
+        # A read is cheap; the apply (a write) only happens when the Deployment is missing or differs.
+        deployment = await asyncio.to_thread(self._read_deployment, namespace, manifest["metadata"]["name"])
+        if deployment is None or (deployment["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION) != digest:
+            deployment = await asyncio.to_thread(self._apply, manifest, FIELD_MANAGER)
 
         queue = credential_queue(spec)
         backlog = await self._backlog(queue)
@@ -183,10 +191,9 @@ class Operator:
             ready = conditions_with(conditions, "Ready", False, reason, f"APNs refused the credential: {reason}")
         else:
             ready = conditions_with(conditions, "Ready", True, "SendersDeployed", f"{replicas} sender(s)")
-        patch.status.update(
-            {"keyFingerprint": fingerprint, "senderReplicas": replicas, "backlog": backlog, "conditions": ready,
-             "observedGeneration": meta.get("generation")}
-        )  # fmt: skip
+        wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "backlog": backlog, "conditions": ready,
+                  "observedGeneration": meta.get("generation")}  # fmt: skip
+        patch.status.update(changed(status, wanted))  # nothing changed: no write at all
 
     def _read_fingerprint(self, namespace: str, ref: Mapping[str, Any]) -> str:
         try:
@@ -200,6 +207,15 @@ class Operator:
         if data is None:
             raise LookupError(f"Secret {namespace}/{ref['name']} has no key {key!r}")
         return key_fingerprint(base64.b64decode(data))
+
+    def _read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = k8s.AppsV1Api(self.api).read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(self.api.sanitize_for_serialization(found))
 
     def _apply(self, manifest: dict[str, Any], manager: str) -> dict[str, Any]:
         metadata = manifest["metadata"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from noti.operator.conditions import conditions_with
+from noti.operator.conditions import changed, conditions_with
 from noti.operator.phases import Action, counts, next_step
 from noti.queue import CampaignProgress
 
@@ -63,3 +63,11 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> Non
     assert {c["type"] for c in same} == {"Ready", "Other"}
     changed = next(c for c in conditions_with(earlier, "Ready", False, "KeyInvalid") if c["type"] == "Ready")
     assert changed["status"] == "False" and changed["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+
+
+def test_a_status_patch_holds_only_what_changed() -> None:
+    current = {"backlog": 5, "senderReplicas": 1, "conditions": [{"type": "Ready", "status": "True"}]}
+    wanted = {"backlog": 5, "senderReplicas": 2, "conditions": [{"type": "Ready", "status": "True"}], "new": 1}
+    assert changed(current, wanted) == {"senderReplicas": 2, "new": 1}
+    assert changed(None, {"backlog": 0}) == {"backlog": 0}
+    assert changed(wanted, wanted) == {}

@@ -204,6 +204,17 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
                                                                       credential["metadata"]["uid"], True)  # fmt: skip
     assert deployment.spec.replicas == 1
 
+    # At rest, the operator's periodic look writes nothing: neither the Deployment nor the status change.
+    settled = eventually(
+        lambda: custom_if(api, ns, "apnscredentials", "shop", lambda c: c["status"].get("backlog") == 0),
+        "backlog 0 reported", operator,
+    )  # fmt: skip
+    before = (_deployment(apps, ns).metadata.resource_version, settled["metadata"]["resourceVersion"])
+    time.sleep(2.5)  # five looks at 0.5 s
+    after = (_deployment(apps, ns).metadata.resource_version,
+             custom(api, ns, "apnscredentials", "shop")["metadata"]["resourceVersion"])  # fmt: skip
+    assert after == before
+
     # A backlog of 350 (100 per sender) wakes the most senders allowed: 4; once worked off, they go after 3 s.
     queue = Credential(apns_simulator.bundle_id, "sandbox")
     for n in range(350):
