@@ -245,6 +245,7 @@ class Operator:
         """One campaign from Pending to Completed (or Failed); resumes after an operator restart."""
         namespace, name = meta["namespace"], meta["name"]
         state: dict[str, Any] = {"conditions": list(status.get("conditions") or [])}
+        written = dict(status)  # the status as stored: only what differs from it is patched
         started_at = status.get("startedAt")
         fanned_out = False
         while True:
@@ -253,7 +254,7 @@ class Operator:
                     {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(meta), "spec": dict(spec)}
                 )
             except CampaignError as exc:
-                await self._campaign_status(namespace, name, state, "Failed", "Invalid", str(exc))
+                await self._campaign_status(namespace, name, state, written, "Failed", "Invalid", str(exc))
                 return
             credential = await asyncio.to_thread(self._credential, namespace, campaign.credential)
             progress = await campaigns.progress(self.engine, self.redis, campaign.name) if fanned_out else None
@@ -269,7 +270,7 @@ class Operator:
                 started_at = state["startedAt"] = started_at or now_text()
             if step.action is Action.FINISH:
                 state["completedAt"] = now_text()
-            await self._campaign_status(namespace, name, state, step.phase, step.reason, step.message)
+            await self._campaign_status(namespace, name, state, written, step.phase, step.reason, step.message)
             if step.action is Action.FINISH:
                 return
             if step.action is Action.FAN_OUT and credential is not None:
@@ -308,15 +309,20 @@ class Operator:
         return dict(found)  # type: ignore[call-overload]
 
     async def _campaign_status(
-        self, namespace: str, name: str, state: dict[str, Any], phase: str, reason: str, message: str
-    ) -> None:
+        self, namespace: str, name: str, state: dict[str, Any], written: dict[str, Any], phase: str, reason: str,
+        message: str,
+    ) -> None:  # fmt: skip
+        """Set the phase and Ready condition in ``state``; patch what differs from ``written`` (if anything)."""
         state["conditions"] = conditions_with(state.get("conditions"), "Ready", phase != "Failed", reason, message)
         state["phase"] = phase
-        body = {"status": {key: value for key, value in state.items() if value is not None}}
+        difference = changed(written, {key: value for key, value in state.items() if value is not None})
+        if not difference:
+            return
         await asyncio.to_thread(
             k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, CAMPAIGNS, name, body,
+            GROUP, VERSION, namespace, CAMPAIGNS, name, {"status": difference},
         )  # fmt: skip
+        written.update(difference)
 
 
 def _managed_fields(deployment: Mapping[str, Any], manager: str) -> str:
