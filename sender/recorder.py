@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from noti.queue import CONSUMER_GROUP
 from noti.sender.metrics import SenderMetrics
 from noti.store import records
-from noti.store.records import Applied, Outcome
+from noti.store.records import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +93,24 @@ class Recorder:
                 if self._on_acked is not None:
                     self._on_acked()
 
-    async def _write(self, outcomes: list[Outcome]) -> list[Applied]:
+    async def _write(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
-            return []
+            return
         delay = 0.2
         while True:
             try:
-                applied = await asyncio.to_thread(self._apply, outcomes)
+                await asyncio.to_thread(self._apply, outcomes)
                 self._metrics.batches.inc()
-                return applied
+                return
             except DBAPIError as exc:
                 # The database is away (restart, failover): keep the batch, nothing is acked meanwhile.
                 log.warning("writing %d outcomes failed, retrying in %.1fs: %s", len(outcomes), delay, exc.orig)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _apply(self, outcomes: list[Outcome]) -> list[Applied]:
+    def _apply(self, outcomes: list[Outcome]) -> None:
         with self._engine.begin() as connection:
-            return records.apply_outcomes(connection, outcomes)
+            records.apply_outcomes(connection, outcomes)
 
     async def _ack(self, batch: list[Finished]) -> None:
         """XACK and XDEL the batch's entries: safe to repeat, so a lost reply is simply retried.
