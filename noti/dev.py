@@ -22,7 +22,15 @@ from noti.apns.simulator import Simulator
 from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
 from noti.campaigns import RECORD_COLUMNS
-from noti.devstack import DataDir, DevError, EmbeddedRedis, RuntimeInfo, dev_signing_key, ensure_port_free
+from noti.devstack import (
+    DataDir,
+    DevError,
+    EmbeddedRedis,
+    RuntimeInfo,
+    create_private,
+    dev_signing_key,
+    ensure_port_free,
+)
 from noti.queue import Credential, QueuedNotification
 from noti.settings import Settings
 from noti.store import migrate
@@ -46,10 +54,12 @@ class DevOptions:
 
 @click.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the gateway listens on.")
-@click.option("--port", default=8000, show_default=True, help="Gateway port.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Gateway port.")
 @click.option("--data-dir", envvar="NOTI_DATA_DIR", default=".noti", show_default=True, help="Where data is kept.")
 @click.option("--app", default="com.example.noti", show_default=True, help="Bundle id of the dev credential.")
-@click.option("--sim-port", default=0, help="APNs simulator port (default: any free port).")
+@click.option(
+    "--sim-port", default=0, type=click.IntRange(0, 65535), help="APNs simulator port (default: any free port)."
+)
 def dev(host: str, port: int, data_dir: str, app: str, sim_port: int) -> None:
     """Run gateway, sender and APNs simulator in one process (SQLite and an embedded Redis by default).
 
@@ -89,9 +99,22 @@ class DevStack:
     async def run(self) -> None:
         options = self.options
         data = DataDir.prepare(options.data_dir)
+        lock = data.claim()  # held until this process ends: one stack per data directory
+        try:
+            await self._start(data)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                data.runtime.unlink()
+            os.close(lock)
+
+    async def _start(self, data: DataDir) -> None:
+        options = self.options
         ensure_port_free(options.host, options.port, "gateway", "--port")
         ensure_port_free("127.0.0.1", options.sim_port, "APNs simulator", "--sim-port")
-        database_url = os.environ.get("NOTI_DATABASE_URL") or f"sqlite:///{data.database}"
+        database_url = os.environ.get("NOTI_DATABASE_URL")
+        if not database_url:
+            create_private(data.database)
+            database_url = f"sqlite:///{data.database}"
         engine = make_engine(database_url)
         try:
             await asyncio.to_thread(migrate.upgrade, engine)
@@ -118,8 +141,6 @@ class DevStack:
             if embedded is not None:
                 embedded.stop()
             engine.dispose()
-            with contextlib.suppress(FileNotFoundError):
-                data.runtime.unlink()
 
     async def _serve(
         self, data: DataDir, engine: Engine, redis: aioredis.Redis, redis_url: str, database_url: str,

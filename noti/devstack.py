@@ -8,6 +8,7 @@ credential's signing key.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import select
@@ -15,6 +16,7 @@ import socket
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -62,24 +64,74 @@ class DataDir:
         """Written while ``noti dev`` runs: where its database, Redis and gateway are."""
         return self.root / "running.json"
 
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the one dev stack that owns this directory, for as long as it runs."""
+        return self.root / "lock"
+
+    def claim(self) -> int:
+        """Take the directory for this process, or say which stack has it; returns the lock's descriptor.
+
+        The kernel drops the lock when the process ends, however it ends, so a killed stack leaves no stale lock.
+        """
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 4096).decode(errors="replace").strip()
+            os.close(fd)
+            raise DevError(
+                f"the data directory {self.root} is in use by the dev stack {self._describe(owner)}: "
+                "stop that one first, or give this one another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+
+    def _describe(self, pid: str) -> str:
+        try:
+            info = RuntimeInfo(**json.loads(self.runtime.read_text()))
+        except (OSError, ValueError, TypeError):
+            return f"with pid {pid}" if pid else "starting there"
+        return f"at {info.gateway_url} (pid {info.pid})"
+
+    def in_use(self) -> bool:
+        """Whether a dev stack holds this directory now."""
+        try:
+            fd = os.open(self.lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def write_runtime(self, info: RuntimeInfo) -> None:
-        self.runtime.write_text(json.dumps(asdict(info), indent=2))
+        write_private(self.runtime, json.dumps(asdict(info), indent=2).encode())
 
     def read_runtime(self) -> RuntimeInfo:
+        """Where the running dev stack is; a file left by a stack that was killed does not count."""
+        missing = DevError(
+            f"no dev stack is running with data directory {self.root}: start `noti dev` first "
+            "(or set NOTI_DATABASE_URL and NOTI_REDIS_URL)"
+        )
+        if not self.in_use():
+            raise missing
         try:
             return RuntimeInfo(**json.loads(self.runtime.read_text()))
         except FileNotFoundError:
-            raise DevError(
-                f"no dev stack is running with data directory {self.root}: start `noti dev` first "
-                "(or set NOTI_DATABASE_URL and NOTI_REDIS_URL)"
-            ) from None
+            raise missing from None
 
     @classmethod
     def prepare(cls, path: str | Path) -> DataDir:
-        """Create the directory if needed and make sure we can write in it."""
+        """Create the directory if needed (readable by its owner only) and make sure we can write in it."""
         root = Path(path).expanduser().resolve()
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            if not root.exists():
+                root.mkdir(parents=True, mode=0o700)
             probe = root / ".write-test"
             probe.write_text("ok")
             probe.unlink()
@@ -89,6 +141,21 @@ class DataDir:
                 "choose another with --data-dir or NOTI_DATA_DIR"
             ) from None
         return cls(root)
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Replace ``path`` atomically with a file only its owner may read (it may hold secrets)."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    os.replace(partial, path)
+
+
+def create_private(path: Path) -> None:
+    """Make sure ``path`` exists and only its owner may read it (SQLite gives its -wal/-shm files the same mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
@@ -103,12 +170,6 @@ def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise DevError(f"port {port} for the {what} is in use: stop what uses it or pass {option}") from None
             raise DevError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}") from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _keep_alive_handler() -> type:
@@ -136,12 +197,39 @@ def _keep_alive_handler() -> type:
     return KeepAliveHandler
 
 
+def _behave_like_redis() -> None:
+    """Mend two ways fakeredis' TCP server differs from Redis that cost an idle ``noti dev`` CPU.
+
+    Each connection's thread wakes 100 times a second to look for input (a select() timeout of 10 ms):
+    a second is enough, as select() returns the moment input arrives and only shutdown waits on it.
+    XREADGROUP ... BLOCK answers an empty read at once instead of waiting for an entry, so the
+    sender would poll: an empty read of new entries (``>``) must block as it does on Redis.
+    """
+    from fakeredis._clients import _tcp_server
+    from fakeredis.commands_mixins.streams_mixin import StreamsCommandsMixin
+
+    _tcp_server._POLL_INTERVAL = max(_tcp_server._POLL_INTERVAL, 1.0)
+    read = StreamsCommandsMixin._xreadgroup
+    if getattr(read, "_noti_blocks", False):
+        return
+
+    def blocking_read(self: Any, consumer: bytes, groups: list[Any], *args: Any) -> Any:
+        result = read(self, consumer, groups, *args)
+        if not result and all(start == b">" for _group, _stream, start in groups):
+            return None  # "nothing yet": fakeredis' _blocking waits for the next write on None only
+        return result
+
+    blocking_read._noti_blocks = True  # type: ignore[attr-defined]
+    StreamsCommandsMixin._xreadgroup = blocking_read  # type: ignore[method-assign,assignment]
+
+
 class EmbeddedRedis:
     """A Redis-compatible server in this process (fakeredis over TCP, Lua included)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from fakeredis import TcpFakeServer
 
+        _behave_like_redis()
         self._server = TcpFakeServer((host, port), server_type="redis")
         self._server.RequestHandlerClass = _keep_alive_handler()
         self._server.daemon_threads = True

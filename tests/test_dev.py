@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from harness.procs import free_port, wait_until
+from harness.readme import check_try_it, run_try_it
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _examples() -> str:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- try-it -->\s*```sh\n(.*?)```\s*<!-- /try-it -->", readme, re.S)
-    assert block, "README lost its try-it examples"
-    return block.group(1)
 
 
 class Dev:
@@ -40,15 +34,17 @@ class Dev:
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise RuntimeError(f"noti dev exited: {self.process.stdout.read() if self.process.stdout else ''}")
-        return (self.data_dir / "running.json").exists() and httpx.get(f"{self.url}/healthz").status_code == 200
+        if not (self.data_dir / "running.json").exists() or self.runtime["pid"] != self.process.pid:
+            return False  # not written yet, or left behind by a stack that was killed
+        return httpx.get(f"{self.url}/healthz").status_code == 200
 
     @property
     def api_key(self) -> str:
         return (self.data_dir / "dev-api-key").read_text().strip()
 
     @property
-    def runtime(self) -> dict[str, str]:
-        result: dict[str, str] = json.loads((self.data_dir / "running.json").read_text())
+    def runtime(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads((self.data_dir / "running.json").read_text())
         return result
 
     def stop(self) -> str:
@@ -59,7 +55,7 @@ class Dev:
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
-    stack = Dev(tmp_path / "data", free_port())
+    stack = Dev(tmp_path / ".noti", free_port())  # the README's default data directory, under its cwd
     yield stack
     if stack.process.poll() is None:
         stack.process.kill()
@@ -67,26 +63,8 @@ def dev(tmp_path: Path) -> Iterator[Dev]:
 
 
 def test_readme_examples_work_and_reach_the_simulator(dev: Dev) -> None:
-    env = {**os.environ, "NOTI_URL": dev.url, "NOTI_API_KEY": dev.api_key}
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _examples()], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert len(answers) == 5 and not any("detail" in answer for answer in answers), result.stdout
-    device, single, bulk, _history, stats = answers
-    assert device["owner"] == "user-1"
-    assert single["status"] == "queued" and bulk["count"] == 1
-    assert "overall" in stats
-
-    headers = {"Authorization": f"Bearer {dev.api_key}"}
-    token = device["device_token"]
-
-    def delivered() -> bool:
-        page = httpx.get(f"{dev.url}/api/notifications/", params={"device_token": token}, headers=headers).json()
-        return len(page["results"]) == 2 and {n["status"] for n in page["results"]} == {"sent"}
-
-    wait_until(delivered, timeout=30, what="both notifications sent")
-    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
-    assert counters["by_token"][token] == 2 and counters["by_outcome"]["Success"] >= 2
+    answers = run_try_it(dev.url, dev.data_dir.parent)
+    check_try_it(answers, dev.url, dev.api_key, dev.runtime["simulator_control_url"])
     output = dev.stop()
     assert dev.process.returncode == 0, output
     assert "stopped" in output
@@ -163,3 +141,43 @@ def test_campaign_run_against_the_dev_stack(dev: Dev) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "default/winter-sale: total 5, sent 5, failed 0, invalid tokens 0" in result.stdout
+
+
+def test_a_second_stack_on_the_same_data_directory_is_refused(dev: Dev) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "dev", "--port", str(free_port()), "--data-dir", str(dev.data_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode != 0
+    assert f"in use by the dev stack at {dev.url} (pid {dev.process.pid})" in second.stderr
+    assert "--data-dir" in second.stderr and "Traceback" not in second.stderr
+    # The first keeps running and stays findable: the refused one removed nothing of it.
+    assert dev.runtime["gateway_url"] == dev.url
+    assert httpx.get(f"{dev.url}/healthz").status_code == 200
+
+
+def test_data_directory_is_private_to_its_owner(dev: Dev) -> None:
+    assert dev.data_dir.stat().st_mode & 0o777 == 0o700
+    for name in ("running.json", "noti.db", "dev-api-key", "dev-apns-key.p8", "lock"):
+        mode = (dev.data_dir / name).stat().st_mode & 0o777
+        assert mode == 0o600, f"{name} has mode {mode:o}"
+
+
+def test_a_killed_stack_leaves_no_lock_behind(tmp_path: Path) -> None:
+    first = Dev(tmp_path / ".noti", free_port())
+    first.process.kill()
+    first.process.wait()
+    second = Dev(tmp_path / ".noti", free_port())
+    try:
+        assert second.runtime["pid"] == second.process.pid
+    finally:
+        second.stop()
+
+
+def test_an_impossible_port_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "noti.cli", "dev", "--port", "99999", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--port" in result.stderr and "99999" in result.stderr
+    assert "Traceback" not in result.stderr
