@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition as a decision states it; ``conditions_with`` gives it its place and transition time."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
 
 
 def now_text() -> str:
@@ -29,6 +41,43 @@ def conditions_with(previous: Any, type_: str, status: bool, reason: str, messag
     return [*kept, condition]
 
 
+def with_conditions(previous: Any, conditions: Iterable[Condition]) -> list[dict[str, Any]]:
+    """The conditions list with each of ``conditions`` set (see ``conditions_with``)."""
+    merged: list[dict[str, Any]] = [dict(c) for c in (previous or [])]
+    for condition in conditions:
+        merged = conditions_with(merged, condition.type, condition.status, condition.reason, condition.message)
+    return merged
+
+
 def changed(current: Any, wanted: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``wanted`` whose value ``current`` (a status) does not already have."""
     return {key: value for key, value in wanted.items() if (current or {}).get(key) != value}
+
+
+def transitions(previous: Any, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conditions of ``current`` whose status or reason differs from ``previous``: each is worth an Event."""
+    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in (previous or [])}
+    return [c for c in current if before.get(c["type"]) != (c["status"], c["reason"])]
+
+
+def credential_conditions(*, refusal: str | None, replicas: int, available: int) -> list[Condition]:
+    """An APNsCredential's conditions once its key is read: Ready only when senders can send with it."""
+    key = Condition("KeyValid", True, "KeyLoaded", "the Secret holds an ES256 (P-256) signing key")
+    if replicas == 0:
+        senders = Condition("Available", True, "ScaledToZero", "no backlog: no sender needed")
+    elif available > 0:
+        senders = Condition("Available", True, "SendersAvailable", f"{available} of {replicas} sender(s) available")
+    else:
+        senders = Condition("Available", False, "SendersUnavailable", f"0 of {replicas} sender(s) available")
+    accepted = (
+        Condition("Accepted", False, refusal, f"APNs refused the credential: {refusal}")
+        if refusal
+        else Condition("Accepted", True, "NotRefused", "APNs has refused none of its requests")
+    )
+    blocking = next((c for c in (accepted, senders) if not c.status), None)
+    ready = (
+        Condition("Ready", False, blocking.reason, blocking.message)
+        if blocking
+        else Condition("Ready", True, senders.reason, senders.message)
+    )
+    return [key, senders, accepted, ready]

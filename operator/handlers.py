@@ -27,15 +27,23 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Engine
 
 from noti import campaigns
+from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
 from noti.campaigns import CampaignError, CampaignSpec
-from noti.operator.conditions import changed, conditions_with, now_text
+from noti.operator.conditions import (
+    Condition,
+    changed,
+    credential_conditions,
+    now_text,
+    transitions,
+    with_conditions,
+)
 from noti.operator.deployment import (
     InvalidKey,
     SenderImage,
     key_fingerprint,
     sender_deployment,
 )
-from noti.operator.phases import Action, counts, next_step
+from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
 from noti.queue import Credential, campaign_settings
 from noti.settings import Settings
@@ -46,7 +54,6 @@ CREDENTIALS, CAMPAIGNS = "apnscredentials", "notificationcampaigns"
 FIELD_MANAGER = "noti-operator"
 SCALER_MANAGER = "noti-operator-scaler"  # owns spec.replicas alone
 DIGEST_ANNOTATION = "noti.dev/applied-digest"  # of the Deployment the operator last applied
-FINISHED_PHASES = ("Completed", "Failed")
 
 log = logging.getLogger("noti.operator")
 
@@ -137,9 +144,12 @@ class Operator:
         kopf.timer(GROUP, VERSION, CREDENTIALS, interval=interval, initial_delay=interval, registry=registry)(
             self.reconcile_credential
         )
+        # A finished campaign's daemon is told to stop (its filter no longer matches) and returns at once;
+        # the backoff lets it, instead of kopf cancelling it mid-patch with a warning.
         kopf.daemon(
-            GROUP, VERSION, CAMPAIGNS, registry=registry, cancellation_timeout=5.0, backoff=retry,
-            when=lambda status, **_: status.get("phase") not in FINISHED_PHASES,
+            GROUP, VERSION, CAMPAIGNS, registry=registry, cancellation_backoff=2 * interval + 5,
+            cancellation_timeout=5.0, backoff=retry,
+            when=lambda status, **_: status.get("phase") not in FINISHED,
         )(self.run_campaign)  # fmt: skip
         kopf.on.delete(GROUP, VERSION, CAMPAIGNS, registry=registry, backoff=retry)(self.delete_campaign)
         return registry
@@ -151,13 +161,13 @@ class Operator:
     ) -> None:
         """Apply the senders' Deployment, scale it to the backlog, and report in the status."""
         namespace, name = meta["namespace"], meta["name"]
-        conditions = status.get("conditions")
         try:
             fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec["privateKeySecretRef"])
         except (InvalidKey, LookupError) as exc:
             reason = "KeyInvalid" if isinstance(exc, InvalidKey) else "SecretNotFound"
-            patch.status["conditions"] = conditions_with(conditions, "Ready", False, reason, str(exc))
-            patch.status["observedGeneration"] = meta.get("generation")
+            problem = Condition("KeyValid", False, reason, str(exc))
+            self._credential_status(body, status, patch, [problem, Condition("Ready", False, reason, str(exc))],
+                                    {"observedGeneration": meta.get("generation")})  # fmt: skip
             return
         manifest = sender_deployment(body, fingerprint, self.image)
         kopf.append_owner_reference(manifest, owner=body)  # the Deployment goes when its credential goes
@@ -182,18 +192,38 @@ class Operator:
                      "metadata": {"name": manifest["metadata"]["name"], "namespace": namespace}}  # fmt: skip
             await asyncio.to_thread(self._apply, scale, SCALER_MANAGER)
             if replicas != current:
-                log.info("%s/%s: %d sender(s) for a backlog of %d (was %d)", namespace, name, replicas, backlog,
-                         current)  # fmt: skip
+                message = f"{replicas} sender(s) for a backlog of {backlog} (was {current})"
+                log.info("%s/%s: %s", namespace, name, message)
+                kopf.event(body, type="Normal", reason="Scaled", message=message)
 
         refused: dict[bytes, bytes] = await self.redis.hgetall(queue.status)  # type: ignore[assignment]
-        if refused.get(b"state") == b"CredentialFailed":
-            reason = refused.get(b"reason", b"").decode() or "CredentialFailed"
-            ready = conditions_with(conditions, "Ready", False, reason, f"APNs refused the credential: {reason}")
-        else:
-            ready = conditions_with(conditions, "Ready", True, "SendersDeployed", f"{replicas} sender(s)")
-        wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "backlog": backlog, "conditions": ready,
-                  "observedGeneration": meta.get("generation")}  # fmt: skip
-        patch.status.update(changed(status, wanted))  # nothing changed: no write at all
+        available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
+        conditions = credential_conditions(
+            refusal=refused.get(b"reason", b"").decode() or "CredentialFailed"
+            if refused.get(b"state") == b"CredentialFailed" else None,
+            replicas=replicas, available=available,
+        )  # fmt: skip
+        wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "availableSenders": available,
+                  "backlog": backlog, "observedGeneration": meta.get("generation")}  # fmt: skip
+        self._credential_status(body, status, patch, conditions, wanted)
+
+    def _credential_status(
+        self, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, conditions: list[Condition],
+        fields: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Patch what changed of the status (nothing changed: no write) and post an Event per transition."""
+        current = status.get("conditions")
+        merged = with_conditions(current, conditions)
+        for moved in transitions(current, merged):
+            self._event(body, moved, warning=moved["status"] == "False")
+        patch.status.update(changed(status, {**fields, "conditions": merged}))
+
+    def _event(self, body: kopf.Body, condition: Mapping[str, Any], *, warning: bool) -> None:
+        meta = body["metadata"]
+        message = f"{condition['type']}={condition['status']}: {condition.get('message') or condition['reason']}"
+        level = logging.WARNING if warning else logging.INFO
+        log.log(level, "%s %s/%s: %s", body["kind"], meta["namespace"], meta["name"], message)
+        kopf.event(body, type="Warning" if warning else "Normal", reason=condition["reason"], message=message)
 
     def _read_fingerprint(self, namespace: str, ref: Mapping[str, Any]) -> str:
         try:
@@ -240,52 +270,67 @@ class Operator:
     # campaigns
 
     async def run_campaign(
-        self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
-    ) -> None:
+        self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:  # fmt: skip
         """One campaign from Pending to Completed (or Failed); resumes after an operator restart."""
         namespace, name = meta["namespace"], meta["name"]
         state: dict[str, Any] = {"conditions": list(status.get("conditions") or [])}
         written = dict(status)  # the status as stored: only what differs from it is patched
         started_at = status.get("startedAt")
+        fanning_out: asyncio.Task[campaigns.FanOutResult] | None = None
         fanned_out = False
-        while True:
-            try:  # the live spec: suspend, rate and startAt may change while the campaign runs
-                campaign = CampaignSpec.from_manifest(
-                    {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(meta), "spec": dict(spec)}
-                )
-            except CampaignError as exc:
-                await self._campaign_status(namespace, name, state, written, "Failed", "Invalid", str(exc))
-                return
-            credential = await asyncio.to_thread(self._credential, namespace, campaign.credential)
-            progress = await campaigns.progress(self.engine, self.redis, campaign.name) if fanned_out else None
-            step = next_step(
-                credential=f"{namespace}/{campaign.credential}", credential_found=credential is not None,
-                start_at=campaign.start_at, suspend=campaign.suspend, started=bool(started_at),
-                fanned_out=fanned_out, progress=progress, now=datetime.now(UTC),
-                interval=self.settings.operator_interval_seconds,
-            )  # fmt: skip
-            if progress is not None:
-                state.update(counts(progress))
-            if step.action is Action.FAN_OUT:
-                started_at = state["startedAt"] = started_at or now_text()
-            if step.action is Action.FINISH:
-                state["completedAt"] = now_text()
-            await self._campaign_status(namespace, name, state, written, step.phase, step.reason, step.message)
-            if step.action is Action.FINISH:
-                return
-            if step.action is Action.FAN_OUT and credential is not None:
-                result = await campaigns.fan_out(
-                    self.engine, self.redis, credential_queue(credential["spec"]), campaign
-                )
-                log.info("%s/%s: %d notifications queued (%d new)", namespace, name, result.total, result.written)
-                fanned_out = True
-                continue
-            if step.action is Action.FOLLOW:  # senders read the rate and the suspension from here
-                await self.redis.hset(
-                    campaign_settings(campaign.name),
-                    mapping={"rate": campaign.rate_per_second, "suspend": int(campaign.suspend)},
-                )
-            await asyncio.sleep(step.wait)
+        try:
+            while not stopped:
+                try:  # the live spec: suspend, rate and startAt may change while the campaign runs
+                    campaign = CampaignSpec.from_manifest(
+                        {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(meta),
+                         "spec": dict(spec)}
+                    )  # fmt: skip
+                except CampaignError as exc:
+                    await self._campaign_status(body, state, written, failed("Invalid", str(exc)))
+                    return
+                problem = None if started_at else notification_problem(campaign.content)
+                if problem is not None:  # refused before anything is written or queued
+                    await self._campaign_status(body, state, written, failed("InvalidNotification", problem))
+                    return
+                if fanning_out is not None and fanning_out.done():
+                    result = fanning_out.result()  # a failed fan-out raises here: kopf retries the daemon
+                    log.info("%s/%s: %d notifications queued (%d new)", namespace, name, result.total, result.written)
+                    fanning_out, fanned_out = None, True
+                credential = await asyncio.to_thread(self._credential, namespace, campaign.credential)
+                # Counted from the start: the total once the audience is counted, sent while the fan-out goes on.
+                progress = await campaigns.progress(self.engine, self.redis, campaign.name) if started_at else None
+                step = next_step(
+                    credential=f"{namespace}/{campaign.credential}", credential_found=credential is not None,
+                    start_at=campaign.start_at, suspend=campaign.suspend, started=bool(started_at),
+                    fanned_out=fanned_out, progress=progress if fanned_out else None, now=datetime.now(UTC),
+                    interval=self.settings.operator_interval_seconds, phase=written.get("phase"),
+                )  # fmt: skip
+                if progress is not None:
+                    state.update(counts(progress))
+                if step.action is Action.FAN_OUT:
+                    started_at = state["startedAt"] = started_at or now_text()
+                if step.action is Action.FINISH:
+                    state["completedAt"] = now_text()
+                await self._campaign_status(body, state, written, step)
+                if step.action is Action.FINISH:
+                    return
+                if step.action is Action.FAN_OUT and credential is not None and fanning_out is None:
+                    fanning_out = asyncio.create_task(
+                        campaigns.fan_out(self.engine, self.redis, credential_queue(credential["spec"]), campaign),
+                        name=f"fan-out {namespace}/{name}",
+                    )
+                if step.action in (Action.FAN_OUT, Action.FOLLOW):  # senders read the rate and suspension here
+                    await self.redis.hset(
+                        campaign_settings(campaign.name),
+                        mapping={"rate": campaign.rate_per_second, "suspend": int(campaign.suspend)},
+                    )
+                await stopped.wait(step.wait or self.settings.operator_interval_seconds)
+        finally:
+            if fanning_out is not None:
+                fanning_out.cancel()  # resumable: the next run goes on from the saved cursor
+                await asyncio.gather(fanning_out, return_exceptions=True)
 
     async def delete_campaign(self, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
         """A deleted campaign stops: its queue goes and its unsent records are closed as failed."""
@@ -309,20 +354,39 @@ class Operator:
         return dict(found)  # type: ignore[call-overload]
 
     async def _campaign_status(
-        self, namespace: str, name: str, state: dict[str, Any], written: dict[str, Any], phase: str, reason: str,
-        message: str,
-    ) -> None:  # fmt: skip
-        """Set the phase and Ready condition in ``state``; patch what differs from ``written`` (if anything)."""
-        state["conditions"] = conditions_with(state.get("conditions"), "Ready", phase != "Failed", reason, message)
-        state["phase"] = phase
+        self, body: kopf.Body, state: dict[str, Any], written: dict[str, Any], step: Step
+    ) -> None:
+        """Set the phase and conditions in ``state``, patch what differs from ``written`` (if anything), and post
+        an Event for the new phase and for each condition that moved."""
+        merged = with_conditions(state.get("conditions"), step.conditions)
+        moved = transitions(state.get("conditions"), merged)
+        state["conditions"], state["phase"], state["message"] = merged, step.phase, step.message
+        state["observedGeneration"] = body["metadata"].get("generation")
         difference = changed(written, {key: value for key, value in state.items() if value is not None})
         if not difference:
             return
+        meta = body["metadata"]
         await asyncio.to_thread(
             k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, CAMPAIGNS, name, {"status": difference},
+            GROUP, VERSION, meta["namespace"], CAMPAIGNS, meta["name"], {"status": difference},
         )  # fmt: skip
+        if "phase" in difference:
+            self._event(body, {"type": "Phase", "status": step.phase, "reason": step.reason, "message": step.message},
+                        warning=step.warning)  # fmt: skip
+        for moved_condition in moved:
+            if moved_condition["type"] not in ("Complete", "Failed"):  # the phase's Event already says so
+                waiting = moved_condition["type"] == "CredentialFound" and moved_condition["status"] == "False"
+                self._event(body, moved_condition, warning=waiting)
         written.update(difference)
+
+
+def notification_problem(content: Mapping[str, Any]) -> str | None:
+    """Why a campaign's notification could never be sent (as the gateway would refuse it), or None."""
+    try:
+        build_payload(NotificationContent.from_dict(dict(content)))
+    except InvalidNotification as exc:
+        return f"spec.notification: {exc}"
+    return None
 
 
 def _managed_fields(deployment: Mapping[str, Any], manager: str) -> str:

@@ -160,6 +160,19 @@ def condition(obj: dict[str, Any], type_: str = "Ready") -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
 
+def report_available(apps: k8s.AppsV1Api, namespace: str, replicas: int) -> None:
+    """Stand in for the Deployment controller and kubelet, which the test cluster has not: senders are up."""
+    apps.patch_namespaced_deployment_status(
+        "shop-sender", namespace, {"status": {"replicas": replicas, "readyReplicas": replicas,
+                                              "availableReplicas": replicas}},
+    )  # fmt: skip
+
+
+def events(cluster: KubeCluster, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+    listed = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    return [e for e in listed if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == name]
+
+
 def seed_devices(engine: Engine, app: str, count: int) -> list[str]:
     tokens = [f"{n:064x}" for n in range(1, count + 1)]
     with engine.begin() as connection:
@@ -176,10 +189,19 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
     apply_credential(noti_crds, ns, apns_simulator)
     apps = k8s.AppsV1Api(api)
     deployment = eventually(lambda: _deployment(apps, ns), "the sender Deployment", operator)
+    # Deployed is not ready: no sender runs yet (here no kubelet ever starts one).
+    unavailable = eventually(
+        lambda: custom_if(api, ns, "apnscredentials", "shop", lambda c: condition(c).get("reason") ==
+                          "SendersUnavailable"), "Ready=False while no sender is available", operator,
+    )  # fmt: skip
+    assert condition(unavailable)["status"] == "False" and unavailable["status"]["availableSenders"] == 0
+    report_available(apps, ns, 1)  # what the Deployment controller reports once a sender pod is ready
     credential = eventually(
         lambda: custom_if(api, ns, "apnscredentials", "shop", lambda c: condition(c).get("status") == "True"),
         "Ready=True", operator,
     )  # fmt: skip
+    assert credential["status"]["availableSenders"] == 1
+    assert credential["status"]["observedGeneration"] == credential["metadata"]["generation"]
 
     fingerprint = key_fingerprint(apns_simulator.private_key_pem)
     assert credential["status"]["keyFingerprint"] == fingerprint
@@ -259,6 +281,10 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
     eventually(lambda: condition(custom(api, ns, "apnscredentials", "shop")).get("status") == "True", "ready again",
                operator)  # fmt: skip
 
+    # Each transition and failure was an Event, with the conditions' reasons.
+    reasons = {event["reason"] for event in events(noti_crds, ns, "APNsCredential", "shop")}
+    assert {"SendersUnavailable", "SendersAvailable", "Scaled", "InvalidProviderToken", "KeyInvalid"} <= reasons
+
 
 def _deployment(apps: k8s.AppsV1Api, namespace: str) -> k8s.V1Deployment | None:
     try:
@@ -296,11 +322,11 @@ def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment
     sender = subprocess.Popen([str(Path(sys.executable).with_name("noti")), "sender"], env=env, stdout=log,
                               stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
     try:
-        done = eventually(
-            lambda: custom_if(api, ns, "notificationcampaigns", "winter",
-                              lambda c: c.get("status", {}).get("phase") == "Completed"),
-            "phase Completed", operator, timeout=90,
-        )  # fmt: skip
+        # What a user waits on: Complete, which only a finished campaign has.
+        noti_crds.kubectl(
+            "wait", "-n", ns, "--for=condition=Complete", "notificationcampaign/winter", "--timeout=90s", timeout=100
+        )
+        done = custom(api, ns, "notificationcampaigns", "winter")
     finally:
         sender.send_signal(signal.SIGTERM)
         sender.wait(timeout=40)
@@ -308,12 +334,18 @@ def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment
     status = done["status"]
     assert (status["total"], status["sent"], status["invalidTokens"], status["failed"]) == (30, 27, 3, 0)
     assert status["completedAt"] >= status["startedAt"]
-    assert condition(done) == {**condition(done), "status": "True", "reason": "Finished"}
+    assert (done["status"]["phase"], condition(done, "Complete")["status"]) == ("Completed", "True")
+    assert condition(done, "Complete")["message"] == "27 of 30 sent, 0 failed, 3 invalid tokens"
+    assert condition(done, "Failed") == {} and done["status"]["observedGeneration"] == done["metadata"]["generation"]
+    reasons = [event["reason"] for event in events(noti_crds, ns, "NotificationCampaign", "winter")]
+    assert "FanningOut" in reasons and "Completed" in reasons
     with clean_db.connect() as connection:
         rows = connection.execute(select(Notification.status).where(Notification.campaign == f"{ns}/winter")).all()
     assert sorted(r.status for r in rows) == ["invalid_token"] * 3 + ["sent"] * 27
     table = noti_crds.kubectl("get", "notificationcampaigns", "-n", ns).stdout.split()
-    assert table[6:11] == ["winter", "Completed", "27", "30", "0"]
+    assert table[:7] == ["NAME", "PHASE", "SENT", "TOTAL", "FAILED", "INVALID", "AGE"]
+    assert table[7:13] == ["winter", "Completed", "27", "30", "0", "3"]
+    assert "Will escalate" not in operator.log.read_text()  # kopf cancelled no daemon that was ending anyway
 
 
 def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stops_when_deleted(
@@ -329,7 +361,9 @@ def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stop
         return cast(str | None, custom(api, ns, "notificationcampaigns", name).get("status", {}).get("phase"))
 
     eventually(lambda: phase("spring") == "Pending", "Pending without a credential", operator)
-    assert condition(custom(api, ns, "notificationcampaigns", "spring"))["reason"] == "CredentialNotFound"
+    pending = custom(api, ns, "notificationcampaigns", "spring")
+    assert condition(pending, "CredentialFound")["reason"] == "CredentialNotFound"
+    assert condition(pending, "Complete") == {} and condition(pending, "Ready") == {}
     secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
     apply_credential(noti_crds, ns, apns_simulator)
     eventually(
@@ -357,6 +391,70 @@ def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stop
             select(Notification.status, Notification.apns_reason).where(Notification.campaign == f"{ns}/spring")
         ).all()
     assert [tuple(r) for r in rows] == [("failed", "CampaignDeleted")] * 12
+
+
+def test_a_campaign_that_can_never_be_sent_fails_before_anything_is_queued(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    seed_devices(clean_db, apns_simulator.bundle_id, 5)
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    apply_campaign(noti_crds, ns, "huge", notification={"title": "Big", "body": "x" * 5042})
+    noti_crds.kubectl("wait", "-n", ns, "--for=condition=Failed", "notificationcampaign/huge", "--timeout=60s")
+    failed = custom(api, ns, "notificationcampaigns", "huge")
+    assert failed["status"]["phase"] == "Failed"
+    assert condition(failed, "Failed")["reason"] == "InvalidNotification"
+    assert "4096" in condition(failed, "Failed")["message"] and condition(failed, "Complete") == {}
+    queue = Credential(apns_simulator.bundle_id, "sandbox")
+    assert clean_redis.xlen(queue.campaign_stream(f"{ns}/huge")) == 0
+    with clean_db.connect() as connection:
+        assert connection.execute(select(Notification.id).where(Notification.campaign == f"{ns}/huge")).all() == []
+    warnings = [e for e in events(noti_crds, ns, "NotificationCampaign", "huge") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["InvalidNotification"]
+
+
+def test_a_started_campaign_keeps_its_content_and_its_phase(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    seed_devices(clean_db, apns_simulator.bundle_id, 10)
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    apply_campaign(noti_crds, ns, "fixed", ratePerSecond=1)  # no sender runs: it stays Running
+    eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "fixed",
+                          lambda c: c.get("status", {}).get("phase") == "Running" and c["status"].get("total") == 10),
+        "Running with 10 queued", operator,
+    )  # fmt: skip
+    edit = noti_crds.kubectl(
+        "patch", "-n", ns, "notificationcampaigns", "fixed", "--type=merge",
+        "-p", '{"spec": {"notification": {"title": "Changed"}}}', check=False,
+    )  # fmt: skip
+    assert edit.returncode != 0 and "cannot change once the campaign started" in edit.stderr
+    noti_crds.kubectl("patch", "-n", ns, "notificationcampaigns", "fixed", "--type=merge",
+                      "-p", '{"spec": {"ratePerSecond": 5}}')  # fmt: skip
+    generation = custom(api, ns, "notificationcampaigns", "fixed")["metadata"]["generation"]
+    eventually(
+        lambda: custom(api, ns, "notificationcampaigns", "fixed")["status"].get("observedGeneration") == generation,
+        "the new generation observed", operator,
+    )  # fmt: skip
+    assert clean_redis.hget(campaign_settings(f"{ns}/fixed"), "rate") == b"5"
+
+    # Its credential goes: a condition says so; the phase does not go back to Pending.
+    noti_crds.kubectl("delete", "-n", ns, "apnscredentials", "shop", "--timeout=30s")
+    lost = eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "fixed",
+                          lambda c: condition(c, "CredentialFound").get("status") == "False"),
+        "CredentialFound=False", operator,
+    )  # fmt: skip
+    assert lost["status"]["phase"] == "Running"
+    time.sleep(1.5)  # three more looks
+    assert custom(api, ns, "notificationcampaigns", "fixed")["status"]["phase"] == "Running"
+    warnings = [e["reason"] for e in events(noti_crds, ns, "NotificationCampaign", "fixed") if e["type"] == "Warning"]
+    assert "CredentialNotFound" in warnings
 
 
 def test_key_fingerprint_names_the_public_key_and_refuses_what_is_not_an_apns_key(
@@ -394,6 +492,8 @@ def test_operator_carries_on_after_redis_and_postgresql_restart(
     secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
     apply_credential(noti_crds, ns, apns_simulator)
     apply_campaign(noti_crds, ns, "steady")
+    eventually(lambda: _deployment(k8s.AppsV1Api(api), ns), "the sender Deployment", operator)
+    report_available(k8s.AppsV1Api(api), ns, 1)
     eventually(
         lambda: custom_if(api, ns, "notificationcampaigns", "steady",
                           lambda c: c.get("status", {}).get("phase") == "Running" and c["status"].get("total") == 20),
