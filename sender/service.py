@@ -30,6 +30,7 @@ from noti.ratelimit import TokenBucket
 from noti.sender.config import SenderConfig
 from noti.sender.health import HealthServer
 from noti.sender.metrics import SenderMetrics
+from noti.sender.outages import keep_trying
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry import RetryQueue, backoff_delay, retry_member
 from noti.settings import get_settings
@@ -440,19 +441,14 @@ class Sender:
         await self._retry_later(stream, entry_id, member, time.time() + delay)
 
     async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:
-        delay = 0.2
-        while True:
-            try:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.zadd(self.queue.retries, {member: due})  # in the retry set before it leaves the stream
-                    pipe.xack(stream, CONSUMER_GROUP, entry_id)
-                    pipe.xdel(stream, entry_id)
-                    await pipe.execute()
-                return
-            except RedisError as exc:
-                log.warning("scheduling a retry failed, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        async def schedule() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(self.queue.retries, {member: due})  # in the retry set before it leaves the stream
+                pipe.xack(stream, CONSUMER_GROUP, entry_id)
+                pipe.xdel(stream, entry_id)
+                await pipe.execute()
+
+        await keep_trying(schedule, (RedisError,), "scheduling a retry")
 
     def _finish(
         self,
