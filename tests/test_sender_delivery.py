@@ -15,8 +15,7 @@ from harness.apns import SimulatorProcess
 from harness.procs import free_port
 from noti.queue import CampaignProgress, campaign_counters
 from noti.sender.config import SenderConfig
-from noti.sender.retry import backoff_delay
-from noti.sender.service import Sender, fair_order
+from noti.sender.service import Sender
 from noti.store import records
 from noti.store.models import Device, Notification
 
@@ -146,17 +145,6 @@ async def test_credential_failure_stops_sending_and_is_published(
     assert apns_simulator.counters()["total"] <= 20
     stream = credential_of(apns_simulator).transactional_stream
     assert clean_redis.xpending(stream, "senders")["pending"] + clean_redis.xlen(stream) >= 20
-
-
-def test_backoff_grows_with_jitter_and_honours_hint() -> None:
-    delays = [backoff_delay(attempt, 0.0, 1.0, 300.0, rng=lambda: 1.0) for attempt in range(10)]
-    assert delays[:4] == [1.0, 2.0, 4.0, 8.0] and delays[-1] == 300.0
-    assert backoff_delay(0, 60.0, 1.0, 300.0, rng=lambda: 0.0) == 60.0
-    assert backoff_delay(3, 0.0, 1.0, 300.0, rng=lambda: 0.0) == 4.0  # half the exponential at least
-
-
-def test_campaigns_take_turns() -> None:
-    assert [fair_order(["a", "b", "c"], turn)[0] for turn in range(4)] == ["a", "b", "c", "a"]
 
 
 async def test_campaign_counters_follow_outcomes(
