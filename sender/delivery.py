@@ -1,5 +1,9 @@
 """Delivering one stream entry: decode it, send it to APNs, and carry out the retry policy's decision — the
-outcome to the recorder, the entry to the delayed-retry set, or the credential stopped."""
+outcome to the recorder, the entry to the delayed-retry set, or the credential stopped.
+
+A message that cannot be handled (it is not ours, or sending it raises) ends there: dead-lettered or
+recorded failed, and acknowledged, never claimed and tried again forever.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,14 @@ from noti.store.models import NotificationStatus, utcnow
 from noti.store.records import Outcome
 
 log = logging.getLogger(__name__)
+# Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
+OUTAGES = (RedisError, OSError)
+REASON_LENGTH = 64  # the record's apns_reason column
+
+
+def unsendable_reason(error: BaseException) -> str:
+    """The reason recorded for a notification whose delivery raised ``error``."""
+    return f"Unsendable: {type(error).__name__}"[:REASON_LENGTH]
 
 
 class Deliverer:
@@ -49,7 +61,18 @@ class Deliverer:
         except MessageError as exc:
             await self._dead_letter(stream, entry_id, fields, str(exc))
             return
-        await self._attempt(stream, entry_id, message)
+        try:
+            await self._attempt(stream, entry_id, message)
+        except OUTAGES:
+            raise  # left pending: claimed and tried again once Redis or APNs is back
+        except Exception as exc:
+            # Something in this message breaks sending (a header that cannot be encoded, say): every
+            # retry would raise again, so it ends here instead of coming back at each claim.
+            reason = unsendable_reason(exc)
+            log.warning("notification %s cannot be sent (%s: %.200s); recorded failed", message.id,
+                        type(exc).__name__, exc)  # fmt: skip
+            self._metrics.notifications.labels(NotificationStatus.FAILED.value, reason).inc()
+            self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason=reason)
 
     async def _attempt(self, stream: str, entry_id: bytes, message: QueuedNotification) -> None:
         try:

@@ -111,6 +111,25 @@ async def test_exhausted_retries_end_failed_with_last_reason(
     assert {tuple(row) for row in rows} == {("failed", 2, "InternalServerError")}
 
 
+async def test_a_message_that_raises_ends_failed_and_acked_while_the_rest_of_its_read_is_sent(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    tokens = [f"{i:064x}" for i in range(1, 22)]
+    good = enqueue(clean_db, clean_redis, apns_simulator, tokens[:10])
+    # 64 bytes, within Apple's limit, but not ASCII: building the request's headers raises UnicodeEncodeError.
+    [poison] = enqueue(clean_db, clean_redis, apns_simulator, tokens[10:11], content={"collapse_id": "é" * 32})
+    good += enqueue(clean_db, clean_redis, apns_simulator, tokens[11:])
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 21, seconds=15)
+    with clean_db.connect() as connection:
+        rows = {row.id: row for row in connection.execute(select(Notification))}
+    assert (rows[poison].status, rows[poison].apns_reason) == ("failed", "Unsendable: UnicodeEncodeError")
+    assert {rows[id].status for id in good} == {"sent"}
+    assert apns_simulator.counters()["total"] == 20  # the poison never went out
+    stream = credential_of(apns_simulator).transactional_stream
+    assert clean_redis.xlen(stream) == 0  # drained: nothing left to claim and raise again
+    assert clean_redis.xpending(stream, "senders")["pending"] == 0
+
+
 async def test_credential_failure_stops_sending_and_is_published(
     sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
