@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
 from harness.procs import free_port
-from noti.queue import CampaignProgress, campaign_counters
+from noti.queue import CampaignProgress, QueuedNotification, campaign_counters
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
 from noti.store import records
@@ -98,6 +99,48 @@ async def test_errors_and_goaways_are_retried_until_sent(
         retried = connection.execute(select(Notification.retry_count).where(Notification.retry_count > 0)).all()
     assert len(retried) >= 50  # about 10% met a 503 at least once
     assert apns_simulator.counters()["by_outcome"]["ServiceUnavailable"] >= 50
+
+
+async def test_a_retried_notification_waits_in_the_retry_set_with_its_record_in_flight(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(rate_503=1.0)
+    ids = enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1, 6)])
+    credential = credential_of(apns_simulator)
+    sender = Sender(_config(apns_simulator, sender_backoff_base=60.0, sender_backoff_max=60.0))
+    task = asyncio.create_task(sender.run())
+    try:
+        for _ in range(100):
+            if clean_redis.zcard(credential.retries) >= 5:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
+    scheduled_by = time.time()
+
+    # In flight: the record is not final, the entry has left the stream, its next attempt waits its turn.
+    assert statuses(clean_db) == {"queued": 5}
+    assert clean_redis.xlen(credential.transactional_stream) == 0
+    assert clean_redis.xpending(credential.transactional_stream, "senders")["pending"] == 0
+    waiting: list[tuple[bytes, float]] = clean_redis.zrange(credential.retries, 0, -1, withscores=True)  # type: ignore[assignment]
+    retries = [(_retry_of(member), due) for member, due in waiting]
+    assert sorted((retry.id, retry.attempt) for retry, _ in retries) == sorted((id, 1) for id in ids)
+    assert all(due >= scheduled_by + 25 for _, due in retries)  # a 60 s backoff waits half of it at least
+
+    # Once due (here: made due now), the second attempt delivers it and the record says it was retried.
+    apns_simulator.set_faults(rate_503=0.0)
+    clean_redis.zadd(credential.retries, {member: 0 for member, _ in waiting})
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 5)
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.status, Notification.retry_count)).all()
+    assert sorted(tuple(row) for row in rows) == [("sent", 1)] * 5
+    assert clean_redis.zcard(credential.retries) == 0
+
+
+def _retry_of(member: bytes) -> QueuedNotification:
+    _stream, version, body, _nonce = member.split(b"\x1f")
+    return QueuedNotification.decode({b"v": version, b"n": body})
 
 
 async def test_exhausted_retries_end_failed_with_last_reason(
