@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +15,9 @@ from sqlalchemy.exc import DBAPIError
 
 from noti.queue import CONSUMER_GROUP
 from noti.sender.metrics import SenderMetrics
+from noti.sender.outages import keep_trying
 from noti.store import records
 from noti.store.records import Outcome
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +51,6 @@ class Recorder:
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
         self._stopped = False
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
 
     @property
     def unacked(self) -> int:
@@ -96,17 +90,14 @@ class Recorder:
     async def _write(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
-        delay = 0.2
-        while True:
-            try:
-                await asyncio.to_thread(self._apply, outcomes)
-                self._metrics.batches.inc()
-                return
-            except DBAPIError as exc:
-                # The database is away (restart, failover): keep the batch, nothing is acked meanwhile.
-                log.warning("writing %d outcomes failed, retrying in %.1fs: %s", len(outcomes), delay, exc.orig)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # The database is away (restart, failover): keep the batch, nothing is acked meanwhile.
+        await keep_trying(
+            lambda: asyncio.to_thread(self._apply, outcomes),
+            (DBAPIError,),
+            f"writing {len(outcomes)} outcomes",
+            detail=lambda exc: getattr(exc, "orig", exc),
+        )
+        self._metrics.batches.inc()
 
     def _apply(self, outcomes: list[Outcome]) -> None:
         with self._engine.begin() as connection:
@@ -118,16 +109,12 @@ class Recorder:
         by_stream: dict[str, list[bytes]] = defaultdict(list)
         for item in batch:
             by_stream[item.stream].append(item.entry_id)
-        delay = 0.2
-        while True:
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for stream, ids in by_stream.items():
-                        pipe.xack(stream, CONSUMER_GROUP, *ids)
-                        pipe.xdel(stream, *ids)  # acked entries are done: keep streams short
-                    await pipe.execute()
-                return
-            except RedisError as exc:
-                log.warning("acknowledging %d entries failed, retrying in %.1fs: %s", len(batch), delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        async def ack() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for stream, ids in by_stream.items():
+                    pipe.xack(stream, CONSUMER_GROUP, *ids)
+                    pipe.xdel(stream, *ids)  # acked entries are done: keep streams short
+                await pipe.execute()
+
+        await keep_trying(ack, (RedisError,), f"acknowledging {len(batch)} entries")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -27,9 +28,12 @@ def enqueue(
     *,
     with_devices: bool = False,
     campaign: str | None = None,
+    content: Mapping[str, Any] | None = None,
 ) -> list[uuid.UUID]:
     """Write queued records for ``tokens`` and add them to the credential's transactional stream
-    (as ``campaign``'s records, when given, which the store counts as they finish)."""
+    (as ``campaign``'s records, when given, which the store counts as they finish), with ``content``'s
+    fields (e.g. ``collapse_id``) besides the title and body."""
+    content = dict(content or {})
     app = simulator.bundle_id
     device_ids: dict[str, int] = {}
     if with_devices:
@@ -48,6 +52,7 @@ def enqueue(
             "body": f"#{i}",
             "status": NotificationStatus.QUEUED,
             "campaign": campaign,
+            **content,
         }
         for i, token in enumerate(tokens)
     ]
@@ -58,8 +63,8 @@ def enqueue(
     pipe = client.pipeline(transaction=False)
     for row in rows:
         message = QueuedNotification(
-            id=row["id"], device_token=row["device_token"], app=app, content={"title": "Hello", "body": row["body"]},
-            device_id=row["device_id"], campaign=campaign,
+            id=row["id"], device_token=row["device_token"], app=app,
+            content={"title": "Hello", "body": row["body"], **content}, device_id=row["device_id"], campaign=campaign,
         )  # fmt: skip
         pipe.xadd(stream, message.encode())  # type: ignore[arg-type]
     pipe.execute()

@@ -84,11 +84,18 @@ def test_retry_outcome_keeps_record_in_flight(clean_db: Engine) -> None:
     row = _record(None, "ee" * 32)
     with clean_db.begin() as connection:
         records.insert_notifications(connection, [row])
-        records.apply_outcomes(
+        applied = records.apply_outcomes(
             connection, [Outcome(row["id"], NotificationStatus.QUEUED, retry_count=1, apns_reason="TooManyRequests")]
         )
+        waiting = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
+        # Written, but still in flight: not final, not counted as finished, so a redelivery is still sent.
+        assert [(a.id, a.status) for a in applied] == [(row["id"], NotificationStatus.QUEUED)]
+        assert (waiting.status, waiting.retry_count, waiting.apns_reason) == ("queued", 1, "TooManyRequests")
+        assert records.final_ids(connection, [row["id"]]) == set()
+        assert records.status_counts(connection) == {"created": 1}
         records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, retry_count=1)])
         stored = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
+        assert records.status_counts(connection) == {"created": 1, "sent": 1}
     assert (stored.status, stored.retry_count) == ("sent", 1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -13,10 +14,9 @@ from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
 from harness.procs import free_port
-from noti.queue import CampaignProgress, campaign_counters
+from noti.queue import CampaignProgress, QueuedNotification, campaign_counters
 from noti.sender.config import SenderConfig
-from noti.sender.retry import backoff_delay
-from noti.sender.service import Sender, fair_order
+from noti.sender.service import Sender
 from noti.store import records
 from noti.store.models import Device, Notification
 
@@ -101,6 +101,48 @@ async def test_errors_and_goaways_are_retried_until_sent(
     assert apns_simulator.counters()["by_outcome"]["ServiceUnavailable"] >= 50
 
 
+async def test_a_retried_notification_waits_in_the_retry_set_with_its_record_in_flight(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(rate_503=1.0)
+    ids = enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1, 6)])
+    credential = credential_of(apns_simulator)
+    sender = Sender(_config(apns_simulator, sender_backoff_base=60.0, sender_backoff_max=60.0))
+    task = asyncio.create_task(sender.run())
+    try:
+        for _ in range(100):
+            if clean_redis.zcard(credential.retries) >= 5:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
+    scheduled_by = time.time()
+
+    # In flight: the record is not final, the entry has left the stream, its next attempt waits its turn.
+    assert statuses(clean_db) == {"queued": 5}
+    assert clean_redis.xlen(credential.transactional_stream) == 0
+    assert clean_redis.xpending(credential.transactional_stream, "senders")["pending"] == 0
+    waiting: list[tuple[bytes, float]] = clean_redis.zrange(credential.retries, 0, -1, withscores=True)  # type: ignore[assignment]
+    retries = [(_retry_of(member), due) for member, due in waiting]
+    assert sorted((retry.id, retry.attempt) for retry, _ in retries) == sorted((id, 1) for id in ids)
+    assert all(due >= scheduled_by + 25 for _, due in retries)  # a 60 s backoff waits half of it at least
+
+    # Once due (here: made due now), the second attempt delivers it and the record says it was retried.
+    apns_simulator.set_faults(rate_503=0.0)
+    clean_redis.zadd(credential.retries, {member: 0 for member, _ in waiting})
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 5)
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.status, Notification.retry_count)).all()
+    assert sorted(tuple(row) for row in rows) == [("sent", 1)] * 5
+    assert clean_redis.zcard(credential.retries) == 0
+
+
+def _retry_of(member: bytes) -> QueuedNotification:
+    _stream, version, body, _nonce = member.split(b"\x1f")
+    return QueuedNotification.decode({b"v": version, b"n": body})
+
+
 async def test_exhausted_retries_end_failed_with_last_reason(
     sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
 ) -> None:
@@ -110,6 +152,25 @@ async def test_exhausted_retries_end_failed_with_last_reason(
     with clean_db.connect() as connection:
         rows = connection.execute(select(Notification.status, Notification.retry_count, Notification.apns_reason)).all()
     assert {tuple(row) for row in rows} == {("failed", 2, "InternalServerError")}
+
+
+async def test_a_message_that_raises_ends_failed_and_acked_while_the_rest_of_its_read_is_sent(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    tokens = [f"{i:064x}" for i in range(1, 22)]
+    good = enqueue(clean_db, clean_redis, apns_simulator, tokens[:10])
+    # 64 bytes, within Apple's limit, but not ASCII: building the request's headers raises UnicodeEncodeError.
+    [poison] = enqueue(clean_db, clean_redis, apns_simulator, tokens[10:11], content={"collapse_id": "é" * 32})
+    good += enqueue(clean_db, clean_redis, apns_simulator, tokens[11:])
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 21, seconds=15)
+    with clean_db.connect() as connection:
+        rows = {row.id: row for row in connection.execute(select(Notification))}
+    assert (rows[poison].status, rows[poison].apns_reason) == ("failed", "Unsendable: UnicodeEncodeError")
+    assert {rows[id].status for id in good} == {"sent"}
+    assert apns_simulator.counters()["total"] == 20  # the poison never went out
+    stream = credential_of(apns_simulator).transactional_stream
+    assert clean_redis.xlen(stream) == 0  # drained: nothing left to claim and raise again
+    assert clean_redis.xpending(stream, "senders")["pending"] == 0
 
 
 async def test_credential_failure_stops_sending_and_is_published(
@@ -146,17 +207,6 @@ async def test_credential_failure_stops_sending_and_is_published(
     assert apns_simulator.counters()["total"] <= 20
     stream = credential_of(apns_simulator).transactional_stream
     assert clean_redis.xpending(stream, "senders")["pending"] + clean_redis.xlen(stream) >= 20
-
-
-def test_backoff_grows_with_jitter_and_honours_hint() -> None:
-    delays = [backoff_delay(attempt, 0.0, 1.0, 300.0, rng=lambda: 1.0) for attempt in range(10)]
-    assert delays[:4] == [1.0, 2.0, 4.0, 8.0] and delays[-1] == 300.0
-    assert backoff_delay(0, 60.0, 1.0, 300.0, rng=lambda: 0.0) == 60.0
-    assert backoff_delay(3, 0.0, 1.0, 300.0, rng=lambda: 0.0) == 4.0  # half the exponential at least
-
-
-def test_campaigns_take_turns() -> None:
-    assert [fair_order(["a", "b", "c"], turn)[0] for turn in range(4)] == ["a", "b", "c", "a"]
 
 
 async def test_campaign_counters_follow_outcomes(

@@ -1,9 +1,9 @@
-"""Retry policy (pure) and the delayed-retry set that puts due messages back on their streams."""
+"""The delayed-retry set: notifications waiting out their backoff, put back on their streams when due.
+
+When to retry is decided in :mod:`noti.sender.policy`; this module only keeps the appointment.
+"""
 
 from __future__ import annotations
-
-import random
-from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -24,14 +24,6 @@ for _, member in ipairs(due) do
 end
 return #due
 """
-
-
-def backoff_delay(
-    attempt: int, hint: float, base: float, cap: float, rng: Callable[[], float] = random.random
-) -> float:
-    """Seconds before attempt ``attempt + 1``: exponential with equal jitter, never below APNs' hint."""
-    exponential = min(cap, base * 2**attempt)
-    return max(hint, exponential / 2 + rng() * exponential / 2)
 
 
 def retry_member(stream: str, message: QueuedNotification, nonce: str) -> str:

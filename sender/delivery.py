@@ -1,0 +1,138 @@
+"""Delivering one stream entry: decode it, send it to APNs, and carry out the retry policy's decision — the
+outcome to the recorder, the entry to the delayed-retry set, or the credential stopped.
+
+A message that cannot be handled (it is not ours, or sending it raises) ends there: dead-lettered or
+recorded failed, and acknowledged, never claimed and tried again forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from noti.apns.client import APNsClient, APNsResult
+from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
+from noti.queue import CONSUMER_GROUP, Credential, MessageError, QueuedNotification
+from noti.sender.metrics import SenderMetrics
+from noti.sender.outages import keep_trying
+from noti.sender.policy import Finish, Limits, Retry, StopCredential, decide
+from noti.sender.recorder import Finished, Recorder
+from noti.sender.retry_set import retry_member
+from noti.store.models import NotificationStatus, utcnow
+from noti.store.records import Outcome
+
+log = logging.getLogger(__name__)
+# Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
+OUTAGES = (RedisError, OSError)
+REASON_LENGTH = 64  # the record's apns_reason column
+
+
+def unsendable_reason(error: BaseException) -> str:
+    """The reason recorded for a notification whose delivery raised ``error``."""
+    return f"Unsendable: {type(error).__name__}"[:REASON_LENGTH]
+
+
+class Deliverer:
+    """Delivers entries of one credential's streams; a task per entry, so each one's failure stays its own."""
+
+    def __init__(
+        self,
+        client: APNsClient,
+        redis: aioredis.Redis,
+        queue: Credential,
+        recorder: Recorder,
+        metrics: SenderMetrics,
+        limits: Limits,
+        on_credential_refused: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._client, self._redis, self._queue = client, redis, queue
+        self._recorder, self._metrics, self._limits = recorder, metrics, limits
+        self._on_credential_refused = on_credential_refused
+
+    async def deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """Send the entry and see it through: finished, retried later, or left pending for a fixed credential."""
+        try:
+            message = QueuedNotification.decode(fields)
+        except MessageError as exc:
+            await self._dead_letter(stream, entry_id, fields, str(exc))
+            return
+        try:
+            await self._attempt(stream, entry_id, message)
+        except OUTAGES:
+            raise  # left pending: claimed and tried again once Redis or APNs is back
+        except Exception as exc:
+            # Something in this message breaks sending (a header that cannot be encoded, say): every
+            # retry would raise again, so it ends here instead of coming back at each claim.
+            reason = unsendable_reason(exc)
+            log.warning("notification %s cannot be sent (%s: %.200s); recorded failed", message.id,
+                        type(exc).__name__, exc)  # fmt: skip
+            self._metrics.notifications.labels(NotificationStatus.FAILED.value, reason).inc()
+            self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason=reason)
+
+    async def _attempt(self, stream: str, entry_id: bytes, message: QueuedNotification) -> None:
+        try:
+            content = NotificationContent.from_dict(message.content)
+            payload = build_payload(content)
+        except InvalidNotification as exc:
+            self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason="InvalidNotification")
+            log.warning("notification %s cannot be sent: %s", message.id, exc)
+            return
+        result = await self._client.send(message.device_token, content, apns_id=message.id, payload=payload)
+        self._metrics.latency.observe(result.latency)
+        match decide(result, message.attempt, self._limits):
+            case Finish(status, reason):
+                self._metrics.notifications.labels(status.value, reason).inc()
+                self._finish(stream, entry_id, message, status, result=result)
+            case StopCredential(reason):
+                # The message stays pending and is sent once the credential is fixed.
+                await self._on_credential_refused(reason)
+            case Retry(delay, reason):
+                self._metrics.notifications.labels("retried", reason).inc()
+                member = retry_member(stream, message.next_attempt(), entry_id.decode())
+                await self._retry_later(stream, entry_id, member, time.time() + delay)
+
+    async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:
+        async def schedule() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(self._queue.retries, {member: due})  # in the retry set before it leaves the stream
+                pipe.xack(stream, CONSUMER_GROUP, entry_id)
+                pipe.xdel(stream, entry_id)
+                await pipe.execute()
+
+        await keep_trying(schedule, (RedisError,), "scheduling a retry")
+
+    def _finish(
+        self,
+        stream: str,
+        entry_id: bytes,
+        message: QueuedNotification,
+        status: NotificationStatus,
+        *,
+        result: APNsResult | None = None,
+        reason: str | None = None,
+    ) -> None:
+        outcome = Outcome(
+            id=message.id,
+            status=status,
+            retry_count=message.attempt,
+            apns_id=result.apns_id if result else None,
+            apns_reason=(result.reason if result else None) or reason,
+            status_code=result.status_code or None if result else None,
+            sent_at=utcnow() if status is NotificationStatus.SENT else None,
+        )
+        self._recorder.add(Finished(stream, entry_id, outcome))
+
+    async def _dead_letter(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], error: str) -> None:
+        log.error("entry %s of %s is not a notification this sender reads (%s); moved to %s", entry_id, stream, error,
+                  self._queue.dead_letters)  # fmt: skip
+        entry: dict[Any, Any] = {b"stream": stream, b"entry": entry_id, b"error": error, **fields}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._queue.dead_letters, entry)
+            pipe.xack(stream, CONSUMER_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
