@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,13 +12,17 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 
 from noti.queue import CONSUMER_GROUP
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
 from noti.store import records
+from noti.store.models import NotificationStatus
 from noti.store.records import Outcome
+
+log = logging.getLogger(__name__)
+REFUSED = "RecordRefused"  # apns_reason of a record whose outcome the store would not take
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +105,25 @@ class Recorder:
         self._metrics.batches.inc()
 
     def _apply(self, outcomes: list[Outcome]) -> None:
-        with self._engine.begin() as connection:
-            records.apply_outcomes(connection, outcomes)
+        try:
+            with self._engine.begin() as connection:
+                records.apply_outcomes(connection, outcomes)
+        except (DataError, IntegrityError, ProgrammingError):
+            # Not an outage: the database refuses a row. Retrying the batch would stall every record
+            # behind it, so each goes alone, and one refused even alone is closed as failed.
+            for outcome in outcomes:
+                self._apply_alone(outcome)
+
+    def _apply_alone(self, outcome: Outcome) -> None:
+        try:
+            with self._engine.begin() as connection:
+                records.apply_outcomes(connection, [outcome])
+        except (DataError, IntegrityError, ProgrammingError) as exc:
+            log.error("the store refused the outcome of %s (%s): recording it as failed", outcome.id,
+                      type(getattr(exc, "orig", exc)).__name__)  # fmt: skip
+            with self._engine.begin() as connection:
+                records.apply_outcomes(connection, [Outcome(outcome.id, NotificationStatus.FAILED,
+                                                            outcome.retry_count, apns_reason=REFUSED)])  # fmt: skip
 
     async def _ack(self, batch: list[Finished]) -> None:
         """XACK and XDEL the batch's entries: safe to repeat, so a lost reply is simply retried.

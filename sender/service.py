@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
@@ -295,7 +296,8 @@ class Sender:
             if self._stopping.is_set() or self.credential_failure is not None:
                 continue
             for stream in self.reader.streams:
-                with contextlib.suppress(RedisError, OSError):
+                # An outage (Redis or the store, asked which claimed records are final) ends this sweep only.
+                with contextlib.suppress(RedisError, OSError, DBAPIError):
                     await self._claim(stream)
 
     async def _claim(self, stream: str) -> None:
