@@ -74,6 +74,16 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often statuses, backlogs and replica counts are refreshed."
     )
     operator_health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz port (0: none).")
+    operator_leader_election: bool = Field(
+        default=True, description="Act only while holding a Lease, so that one of several replicas acts at a time."
+    )
+    operator_lease_name: str = Field(default="noti-operator", description="Name of the leader election Lease.")
+    operator_lease_namespace: str = Field(
+        default="", description="Namespace of the Lease; empty: the operator pod's own (else default)."
+    )
+    operator_lease_seconds: int = Field(
+        default=15, ge=4, description="How long a leader's Lease lasts unrenewed: the longest failover wait."
+    )
 
 
 @lru_cache(maxsize=1)

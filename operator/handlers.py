@@ -43,6 +43,7 @@ from noti.operator.deployment import (
     key_fingerprint,
     sender_deployment,
 )
+from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
 from noti.queue import Credential, campaign_settings
@@ -76,6 +77,7 @@ class Operator:
         self._redis: aioredis.Redis | None = None
         self._api: k8s.ApiClient | None = None
         self._scalers: dict[str, Scaler] = {}
+        self._credential_conditions: dict[str, list[dict[str, Any]]] = {}  # by uid: the last ones written
 
     # lifecycle
 
@@ -118,7 +120,7 @@ class Operator:
 
         @kopf.on.startup(registry=registry)
         def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-            settings.peering.standalone = True  # one operator replica (the chart's Deployment uses Recreate)
+            settings.peering.standalone = True  # one leader acts at a time: a Lease (leadership.py), not kopf's peering
             settings.persistence.finalizer = "noti.dev/operator"
             settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="noti.dev")
             settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -212,10 +214,14 @@ class Operator:
         fields: dict[str, Any],
     ) -> None:  # fmt: skip
         """Patch what changed of the status (nothing changed: no write) and post an Event per transition."""
-        current = status.get("conditions")
+        uid = body["metadata"]["uid"]
+        # What this process last wrote counts over the body: a timer and a change handler can both run on a
+        # status that is one patch behind, and the same transition must be told once.
+        current = self._credential_conditions.get(uid, status.get("conditions"))
         merged = with_conditions(current, conditions)
         for moved in transitions(current, merged):
             self._event(body, moved, warning=moved["status"] == "False")
+        self._credential_conditions[uid] = merged
         patch.status.update(changed(status, {**fields, "conditions": merged}))
 
     def _event(self, body: kopf.Body, condition: Mapping[str, Any], *, warning: bool) -> None:
@@ -313,6 +319,11 @@ class Operator:
                     started_at = state["startedAt"] = started_at or now_text()
                 if step.action is Action.FINISH:
                     state["completedAt"] = now_text()
+                if step.action in (Action.FAN_OUT, Action.FOLLOW):  # senders read the rate and suspension here,
+                    await self.redis.hset(  # before the status reports this generation observed
+                        campaign_settings(campaign.name),
+                        mapping={"rate": campaign.rate_per_second, "suspend": int(campaign.suspend)},
+                    )
                 await self._campaign_status(body, state, written, step)
                 if step.action is Action.FINISH:
                     return
@@ -320,11 +331,6 @@ class Operator:
                     fanning_out = asyncio.create_task(
                         campaigns.fan_out(self.engine, self.redis, credential_queue(credential["spec"]), campaign),
                         name=f"fan-out {namespace}/{name}",
-                    )
-                if step.action in (Action.FAN_OUT, Action.FOLLOW):  # senders read the rate and suspension here
-                    await self.redis.hset(
-                        campaign_settings(campaign.name),
-                        mapping={"rate": campaign.rate_per_second, "suspend": int(campaign.suspend)},
                     )
                 await stopped.wait(step.wait or self.settings.operator_interval_seconds)
         finally:
@@ -403,9 +409,22 @@ def run(settings: Settings) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     operator = Operator(settings)
+    lease: LeaseSettings | None = None
+    if settings.operator_leader_election:
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)  # a line per renewal otherwise
+        operator.api  # noqa: B018 - loads the kubeconfig (or the in-cluster config) the Lease client uses
+        duration = settings.operator_lease_seconds
+        renew = max(2, duration * 2 // 3)
+        lease = LeaseSettings(settings.operator_lease_name, settings.operator_lease_namespace, duration, renew,
+                              max(1, renew // 3))  # fmt: skip
+        lead(lease)
     namespaces = [n.strip() for n in settings.operator_namespaces.split(",") if n.strip()]
     liveness = f"http://0.0.0.0:{settings.operator_health_port}/healthz" if settings.operator_health_port else None
-    kopf.run(
-        registry=operator.registry(), standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-        liveness_endpoint=liveness,
-    )  # fmt: skip
+    try:
+        kopf.run(
+            registry=operator.registry(), standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+            liveness_endpoint=liveness,
+        )  # fmt: skip
+    finally:
+        if lease is not None:
+            release(lease)

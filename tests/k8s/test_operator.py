@@ -42,9 +42,44 @@ CONNECTIONS = "noti-connections"
 class OperatorProcess:
     process: subprocess.Popen[str]
     log: Path
+    port: int
 
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+
+def start_operator(
+    cluster: KubeCluster, namespace: str, database_url: str, redis_url: str, folder: Path, **env: str
+) -> OperatorProcess:
+    """``noti operator`` watching ``namespace``, with short intervals, a 3 s scale-down window and a 4 s Lease."""
+    port = free_port()
+    environment = {
+        **os.environ, "KUBECONFIG": str(cluster.kubeconfig), "NOTI_DATABASE_URL": database_url,
+        "NOTI_REDIS_URL": redis_url, "NOTI_OPERATOR_INTERVAL_SECONDS": "0.5",
+        "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_BACKLOG_PER_SENDER": "100",
+        "NOTI_OPERATOR_SENDER_IMAGE": "registry.example/noti:test", "NOTI_OPERATOR_SENDER_ENV_SECRET": CONNECTIONS,
+        "NOTI_OPERATOR_SENDER_IMAGE_PULL_SECRETS": "regcred", "NOTI_OPERATOR_LEASE_NAMESPACE": namespace,
+        "NOTI_OPERATOR_LEASE_SECONDS": "4", "NOTI_OPERATOR_HEALTH_PORT": str(port), "NOTI_LOG_LEVEL": "INFO", **env,
+    }  # fmt: skip
+    noti = Path(sys.executable).with_name("noti")
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "operator.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(noti), "operator", "--namespace", namespace], env=environment, stdout=out, stderr=subprocess.STDOUT,
+            text=True, cwd=folder,
+        )  # fmt: skip
+    return OperatorProcess(process, log, port)
+
+
+def stop_operator(running: OperatorProcess) -> None:
+    if running.process.poll() is None:
+        running.process.send_signal(signal.SIGTERM)
+        try:
+            running.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+    print(f"--- operator log ---\n{running.tail()}")
 
 
 @pytest.fixture
@@ -52,34 +87,31 @@ def operator(
     noti_crds: KubeCluster, k8s_namespace: str, database_url: str, redis_url: str, clean_db: Engine,
     clean_redis: redis.Redis, tmp_path: Path,
 ) -> Iterator[OperatorProcess]:  # fmt: skip
-    """``noti operator`` watching the test's namespace, with short intervals and a 3 s scale-down window."""
-    port = free_port()
-    env = {
-        **os.environ, "KUBECONFIG": str(noti_crds.kubeconfig), "NOTI_DATABASE_URL": database_url,
-        "NOTI_REDIS_URL": redis_url, "NOTI_OPERATOR_INTERVAL_SECONDS": "0.5",
-        "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_BACKLOG_PER_SENDER": "100",
-        "NOTI_OPERATOR_SENDER_IMAGE": "registry.example/noti:test", "NOTI_OPERATOR_SENDER_ENV_SECRET": CONNECTIONS,
-        "NOTI_OPERATOR_SENDER_IMAGE_PULL_SECRETS": "regcred",
-        "NOTI_OPERATOR_HEALTH_PORT": str(port), "NOTI_LOG_LEVEL": "INFO",
-    }  # fmt: skip
-    noti = Path(sys.executable).with_name("noti")
-    log = tmp_path / "operator.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(noti), "operator", "--namespace", k8s_namespace], env=env, stdout=out, stderr=subprocess.STDOUT,
-            text=True, cwd=tmp_path,
-        )  # fmt: skip
-    running = OperatorProcess(process, log)
+    """The operator of the test's namespace, healthy (so: leading)."""
+    running = start_operator(noti_crds, k8s_namespace, database_url, redis_url, tmp_path / "operator")
     try:
-        wait_until(lambda: _healthy(process, port), timeout=60, what=f"the operator's /healthz\n{running.tail()}")
+        wait_until(lambda: _healthy(running.process, running.port), timeout=60,
+                   what=f"the operator's /healthz\n{running.tail()}")  # fmt: skip
         yield running
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(f"--- operator log ---\n{running.tail()}")
+        stop_operator(running)
+
+
+def start_sender(
+    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, folder: Path
+) -> subprocess.Popen[bytes]:
+    """A sender as its pod would run it, from its Deployment's env; only the mounted files' paths are local."""
+    env = cluster.process_env("shop-sender", namespace)
+    env.update(NOTI_APNS_KEY_FILE=str(simulator.key_path), NOTI_APNS_CA_FILE=str(simulator.ca_path),
+               NOTI_SENDER_HEALTH_PORT=str(free_port()), PATH=os.environ["PATH"])  # fmt: skip
+    with (folder / "sender.log").open("w") as log:
+        return subprocess.Popen([str(Path(sys.executable).with_name("noti")), "sender"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=folder)  # fmt: skip
+
+
+def stop_sender(sender: subprocess.Popen[bytes]) -> None:
+    sender.send_signal(signal.SIGTERM)
+    sender.wait(timeout=40)
 
 
 def _healthy(process: subprocess.Popen[str], port: int) -> bool:
@@ -313,14 +345,9 @@ def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment
     assert running["status"]["startedAt"]
     eventually(lambda: _deployment(k8s.AppsV1Api(api), ns), "the sender Deployment", operator)
 
-    # The sender, as its pod would run it; only the mounted files' paths are local ones.
     env = noti_crds.process_env("shop-sender", ns)
     assert env["NOTI_DATABASE_URL"] == database_url  # from the connections Secret, through envFrom
-    env.update(NOTI_APNS_KEY_FILE=str(apns_simulator.key_path), NOTI_APNS_CA_FILE=str(apns_simulator.ca_path),
-               NOTI_SENDER_HEALTH_PORT=str(free_port()), PATH=os.environ["PATH"])  # fmt: skip
-    log = (tmp_path / "sender.log").open("w")
-    sender = subprocess.Popen([str(Path(sys.executable).with_name("noti")), "sender"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+    sender = start_sender(noti_crds, ns, apns_simulator, tmp_path)
     try:
         # What a user waits on: Complete, which only a finished campaign has.
         noti_crds.kubectl(
@@ -328,9 +355,7 @@ def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment
         )
         done = custom(api, ns, "notificationcampaigns", "winter")
     finally:
-        sender.send_signal(signal.SIGTERM)
-        sender.wait(timeout=40)
-        log.close()
+        stop_sender(sender)
     status = done["status"]
     assert (status["total"], status["sent"], status["invalidTokens"], status["failed"]) == (30, 27, 3, 0)
     assert status["completedAt"] >= status["startedAt"]
@@ -455,6 +480,48 @@ def test_a_started_campaign_keeps_its_content_and_its_phase(
     assert custom(api, ns, "notificationcampaigns", "fixed")["status"]["phase"] == "Running"
     warnings = [e["reason"] for e in events(noti_crds, ns, "NotificationCampaign", "fixed") if e["type"] == "Warning"]
     assert "CredentialNotFound" in warnings
+
+
+def test_two_operators_one_leader_and_every_token_delivered_once(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, tmp_path: Path,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    tokens = seed_devices(clean_db, apns_simulator.bundle_id, 40)
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    second = start_operator(noti_crds, ns, database_url, redis_url, tmp_path / "second")
+    try:
+        coordination = k8s.CoordinationV1Api(api)
+
+        def holder() -> str | None:
+            return cast(str | None, coordination.read_namespaced_lease("noti-operator", ns).spec.holder_identity)
+
+        eventually(lambda: "waiting to hold the Lease" in second.log.read_text(), "the second one waits", operator)
+        assert holder() is not None and holder().endswith(f"-{operator.process.pid}")  # type: ignore[union-attr]
+        apply_credential(noti_crds, ns, apns_simulator)
+        apply_campaign(noti_crds, ns, "twice", ratePerSecond=0)
+        eventually(
+            lambda: custom_if(api, ns, "notificationcampaigns", "twice",
+                              lambda c: c.get("status", {}).get("total") == 40),
+            "all 40 counted by the leader", operator,
+        )  # fmt: skip
+        assert "holds the Lease" not in second.log.read_text()  # it never acted
+
+        operator.process.kill()  # the leader dies without a word; the follower takes over once the Lease expires
+        operator.process.wait()
+        eventually(lambda: (holder() or "").endswith(f"-{second.process.pid}"), "the follower leads", second,
+                   timeout=30)  # fmt: skip
+        eventually(lambda: _deployment(k8s.AppsV1Api(api), ns), "the sender Deployment", second)
+        sender = start_sender(noti_crds, ns, apns_simulator, tmp_path)
+        try:
+            noti_crds.kubectl("wait", "-n", ns, "--for=condition=Complete", "notificationcampaign/twice",
+                              "--timeout=90s", timeout=100)  # fmt: skip
+        finally:
+            stop_sender(sender)
+    finally:
+        stop_operator(second)
+    by_token = apns_simulator.counters()["by_token"]
+    assert {token: by_token.get(token) for token in tokens} == dict.fromkeys(tokens, 1)
 
 
 def test_key_fingerprint_names_the_public_key_and_refuses_what_is_not_an_apns_key(
