@@ -84,13 +84,6 @@ Rendering fails here, with what to set, when neither names the database or Redis
 {{- else }}
 {{- $_ := required "noti: set database.url (e.g. postgresql+psycopg://user:pass@host:5432/noti) or existingSecret (a Secret holding NOTI_DATABASE_URL and NOTI_REDIS_URL)" .Values.database.url }}
 {{- $_ := required "noti: set redis.url (e.g. redis://host:6379/0) or existingSecret (a Secret holding NOTI_DATABASE_URL and NOTI_REDIS_URL)" .Values.redis.url }}
-{{- /* The URLs hold passwords: the messages say what is wrong, never what was given. */}}
-{{- if not (regexMatch "^postgres(ql)?(\\+psycopg2?)?://[^\\s/?#]+(/[^\\s/?#]*)?(\\?\\S*)?$" .Values.database.url) }}
-{{- fail "noti: database.url is not a PostgreSQL URL: write postgresql+psycopg://user:password@host:5432/noti (the value is not shown, as it holds a password)" }}
-{{- end }}
-{{- if not (regexMatch "^rediss?://[^\\s/?#]+(/[0-9]*)?(\\?\\S*)?$" .Values.redis.url) }}
-{{- fail "noti: redis.url is not a Redis URL: write redis://host:6379/0, or rediss://:password@host:6380/0 for TLS (the value is not shown, as it may hold a password)" }}
-{{- end }}
 {{- include "noti.fullname" . }}-connections
 {{- end }}
 {{- end }}
