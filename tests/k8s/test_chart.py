@@ -178,7 +178,7 @@ def test_lint_passes_with_urls_or_an_existing_secret(k8s_cluster: KubeCluster) -
     [
         ((), "noti: set database.url (e.g. postgresql+psycopg://user:pass@host:5432/noti) or existingSecret"),
         (("--set", f"database.url={DATABASE_URL}"), "noti: set redis.url (e.g. redis://host:6379/0) or existingSecret"),
-        ((*URLS, "--set", "operator.watchNamespaces=team-a"), "noti: operator.watchNamespaces must be a list"),
+        ((*URLS, "--set", "operator.watchNamespaces=team-a"), "at '/operator/watchNamespaces': got string, want array"),
     ],
     ids=["no-database", "no-redis", "namespaces-not-a-list"],
 )
