@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import threading
 from datetime import UTC, datetime
@@ -861,7 +862,7 @@ def test_network_policies_allow_each_component_only_what_it_talks_to(k8s_cluster
 
 
 def test_sender_network_policy_selects_the_pods_the_operator_creates(k8s_cluster: KubeCluster) -> None:
-    from noti.operator.deployment import SenderImage, sender_deployment
+    from noti.operator.deployment import CREDENTIAL_LABEL, SenderImage, sender_deployment
 
     credential = {
         "metadata": {"name": "app", "namespace": "noti"},
@@ -877,6 +878,11 @@ def test_sender_network_policy_selects_the_pods_the_operator_creates(k8s_cluster
         assert selector.items() <= pod["metadata"]["labels"].items(), kind
     ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
     assert "health" in ports
+    # The credential label the monitor copies is the one the operator puts on the pods.
+    (relabel,) = find(manifests, "PodMonitor", "noti-senders")["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    (source,) = relabel["sourceLabels"]
+    assert source == "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", CREDENTIAL_LABEL)
+    assert pod["metadata"]["labels"][CREDENTIAL_LABEL] == "app"
 
 
 # --- monitoring ---------------------------------------------------------------------------------
