@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import threading
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ DATABASE_URL = "postgresql+psycopg://noti:s3cret@postgres.db:5432/noti"
 REDIS_URL = "redis://redis.db:6379/0"
 URLS = ("--set", f"database.url={DATABASE_URL}", "--set", f"redis.url={REDIS_URL}")
 IMAGE = f"noti:{__version__}"
+HELM_DEFAULT_TIMEOUT = 300
+EXAMPLES = REPO / "examples"
 
 # The operator's rights, in every watched namespace: nothing more (least privilege).
 NAMESPACED_RULES = [
@@ -176,7 +179,7 @@ def test_lint_passes_with_urls_or_an_existing_secret(k8s_cluster: KubeCluster) -
     [
         ((), "noti: set database.url (e.g. postgresql+psycopg://user:pass@host:5432/noti) or existingSecret"),
         (("--set", f"database.url={DATABASE_URL}"), "noti: set redis.url (e.g. redis://host:6379/0) or existingSecret"),
-        ((*URLS, "--set", "operator.watchNamespaces=team-a"), "noti: operator.watchNamespaces must be a list"),
+        ((*URLS, "--set", "operator.watchNamespaces=team-a"), "at '/operator/watchNamespaces': got string, want array"),
     ],
     ids=["no-database", "no-redis", "namespaces-not-a-list"],
 )
@@ -195,7 +198,6 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook_with_its_secret_cre
 
     hook = job["metadata"]["annotations"]
     assert hook["helm.sh/hook"] == "pre-install,pre-upgrade"
-    assert hook["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
     pod = job["spec"]["template"]["spec"]
     (migrate,) = pod["containers"]
     assert migrate["image"] == IMAGE
@@ -204,11 +206,15 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook_with_its_secret_cre
     assert pod["automountServiceAccountToken"] is False
     assert migrate["envFrom"] == [{"secretRef": {"name": "noti-migrations"}}]
 
-    # The Job's Secret is a hook of the same events, created before the Job and gone with it.
+    # The Job's Secret lives and dies with it: same events, weight and delete policy (helm creates
+    # Secrets before Jobs of one weight), deleted whether the Job succeeds or fails.
     annotations = secret["metadata"]["annotations"]
-    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
-    assert int(annotations["helm.sh/hook-weight"]) < int(hook.get("helm.sh/hook-weight", "0"))
-    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    for key in ("helm.sh/hook", "helm.sh/hook-weight", "helm.sh/hook-delete-policy"):
+        assert annotations[key] == hook[key], key
+    assert hook["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded,hook-failed"
+    assert hook["helm.sh/hook-output-log-policy"] == "hook-failed"
+    # The Job fails on its own before helm's default --timeout (300 s) gives up on it.
+    assert job["spec"]["activeDeadlineSeconds"] < HELM_DEFAULT_TIMEOUT
     assert "helm.sh/resource-policy" not in annotations
     assert secret_data(secret) == {"NOTI_DATABASE_URL": DATABASE_URL}
     # The connections Secret stays an ordinary release resource.
@@ -432,12 +438,7 @@ def test_migrations_run_before_the_release_with_the_database_url(k8s_cluster: Ku
         assert not exists(k8s_cluster, "deployment", "noti-gateway", ns)
         assert not exists(k8s_cluster, "secret", "noti-connections", ns)
 
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        done = {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
-        met = {**done, "type": "SuccessCriteriaMet"}
-        status = {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [met, done]}
-        k8s_cluster.kubectl("patch", "job", "noti-migrations", "--namespace", ns, "--subresource=status",
-                            "--type=merge", f"--patch={json.dumps({'status': status})}")  # fmt: skip
+        _complete_job(k8s_cluster, "noti-migrations", ns, failed=False)
     finally:
         installing.join(timeout=120)
 
@@ -526,3 +527,418 @@ def test_operator_env_names_a_custom_sender_image_and_its_pull_secrets(k8s_clust
     assert env_values(operator)["NOTI_OPERATOR_SENDER_IMAGE"] == "registry.example.com/noti:1.2.4"
     assert env_values(operator)["NOTI_OPERATOR_SENDER_IMAGE_PULL_POLICY"] == "Always"
     assert container(find(manifests, "Deployment", "noti-gateway"))["imagePullPolicy"] == "Always"
+
+
+def _complete_job(cluster: KubeCluster, name: str, namespace: str, *, failed: bool) -> None:
+    """Mark a Job finished as its controller would (no controller-manager runs here)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if failed:
+        reason = {"reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}
+        conditions = [{"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now, **reason}
+                      for kind in ("FailureTarget", "Failed")]  # fmt: skip
+        status = {"startTime": now, "failed": 1, "conditions": conditions}
+    else:
+        conditions = [{"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+                      for kind in ("SuccessCriteriaMet", "Complete")]  # fmt: skip
+        status = {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": conditions}
+    cluster.kubectl("patch", "job", name, "--namespace", namespace, "--subresource=status", "--type=merge",
+                    f"--patch={json.dumps({'status': status})}")  # fmt: skip
+
+
+@pytest.mark.parametrize("ending", ["failed", "timed-out"])
+def test_a_failed_or_timed_out_migration_leaves_neither_its_job_nor_its_secret(
+    k8s_cluster: KubeCluster, k8s_namespace: str, ending: str
+) -> None:
+    """Before, helm deleted the Secret and kept the Job, which then could never start a pod."""
+    ns = k8s_namespace
+    outcome: dict[str, subprocess.CompletedProcess[str]] = {}
+    timeout = "60s" if ending == "failed" else "3s"
+
+    def helm_install() -> None:
+        outcome["install"] = k8s_cluster.helm(
+            "install", "noti", str(CHART), "--namespace", ns, *URLS, f"--timeout={timeout}", check=False
+        )
+
+    installing = threading.Thread(target=helm_install)
+    installing.start()
+    try:
+        wait_until(lambda: exists(k8s_cluster, "job", "noti-migrations", ns) or not installing.is_alive(),
+                   timeout=30, what="migration Job", interval=0.1)  # fmt: skip
+        if ending == "failed":
+            _complete_job(k8s_cluster, "noti-migrations", ns, failed=True)
+    finally:
+        installing.join(timeout=120)
+
+    assert outcome["install"].returncode != 0
+    assert "pre-install" in outcome["install"].stderr
+    assert not exists(k8s_cluster, "job", "noti-migrations", ns)
+    assert not exists(k8s_cluster, "secret", "noti-migrations", ns)
+    assert not exists(k8s_cluster, "deployment", "noti-gateway", ns)
+
+    # The next attempt starts clean and installs.
+    def helm_retry() -> None:
+        outcome["retry"] = k8s_cluster.helm(
+            "upgrade", "--install", "noti", str(CHART), "--namespace", ns, *URLS, "--timeout=60s", check=False
+        )
+
+    retry = threading.Thread(target=helm_retry)
+    retry.start()
+    try:
+        wait_until(lambda: exists(k8s_cluster, "job", "noti-migrations", ns), timeout=30, what="second Job",
+                   interval=0.1)  # fmt: skip
+        assert secret_data(get(k8s_cluster, "secret", "noti-migrations", ns)) == {"NOTI_DATABASE_URL": DATABASE_URL}
+        _complete_job(k8s_cluster, "noti-migrations", ns, failed=False)
+    finally:
+        retry.join(timeout=120)
+    assert outcome["retry"].returncode == 0, outcome["retry"].stderr
+    assert not exists(k8s_cluster, "secret", "noti-migrations", ns)
+
+
+# --- values schema ------------------------------------------------------------------------------
+
+
+def helm_output(cluster: KubeCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return cluster.helm(*args, check=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("gateway.replicas=abc", "at '/gateway/replicas': got string, want integer"),
+        ("gateway.replcas=3", "at '/gateway': additional properties 'replcas' not allowed"),
+        ("logLevl=INFO", "at '': additional properties 'logLevl' not allowed"),
+        ("operator.serviceAccount.nmae=x", "at '/operator/serviceAccount': additional properties 'nmae' not allowed"),
+        ("senders.tuning.concurency=5", "at '/senders/tuning': additional properties 'concurency' not allowed"),
+        ("monitoring.rules.enable=true", "at '/monitoring/rules': additional properties 'enable' not allowed"),
+        ("operator.intervalSeconds=-5", "at '/operator/intervalSeconds': exclusiveMinimum: got -5, want 0"),
+        ("operator.backlogPerSender=abc", "at '/operator/backlogPerSender': got string, want integer"),
+        ("operator.backlogPerSender=0", "at '/operator/backlogPerSender': minimum: got 0, want 1"),
+        ("gateway.apnsEnvironment=prod", "at '/gateway/apnsEnvironment': value must be one of 'sandbox', 'production'"),
+        ("logLevel=LOUD", "at '/logLevel': value must be one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'"),
+        ("gateway.port=99999", "at '/gateway/port': maximum: got 99,999, want 65,535"),
+        ("operator.healthPort=0", "at '/operator/healthPort': minimum: got 0, want 1"),
+        ("image.repository=", "at '/image/repository': minLength: got 0, want 1"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+        ("gateway.podDisruptionBudget.maxUnavailable=0", "at '/gateway/podDisruptionBudget/maxUnavailable'"),
+        ("monitoring.interval=soon", "at '/monitoring/interval': 'soon' does not match pattern"),
+        ("monitoring.rules.failureRatio=5", "at '/monitoring/rules/failureRatio': maximum: got 5, want 1"),
+        # A refused URL is named, never shown: it holds a password.
+        ("database.url=garbage", "at '/database/url': 'not' failed"),
+        ("database.url=http://db/noti", "at '/database/url': 'not' failed"),
+        ("redis.url=localhost:6379", "at '/redis/url': 'not' failed"),
+    ],
+)
+def test_schema_refuses_bad_values_naming_them(k8s_cluster: KubeCluster, value: str, message: str) -> None:
+    for command in (("lint", str(CHART), "--strict"), ("template", "noti", str(CHART))):
+        result = helm_output(k8s_cluster, *command, *URLS, "--set", value)
+        assert result.returncode != 0, f"helm {command[0]} accepted {value}"
+        assert message in result.stdout + result.stderr, (command[0], result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://noti:hunter2@db:3306/noti", "postgresql+psycopg://noti:hunter2@db :5432/noti"]
+)
+def test_a_refused_database_url_is_never_echoed(k8s_cluster: KubeCluster, url: str) -> None:
+    for command in (("lint", str(CHART), "--strict"), ("template", "noti", str(CHART))):
+        result = helm_output(k8s_cluster, *command, *URLS, "--set", f"database.url={url}")
+        assert result.returncode != 0
+        assert "at '/database/url': 'not' failed" in result.stdout + result.stderr
+        assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_default_values_and_every_documented_example_pass(k8s_cluster: KubeCluster) -> None:
+    examples = [
+        URLS,
+        ("--set", "existingSecret=noti-env"),
+        # README: a custom image; skaffold: repository and tag.
+        (*URLS, "--set", "image.repository=registry.example.com/noti"),
+        (*URLS, "--set", "image.repository=localhost:5000/noti", "--set", "image.tag=2f3a9c1"),
+        # values.yaml examples
+        (*URLS, "--set", "database.url=postgresql+psycopg://user:pass@host:5432/noti",
+         "--set", "redis.url=rediss://:secret@redis.example.com:6380/0"),
+        (*URLS, "--set", "operator.watchNamespaces={team-a,team-b}", "--set", "imagePullSecrets[0].name=regcred",
+         "--set", "gateway.extraEnv[0].name=NOTI_GATEWAY_DEFAULT_APP",
+         "--set", "gateway.extraEnv[0].value=com.example.app",
+         "--set", "monitoring.labels.release=kube-prometheus-stack"),
+        (*URLS, "--set", "gateway.topologySpreadConstraints=null", "--set", "gateway.replicas=1"),
+        ("--values", str(EXAMPLES / "values-production.yaml")),
+    ]  # fmt: skip
+    for values in examples:
+        lint = helm_output(k8s_cluster, "lint", str(CHART), "--strict", *values)
+        assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout, (values, lint.stdout, lint.stderr)
+        render(k8s_cluster, *values)
+
+
+# --- availability and scheduling ----------------------------------------------------------------
+
+
+def test_gateway_gets_a_disruption_budget_only_when_more_than_one_replica_runs(k8s_cluster: KubeCluster) -> None:
+    manifests = render(k8s_cluster, *URLS)
+    budget = find(manifests, "PodDisruptionBudget", "noti-gateway")
+    gateway = find(manifests, "Deployment", "noti-gateway")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == gateway["spec"]["selector"]
+    assert not [m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"]
+    # The operator is one replica by design: a budget would block every node drain.
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "PodDisruptionBudget"] == ["noti-gateway"]
+
+    single = render(k8s_cluster, *URLS, "--set", "gateway.replicas=1")
+    assert not [m for m in single if m["kind"] == "PodDisruptionBudget"]
+    off = render(k8s_cluster, *URLS, "--set", "gateway.podDisruptionBudget.enabled=false")
+    assert not [m for m in off if m["kind"] == "PodDisruptionBudget"]
+
+
+def test_gateway_autoscaler_owns_the_replica_count_when_enabled(k8s_cluster: KubeCluster) -> None:
+    manifests = render(k8s_cluster, *URLS, "--set", "gateway.autoscaling.enabled=true",
+                       "--set", "gateway.replicas=1", "--set", "gateway.autoscaling.minReplicas=3",
+                       "--set", "gateway.autoscaling.maxReplicas=9")  # fmt: skip
+    hpa = find(manifests, "HorizontalPodAutoscaler", "noti-gateway")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "noti-gateway"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    # helm upgrades must not reset what the autoscaler chose.
+    assert "replicas" not in find(manifests, "Deployment", "noti-gateway")["spec"]
+    assert find(manifests, "PodDisruptionBudget", "noti-gateway")  # minReplicas 3 > 1
+
+
+def test_gateway_pods_spread_over_nodes_and_zones_softly_by_default(k8s_cluster: KubeCluster) -> None:
+    pod = find(render(k8s_cluster, *URLS), "Deployment", "noti-gateway")["spec"]["template"]
+    selector = {"app.kubernetes.io/name": "noti", "app.kubernetes.io/instance": "noti",
+                "app.kubernetes.io/component": "gateway"}  # fmt: skip
+    assert pod["spec"]["topologySpreadConstraints"] == [
+        {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": selector}}
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]  # fmt: skip
+    assert selector.items() <= pod["metadata"]["labels"].items()
+
+    hard = render(k8s_cluster, *URLS, "--set", "gateway.topologySpreadConstraints[0].maxSkew=2",
+                  "--set", "gateway.topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+                  "--set", "gateway.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule")  # fmt: skip
+    (constraint,) = find(hard, "Deployment", "noti-gateway")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert constraint["whenUnsatisfiable"] == "DoNotSchedule"
+    assert constraint["labelSelector"] == {"matchLabels": selector}
+    none = render(k8s_cluster, *URLS, "--set", "gateway.topologySpreadConstraints=null")
+    assert "topologySpreadConstraints" not in find(none, "Deployment", "noti-gateway")["spec"]["template"]["spec"]
+
+
+def test_scheduling_values_reach_every_pod_the_chart_makes(k8s_cluster: KubeCluster) -> None:
+    args: list[str] = list(URLS)
+    for component in ("gateway", "operator", "migrations"):
+        args += ["--set", f"{component}.priorityClassName=noti-{component}",
+                 "--set", f"{component}.nodeSelector.pool={component}",
+                 "--set", f"{component}.tolerations[0].key=dedicated",
+                 "--set", f"{component}.tolerations[0].operator=Exists",
+                 "--set", f"{component}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                          f".nodeSelectorTerms[0].matchExpressions[0].key={component}",
+                 "--set", f"{component}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                          f".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+                 "--set", f"{component}.resources.limits.cpu=3"]  # fmt: skip
+    manifests = render(k8s_cluster, *args)
+    for kind, name, component in (("Deployment", "noti-gateway", "gateway"),
+                                  ("Deployment", "noti-operator", "operator"),
+                                  ("Job", "noti-migrations", "migrations")):  # fmt: skip
+        pod = find(manifests, kind, name)["spec"]["template"]["spec"]
+        assert pod["priorityClassName"] == f"noti-{component}"
+        assert pod["nodeSelector"] == {"pool": component}
+        assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == component
+        assert pod["containers"][0]["resources"]["limits"]["cpu"] == 3
+
+
+def test_every_object_carries_the_instance_and_part_of_labels(k8s_cluster: KubeCluster) -> None:
+    manifests = render(k8s_cluster, "--values", str(EXAMPLES / "values-production.yaml"), "--set",
+                       "monitoring.operator.podMonitor=true")  # fmt: skip
+    assert len(manifests) > 15
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        where = f"{manifest['kind']} {manifest['metadata']['name']}"
+        assert labels["app.kubernetes.io/instance"] == "noti", where
+        assert labels["app.kubernetes.io/part-of"] == "noti", where
+        assert labels["app.kubernetes.io/component"], where
+
+
+def test_operator_hands_the_sender_pod_defaults_to_the_operator_as_json(k8s_cluster: KubeCluster) -> None:
+    default = env_values(container(find(render(k8s_cluster, *URLS), "Deployment", "noti-operator")))
+    senders = yaml.safe_load((CHART / "values.yaml").read_text())["senders"]
+    assert json.loads(default["NOTI_OPERATOR_SENDER_RESOURCES"]) == senders["resources"]
+    assert json.loads(default["NOTI_OPERATOR_SENDER_TOPOLOGY_SPREAD_CONSTRAINTS"]) == [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"},
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+    ]
+    assert json.loads(default["NOTI_OPERATOR_SENDER_POD_DISRUPTION_BUDGET"]) == {"enabled": True, "maxUnavailable": 1}
+    assert json.loads(default["NOTI_OPERATOR_SENDER_TUNING"]) == {"connections": 2, "concurrency": 1000,
+                                                                  "batchSize": 500}  # fmt: skip
+    assert json.loads(default["NOTI_OPERATOR_SENDER_POD_LABELS"]) == {
+        "app.kubernetes.io/instance": "noti", "app.kubernetes.io/part-of": "noti"
+    }  # fmt: skip
+    for name in ("NODE_SELECTOR", "AFFINITY", "POD_ANNOTATIONS"):
+        assert json.loads(default[f"NOTI_OPERATOR_SENDER_{name}"]) == {}
+    assert json.loads(default["NOTI_OPERATOR_SENDER_TOLERATIONS"]) == []
+    assert default["NOTI_OPERATOR_SENDER_PRIORITY_CLASS_NAME"] == ""
+
+    chosen = env_values(container(find(render(
+        k8s_cluster, "--values", str(EXAMPLES / "values-production.yaml"),
+        "--set", "senders.podAnnotations.team=push", "--set", "senders.topologySpreadConstraints=null",
+    ), "Deployment", "noti-operator")))  # fmt: skip
+    assert json.loads(chosen["NOTI_OPERATOR_SENDER_RESOURCES"]) == {
+        "requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "1Gi"}
+    }  # fmt: skip
+    assert json.loads(chosen["NOTI_OPERATOR_SENDER_NODE_SELECTOR"]) == {"kubernetes.io/os": "linux"}
+    assert json.loads(chosen["NOTI_OPERATOR_SENDER_TOLERATIONS"]) == [
+        {"key": "dedicated", "operator": "Equal", "value": "push", "effect": "NoSchedule"}
+    ]
+    assert chosen["NOTI_OPERATOR_SENDER_PRIORITY_CLASS_NAME"] == "noti-critical"
+    assert json.loads(chosen["NOTI_OPERATOR_SENDER_POD_ANNOTATIONS"]) == {"team": "push"}
+    assert json.loads(chosen["NOTI_OPERATOR_SENDER_TOPOLOGY_SPREAD_CONSTRAINTS"]) == []
+    assert json.loads(chosen["NOTI_OPERATOR_SENDER_TUNING"]) == {"connections": 4, "concurrency": 2000,
+                                                                 "batchSize": 1000}  # fmt: skip
+
+
+def test_production_example_installs_with_budget_autoscaler_and_network_policies(
+    k8s_cluster: KubeCluster, k8s_namespace: str, other_namespace: str
+) -> None:
+    """Everything but the Prometheus Operator's objects, whose CRDs this apiserver lacks."""
+    ns = k8s_namespace
+    k8s_cluster.kubectl(
+        "create", "secret", "generic", "noti-env", "--namespace", ns,
+        f"--from-literal=NOTI_DATABASE_URL={DATABASE_URL}", f"--from-literal=NOTI_REDIS_URL={REDIS_URL}",
+    )  # fmt: skip
+    install(k8s_cluster, "noti", ns, "--values", str(EXAMPLES / "values-production.yaml"),
+            "--set", f"operator.watchNamespaces={{{ns},{other_namespace}}}",
+            "--set", "monitoring.gateway.serviceMonitor=false", "--set", "monitoring.senders.podMonitor=false",
+            "--set", "monitoring.rules.enabled=false")  # fmt: skip
+
+    assert get(k8s_cluster, "poddisruptionbudget", "noti-gateway", ns)["spec"]["maxUnavailable"] == 1
+    assert get(k8s_cluster, "horizontalpodautoscaler", "noti-gateway", ns)["spec"]["minReplicas"] == 3
+    dashboard = get(k8s_cluster, "configmap", "noti-dashboard", ns)
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["noti.json"])["uid"] == "noti-overview"
+    policies = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in json.loads(k8s_cluster.kubectl(
+        "get", "networkpolicies", "--all-namespaces", "--selector=app.kubernetes.io/instance=noti", "--output=json",
+    ).stdout)["items"] if p["metadata"]["namespace"] in (ns, other_namespace)}  # fmt: skip
+    assert sorted(policies) == sorted([(ns, "noti-gateway"), (ns, "noti-operator"), (ns, "noti-senders"),
+                                       (other_namespace, "noti-senders")])  # fmt: skip
+
+
+# --- network policies ---------------------------------------------------------------------------
+
+
+def _egress_ports(policy: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(port["protocol"], port["port"]) for rule in policy["spec"]["egress"] for port in rule["ports"]}
+
+
+def test_network_policies_allow_each_component_only_what_it_talks_to(k8s_cluster: KubeCluster) -> None:
+    assert not [m for m in render(k8s_cluster, *URLS) if m["kind"] == "NetworkPolicy"]
+
+    manifests = render(k8s_cluster, *URLS, "--set", "networkPolicy.enabled=true",
+                       "--set", "networkPolicy.database.to[0].ipBlock.cidr=10.0.5.0/24")  # fmt: skip
+    dns = {("UDP", 53), ("TCP", 53)}
+    gateway = find(manifests, "NetworkPolicy", "noti-gateway")
+    operator = find(manifests, "NetworkPolicy", "noti-operator")
+    senders = find(manifests, "NetworkPolicy", "noti-senders")
+    for policy in (gateway, operator, senders):
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert _egress_ports(gateway) == dns | {("TCP", 5432), ("TCP", 6379)}
+    assert _egress_ports(operator) == dns | {("TCP", 443), ("TCP", 6443), ("TCP", 5432), ("TCP", 6379)}
+    assert _egress_ports(senders) == dns | {("TCP", 443), ("TCP", 2197), ("TCP", 5432), ("TCP", 6379)}
+    (database,) = [rule for rule in gateway["spec"]["egress"] if rule["ports"] == [{"port": 5432, "protocol": "TCP"}]]
+    assert database["to"] == [{"ipBlock": {"cidr": "10.0.5.0/24"}}]
+    # Ingress: the gateway's port, and the health/metrics port of the others.
+    assert gateway["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert operator["spec"]["ingress"] == [{"ports": [{"port": "health", "protocol": "TCP"}]}]
+    assert senders["spec"]["ingress"] == [{"ports": [{"port": "health", "protocol": "TCP"}]}]
+    # Each selects its component's pods.
+    gateway_pod = find(manifests, "Deployment", "noti-gateway")["spec"]["template"]["metadata"]["labels"]
+    operator_pod = find(manifests, "Deployment", "noti-operator")["spec"]["template"]["metadata"]["labels"]
+    assert gateway["spec"]["podSelector"]["matchLabels"].items() <= gateway_pod.items()
+    assert operator["spec"]["podSelector"]["matchLabels"].items() <= operator_pod.items()
+    assert senders["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "noti", "app.kubernetes.io/component": "sender",
+        "app.kubernetes.io/managed-by": "noti-operator",
+    }  # fmt: skip
+
+
+def test_sender_network_policy_selects_the_pods_the_operator_creates(k8s_cluster: KubeCluster) -> None:
+    from noti.operator.deployment import CREDENTIAL_LABEL, SenderImage, sender_deployment
+
+    credential = {
+        "metadata": {"name": "app", "namespace": "noti"},
+        "spec": {"teamId": "ABCDE12345", "keyId": "KEY1234567", "bundleId": "com.example.app",
+                 "environment": "production", "privateKeySecretRef": {"name": "apns-key"}},
+    }  # fmt: skip
+    pod = sender_deployment(credential, "SHA256:x", SenderImage("noti:test"))["spec"]["template"]
+    manifests = render(k8s_cluster, *URLS, "--set", "networkPolicy.enabled=true",
+                       "--set", "monitoring.senders.podMonitor=true")  # fmt: skip
+    for kind in ("NetworkPolicy", "PodMonitor"):
+        manifest = find(manifests, kind, "noti-senders")
+        selector = manifest["spec"]["podSelector" if kind == "NetworkPolicy" else "selector"]["matchLabels"]
+        assert selector.items() <= pod["metadata"]["labels"].items(), kind
+    ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+    assert "health" in ports
+    # The credential label the monitor copies is the one the operator puts on the pods.
+    (relabel,) = find(manifests, "PodMonitor", "noti-senders")["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    (source,) = relabel["sourceLabels"]
+    assert source == "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", CREDENTIAL_LABEL)
+    assert pod["metadata"]["labels"][CREDENTIAL_LABEL] == "app"
+
+
+# --- monitoring ---------------------------------------------------------------------------------
+
+
+def test_monitors_rules_and_dashboard_are_off_by_default(k8s_cluster: KubeCluster) -> None:
+    kinds = {m["kind"] for m in render(k8s_cluster, *URLS)}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert not [m for m in render(k8s_cluster, *URLS) if m["metadata"]["name"] == "noti-dashboard"]
+
+
+def test_monitors_scrape_gateway_operator_and_senders_where_they_run(k8s_cluster: KubeCluster) -> None:
+    on = ("--set", "monitoring.gateway.serviceMonitor=true", "--set", "monitoring.operator.podMonitor=true",
+          "--set", "monitoring.senders.podMonitor=true", "--set", "monitoring.labels.release=prom")  # fmt: skip
+    manifests = render(k8s_cluster, *URLS, *on)
+    gateway = find(manifests, "ServiceMonitor", "noti-gateway")
+    assert gateway["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert gateway["spec"]["selector"]["matchLabels"] == find(manifests, "Service", "noti-gateway")["spec"]["selector"]
+    assert gateway["spec"]["namespaceSelector"] == {"matchNames": ["noti"]}
+    operator = find(manifests, "PodMonitor", "noti-operator")
+    assert operator["spec"]["podMetricsEndpoints"][0]["port"] == "health"
+    senders = find(manifests, "PodMonitor", "noti-senders")
+    assert senders["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = senders["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("health", "/metrics")
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_noti_dev_credential"], "targetLabel": "credential"}
+    ]
+    for monitor in (gateway, operator, senders):
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+
+    scoped = render(k8s_cluster, *URLS, *on, "--set", "operator.watchNamespaces={team-a,team-b}")
+    assert find(scoped, "PodMonitor", "noti-senders")["spec"]["namespaceSelector"] == {
+        "matchNames": ["team-a", "team-b", "noti"]
+    }
+
+
+def test_prometheus_rule_alerts_parse_and_use_the_configured_bounds(k8s_cluster: KubeCluster) -> None:
+    import promql_parser
+
+    manifests = render(k8s_cluster, *URLS, "--set", "monitoring.rules.enabled=true",
+                       "--set", "monitoring.rules.backlogDrainSeconds=600",
+                       "--set", "monitoring.rules.additionalLabels.team=push")  # fmt: skip
+    rule = find(manifests, "PrometheusRule", "noti")
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "NotiCredentialNotReady", "NotiBacklogDrainTooSlow", "NotiBacklogNotDraining", "NotiSendFailureRateHigh",
+        "NotiInvalidTokenRateHigh", "NotiSenderRestarting", "NotiGatewayErrorRateHigh", "NotiGatewayLatencyHigh",
+    }  # fmt: skip
+    for name, alert in alerts.items():
+        promql_parser.parse(alert["expr"])  # raises on a syntax error
+        assert alert["labels"]["severity"] in ("warning", "critical"), name
+        assert alert["labels"]["team"] == "push", name
+        assert alert["annotations"]["summary"], name
+    assert alerts["NotiBacklogDrainTooSlow"]["expr"].rstrip().endswith("> 600")
+    # Sender alerts read this release's sender PodMonitor; gateway alerts its ServiceMonitor.
+    assert 'job="noti/noti-senders"' in alerts["NotiSendFailureRateHigh"]["expr"]
+    assert 'job="noti-gateway", namespace="noti"' in alerts["NotiGatewayErrorRateHigh"]["expr"]

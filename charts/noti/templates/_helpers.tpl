@@ -137,18 +137,57 @@ securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* Scheduling of one component; pass its values. */}}
+{{/*
+Scheduling of one component: node selection, tolerations, affinity, priority and spread. Spread
+constraints without a labelSelector get the component's. Pass (dict "ctx" $ "values" <its values>
+"component" "gateway").
+*/}}
 {{- define "noti.scheduling" -}}
-{{- with .nodeSelector }}
+{{- $values := .values }}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with $values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .tolerations }}
+{{- with $values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .affinity }}
+{{- with $values.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with $values.topologySpreadConstraints }}
+{{- $selector := include "noti.selectorLabels" (dict "ctx" $.ctx "component" $.component) | fromYaml }}
+{{- $constraints := list }}
+{{- range . }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway's replica floor: the autoscaler's minimum when it runs, else replicas. */}}
+{{- define "noti.gateway.minReplicas" -}}
+{{- if .Values.gateway.autoscaling.enabled }}{{ .Values.gateway.autoscaling.minReplicas }}{{ else }}{{ .Values.gateway.replicas }}{{ end }}
+{{- end }}
+
+{{/* Namespaces holding sender pods: the watched ones, else the release namespace (JSON list). */}}
+{{- define "noti.senderNamespaces" -}}
+{{- $namespaces := include "noti.watchNamespaces" . | fromJsonArray }}
+{{- toJson (append $namespaces .Release.Namespace | uniq) }}
+{{- end }}
+
+{{/* The selector of every sender pod the operator creates (operator/deployment.py labels them). */}}
+{{- define "noti.senderSelectorLabels" -}}
+app.kubernetes.io/name: noti
+app.kubernetes.io/component: sender
+app.kubernetes.io/managed-by: noti-operator
 {{- end }}
