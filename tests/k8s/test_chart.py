@@ -28,44 +28,45 @@ IMAGE = f"noti:{__version__}"
 HELM_DEFAULT_TIMEOUT = 300
 EXAMPLES = REPO / "examples"
 
-# The operator's rights, in every watched namespace: nothing more (least privilege).
+# The operator's rights, in every watched namespace: what its code uses, nothing more (least privilege).
 NAMESPACED_RULES = [
     {"apiGroups": ["noti.dev"], "resources": ["apnscredentials", "notificationcampaigns"],
-     "verbs": ["get", "list", "watch", "patch", "update"]},
+     "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["noti.dev"], "resources": ["apnscredentials/status", "notificationcampaigns/status"],
-     "verbs": ["get", "patch", "update"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"],
-     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+     "verbs": ["patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]  # fmt: skip
 # ... and, watching every namespace, what kopf needs to observe namespaces and CRDs.
 CLUSTER_ONLY_RULES = [
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
 ]  # fmt: skip
 
 # (verb, resource, subresource) the operator needs in a watched namespace, and some it must not have.
 OPERATOR_MAY = [
     ("patch", "notificationcampaigns", "status"),
-    ("update", "apnscredentials", "status"),
+    ("patch", "apnscredentials", "status"),
     ("watch", "notificationcampaigns", ""),
     ("patch", "apnscredentials", ""),
     ("create", "deployments", ""),
-    ("delete", "deployments", ""),
+    ("patch", "deployments", ""),
     ("get", "secrets", ""),
     ("create", "events", ""),
-    ("create", "events.events.k8s.io", ""),
 ]
 OPERATOR_MAY_NOT = [
+    ("list", "secrets", ""),  # every Secret of the namespace, kube-system's too when cluster-wide
+    ("watch", "secrets", ""),
     ("delete", "secrets", ""),
     ("create", "secrets", ""),
+    ("delete", "deployments", ""),  # garbage collection removes a credential's Deployment, not the operator
+    ("update", "deployments", ""),
     ("create", "pods", ""),
     ("list", "configmaps", ""),
     ("create", "notificationcampaigns", ""),
     ("delete", "apnscredentials", ""),
+    ("update", "apnscredentials", "status"),
     ("create", "deployments", "scale"),
     ("create", "rolebindings", ""),
 ]
@@ -297,7 +298,7 @@ def test_install_creates_gateway_operator_and_their_secret(k8s_cluster: KubeClus
     operator = get(k8s_cluster, "deployment", "noti-operator", ns)
     spec, pod, main = operator["spec"], operator["spec"]["template"]["spec"], container(operator)
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["strategy"]["type"] == "RollingUpdate"  # the new pod waits for the Lease: never two acting
     assert pod["serviceAccountName"] == "noti-operator"
     assert exists(k8s_cluster, "serviceaccount", "noti-operator", ns)
     assert main["args"] == ["operator"]
@@ -472,8 +473,16 @@ def test_operator_watching_all_namespaces_has_cluster_role_with_least_privilege(
             assert can_i(k8s_cluster, user, verb, resource, namespace, subresource), (verb, resource, subresource)
         for verb, resource, subresource in OPERATOR_MAY_NOT:
             assert not can_i(k8s_cluster, user, verb, resource, namespace, subresource), (verb, resource)
-    assert can_i(k8s_cluster, user, "list", "deployments", None) is True  # across namespaces
+    assert can_i(k8s_cluster, user, "list", "deployments", None) is False
+    assert can_i(k8s_cluster, user, "list", "secrets", None) is False
+    assert can_i(k8s_cluster, user, "get", "secrets", "kube-system") is True  # by name only, never listed
     assert can_i(k8s_cluster, user, "watch", "namespaces", None) is True
+    # The Lease one operator holds while it leads, in the release namespace only.
+    lease = ("leases.coordination.k8s.io", k8s_namespace)
+    assert can_i(k8s_cluster, user, "create", *lease) is True
+    assert can_i(k8s_cluster, user, "update", "leases.coordination.k8s.io/noti-operator", k8s_namespace) is True
+    assert can_i(k8s_cluster, user, "update", "leases.coordination.k8s.io/other", k8s_namespace) is False
+    assert can_i(k8s_cluster, user, "create", "leases.coordination.k8s.io", other_namespace) is False
     assert can_i(k8s_cluster, user, "list", "customresourcedefinitions.apiextensions.k8s.io", None) is True
     assert can_i(k8s_cluster, user, "delete", "namespaces", None) is False
     assert can_i(k8s_cluster, user, "create", "clusterrolebindings", None) is False
@@ -503,7 +512,8 @@ def test_operator_watching_listed_namespaces_gets_roles_there_only(
 
     for verb, resource, subresource in OPERATOR_MAY:
         assert not can_i(k8s_cluster, user, verb, resource, unwatched, subresource), (verb, resource)
-    assert can_i(k8s_cluster, user, "list", "deployments", unwatched) is False
+    assert can_i(k8s_cluster, user, "get", "deployments", unwatched) is False
+    assert can_i(k8s_cluster, user, "get", "secrets", unwatched) is False
     assert can_i(k8s_cluster, user, "list", "deployments", None) is False  # not across namespaces
     assert can_i(k8s_cluster, user, "list", "namespaces", None) is False
 
@@ -672,6 +682,21 @@ def test_default_values_and_every_documented_example_pass(k8s_cluster: KubeClust
 # --- availability and scheduling ----------------------------------------------------------------
 
 
+def test_operator_replicas_stand_by_with_a_budget_keeping_one(k8s_cluster: KubeCluster) -> None:
+    single = render(k8s_cluster, *URLS)
+    assert find(single, "Deployment", "noti-operator")["spec"]["replicas"] == 1
+    assert not [m for m in single if m["kind"] == "PodDisruptionBudget" and "operator" in m["metadata"]["name"]]
+    two = render(k8s_cluster, *URLS, "--set", "operator.replicas=2")
+    deployment = find(two, "Deployment", "noti-operator")
+    assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]  # a rolling update is safe
+    budget = find(two, "PodDisruptionBudget", "noti-operator")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    leader = find(two, "Role", "noti-operator-leader")
+    assert leader["rules"][1] == {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                  "resourceNames": ["noti-operator"], "verbs": ["get", "update", "patch"]}  # fmt: skip
+
+
 def test_gateway_gets_a_disruption_budget_only_when_more_than_one_replica_runs(k8s_cluster: KubeCluster) -> None:
     manifests = render(k8s_cluster, *URLS)
     budget = find(manifests, "PodDisruptionBudget", "noti-gateway")
@@ -679,7 +704,7 @@ def test_gateway_gets_a_disruption_budget_only_when_more_than_one_replica_runs(k
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"] == gateway["spec"]["selector"]
     assert not [m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"]
-    # The operator is one replica by design: a budget would block every node drain.
+    # One operator replica gets no budget: it would block every node drain.
     assert [m["metadata"]["name"] for m in manifests if m["kind"] == "PodDisruptionBudget"] == ["noti-gateway"]
 
     single = render(k8s_cluster, *URLS, "--set", "gateway.replicas=1")
