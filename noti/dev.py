@@ -263,7 +263,9 @@ class DevStack:
                 "",
                 "Try it:",
                 f"  export NOTI_URL={gateway_url} NOTI_API_KEY={api_key}",
-                f'  curl -s -X POST $NOTI_URL/api/notifications/ -H "Authorization: Bearer $NOTI_API_KEY" '
+                # -w '\n': the JSON answer ends without a newline, and the shell prompt would follow it
+                "  curl -s -w '\\n' -X POST $NOTI_URL/api/notifications/ "
+                '-H "Authorization: Bearer $NOTI_API_KEY" '
                 f'-H \'content-type: application/json\' -d \'{{"device_token": "{token}", "app": "{self.options.app}", '
                 f'"title": "Hello", "body": "from Noti"}}\'',
                 "",

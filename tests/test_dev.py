@@ -51,6 +51,16 @@ class Dev:
         result: dict[str, str] = json.loads((self.data_dir / "running.json").read_text())
         return result
 
+    def banner(self) -> str:
+        """What ``noti dev`` printed, up to its banner's last line."""
+        assert self.process.stdout is not None
+        lines: list[str] = []
+        for line in self.process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops it"):
+                break
+        return "".join(lines)
+
     def stop(self) -> str:
         self.process.send_signal(signal.SIGINT)
         output, _ = self.process.communicate(timeout=60)
@@ -163,3 +173,13 @@ def test_campaign_run_against_the_dev_stack(dev: Dev) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "default/winter-sale: total 5, sent 5, failed 0, invalid tokens 0" in result.stdout
+
+
+def test_the_banners_curl_line_works_and_ends_its_answer_with_a_newline(dev: Dev) -> None:
+    lines = [line.strip() for line in dev.banner().splitlines()]
+    export = next(line for line in lines if line.startswith("export NOTI_URL="))
+    curl = next(line for line in lines if line.startswith("curl "))
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", f"{export}\n{curl}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("}\n")
+    assert json.loads(result.stdout)["status"] == "queued"
