@@ -193,6 +193,10 @@ class DevStack:
                 CREDENTIAL,
                 simulator_url=simulator.url,
                 simulator_control_url=f"http://127.0.0.1:{simulator.control_port}",
+                team_id=TEAM_ID,
+                key_id=KEY_ID,
+                key_file=str(data.apns_key),
+                ca_file=str(simulator.ca_path),
             )
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))

@@ -51,3 +51,16 @@ def test_migrate_against_postgres_reports_head(database_url: str) -> None:
     result = _noti("migrate", "--database-url", database_url)
     assert result.returncode == 0, result.stderr
     assert f"is at revision {migrate.head_revision()}" in result.stdout
+
+
+def test_send_help_names_the_environment_variables_its_options_read() -> None:
+    result = _noti("send", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for option, variable in [
+        ("--gateway", "NOTI_URL"),
+        ("--api-key", "NOTI_API_KEY"),
+        ("--ca-file", "NOTI_APNS_CA_FILE"),
+    ]:
+        described = text.split(f"{option} ", 1)[1].split(" --", 1)[0]
+        assert f"env var: {variable}" in described, described

@@ -175,6 +175,14 @@ def test_campaign_run_against_the_dev_stack(dev: Dev) -> None:
     assert "default/winter-sale: total 5, sent 5, failed 0, invalid tokens 0" in result.stdout
 
 
+def _send(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("NOTI_URL", "NOTI_API_KEY", "NOTI_APNS_CA_FILE")}
+    return subprocess.run(
+        [sys.executable, "-m", "noti.cli", "send", *args], capture_output=True, text=True, timeout=90,
+        env={**clean, **(env or {})},
+    )  # fmt: skip
+
+
 def test_the_banners_curl_line_works_and_ends_its_answer_with_a_newline(dev: Dev) -> None:
     lines = [line.strip() for line in dev.banner().splitlines()]
     export = next(line for line in lines if line.startswith("export NOTI_URL="))
@@ -183,3 +191,61 @@ def test_the_banners_curl_line_works_and_ends_its_answer_with_a_newline(dev: Dev
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("}\n")
     assert json.loads(result.stdout)["status"] == "queued"
+
+
+def test_noti_send_dev_goes_straight_to_the_simulator_with_the_dev_credential(dev: Dev) -> None:
+    token = "d4" * 32
+    result = _send("--dev", "--data-dir", str(dev.data_dir), "--token", token, "--title", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("sent: apns-id ")
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
+    assert counters["by_token"][token] == 1
+
+
+def test_noti_send_dev_without_a_running_stack_says_to_start_one_and_creates_nothing(tmp_path: Path) -> None:
+    result = _send("--dev", "--data-dir", str(tmp_path / "none"), "--token", "d4" * 32, "--title", "Hi")
+    assert result.returncode != 0
+    assert "no dev stack is running" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_an_untrusted_apns_certificate_is_named_with_the_option_that_trusts_it(dev: Dev) -> None:
+    stack = dev.runtime
+    direct = (
+        "--token", "e5" * 32, "--title", "Hi", "--key-file", stack["key_file"], "--key-id", stack["key_id"],
+        "--team-id", stack["team_id"], "--app", stack["app"], "--endpoint", stack["simulator_url"],
+    )  # fmt: skip
+    untrusted = _send(*direct)
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr and "not trusted" in untrusted.stderr, untrusted.stderr
+    assert "--ca-file" in untrusted.stderr and "NOTI_APNS_CA_FILE" in untrusted.stderr
+    assert "Traceback" not in untrusted.stderr
+    trusted = _send(*direct, env={"NOTI_APNS_CA_FILE": stack["ca_file"]})
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout.startswith("sent: apns-id ")
+
+
+def test_noti_send_wait_prints_the_outcome_with_apns_reason(dev: Dev) -> None:
+    gone = "f6" * 32
+    httpx.post(f"{dev.runtime['simulator_control_url']}/faults", json={"unregistered": [gone]}).raise_for_status()
+    env = {"NOTI_URL": dev.url, "NOTI_API_KEY": dev.api_key}
+    sent = _send("--token", "a7" * 32, "--title", "Hi", "--app", "com.example.noti", "--wait", env=env)
+    assert sent.returncode == 0, sent.stderr
+    queued, outcome = sent.stdout.splitlines()
+    notification_id = queued.removeprefix("queued ")
+    assert outcome.startswith(f"sent {notification_id} (apns-id ")
+
+    failed = _send("--token", gone, "--title", "Hi", "--app", "com.example.noti", "--wait", env=env)
+    assert failed.returncode == 1
+    notification_id = failed.stdout.splitlines()[0].removeprefix("queued ")
+    assert failed.stdout.splitlines()[1] == f"invalid_token {notification_id}: APNs answered 410: Unregistered"
+
+
+def test_noti_send_wait_gives_up_after_its_timeout(dev: Dev) -> None:
+    httpx.post(f"{dev.runtime['simulator_control_url']}/faults", json={"latency_ms": 5000}).raise_for_status()
+    env = {"NOTI_URL": dev.url, "NOTI_API_KEY": dev.api_key}
+    slow = _send(
+        "--token", "b8" * 32, "--title", "Hi", "--app", "com.example.noti", "--wait", "--timeout", "1", env=env
+    )
+    assert slow.returncode != 0
+    assert "after 1s" in slow.stderr and "--timeout" in slow.stderr and "Traceback" not in slow.stderr
