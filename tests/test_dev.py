@@ -249,3 +249,93 @@ def test_noti_send_wait_gives_up_after_its_timeout(dev: Dev) -> None:
     )
     assert slow.returncode != 0
     assert "after 1s" in slow.stderr and "--timeout" in slow.stderr and "Traceback" not in slow.stderr
+
+
+def _campaign_manifest(path: Path, name: str, rate: int, rate_field: str = "ratePerSecond") -> Path:
+    path.write_text(
+        f"apiVersion: noti.dev/v1alpha1\nkind: NotificationCampaign\nmetadata: {{name: {name}}}\n"
+        "spec:\n  credentialRef: {name: dev}\n  notification: {title: Slowly}\n  audience: {allDevices: true}\n"
+        f"  {rate_field}: {rate}\n"
+    )
+    return path
+
+
+def _campaign_run(dev: Dev, manifest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noti.cli", "campaign", "run", str(manifest), "--data-dir", str(dev.data_dir),
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def _register(dev: Dev, count: int) -> None:
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    for i in range(count):
+        answer = httpx.post(f"{dev.url}/api/devices/", json={"device_token": f"{i + 1:064x}"}, headers=headers)
+        assert answer.status_code in (200, 201), answer.text
+
+
+def test_campaign_run_prints_progress_lines_off_a_terminal_and_a_rerun_says_it_is_done(
+    dev: Dev, tmp_path: Path
+) -> None:
+    _register(dev, 30)
+    manifest = _campaign_manifest(tmp_path / "slow.yaml", "slow", rate=10)  # about 3 s of sending
+    first = _campaign_run(dev, manifest)
+    assert first.returncode == 0, first.stderr
+    progress = re.findall(r"^default/slow: (\d+)/30 finished \(sent \d+, failed 0\), queued \d+, \S+/s, ETA \S+$",
+                          first.stdout, re.M)  # fmt: skip
+    assert len(progress) >= 2, first.stdout
+    assert int(progress[0]) < 30 and int(progress[-1]) == 30, first.stdout
+    assert first.stdout.splitlines()[-1] == "default/slow: total 30, sent 30, failed 0, invalid tokens 0"
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
+
+    again = _campaign_run(dev, manifest)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(
+        "campaign default/slow already completed: 30 sent, 0 failed, 0 invalid tokens of 30"
+    ), again.stdout
+    assert "queued" not in again.stdout
+    assert httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()["total"] == counters["total"]
+
+
+def test_a_typo_in_a_campaign_manifest_is_refused_before_anything_is_queued(dev: Dev, tmp_path: Path) -> None:
+    _register(dev, 3)
+    typo = _campaign_run(dev, _campaign_manifest(tmp_path / "typo.yaml", "typo", rate=1, rate_field="ratePerSec"))
+    assert typo.returncode != 0
+    assert typo.stderr.strip() == f"Error: {tmp_path / 'typo.yaml'}: spec.ratePerSec: unknown field"
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    page = httpx.get(f"{dev.url}/api/notifications/", params={"campaign": "default/typo"}, headers=headers).json()
+    assert page["results"] == []
+
+
+def test_campaign_run_on_a_terminal_draws_a_progress_bar(dev: Dev, tmp_path: Path) -> None:
+    import pty
+
+    _register(dev, 20)
+    manifest = _campaign_manifest(tmp_path / "bar.yaml", "bar", rate=10)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "noti.cli", "campaign", "run", str(manifest), "--data-dir", str(dev.data_dir),
+         "--timeout", "60"],
+        stdin=terminal, stdout=terminal, stderr=terminal, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=60) == 0, output.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # colours and cursor moves
+    assert "━" in text  # the bar itself
+    assert re.search(r"20/20 .*sent 20 .*failed 0 .*/s .*ETA", text), text
+    assert "default/bar: total 20, sent 20, failed 0, invalid tokens 0" in text
