@@ -8,6 +8,7 @@ COPY noti ./noti
 COPY gateway ./gateway
 COPY sender ./sender
 COPY operator ./operator
+COPY crds ./crds
 RUN pip wheel --no-cache-dir -c constraints.txt --wheel-dir /wheels .
 
 FROM python:3.11-slim

@@ -45,10 +45,21 @@ def apikey() -> None:
 
 
 def _engine() -> Engine:
-    from noti.store.db import make_engine
+    """The store, migrated to this version's schema; a clear error, and nothing created, otherwise."""
+    from noti.store import migrate
+    from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 
-    settings = get_settings()
-    return make_engine(settings.database_url, pool_size=1)
+    url = get_settings().database_url
+    try:
+        engine = make_engine(url, pool_size=1, create=False)
+        current = migrate.current_revision(engine)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    if current != migrate.head_revision():
+        engine.dispose()
+        found = f"is at revision {current}" if current else "has no Noti schema"
+        raise click.ClickException(f"the database {safe_url(url)} {found}: run `noti migrate` first")
+    return engine
 
 
 @apikey.command("create")

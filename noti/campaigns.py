@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, exists, func, select, tuple_
 from sqlalchemy.dialects.postgresql import array
 
+from noti import crd_schema
 from noti.queue import (
     XADD_MANY,
     CampaignProgress,
@@ -43,6 +44,7 @@ from noti.store.records import Outcome
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
+CRD_FILE = "notificationcampaigns.noti.dev.yaml"  # in crds/: the schema manifests are checked against
 # camelCase manifest field → notification field (the names the store and the APNs payload use)
 CONTENT_FIELDS = {
     "title": "title",
@@ -102,10 +104,6 @@ class Audience:
                 "spec.audience needs exactly one of allDevices: true, ownerExternalIds, tags, deviceTokens"
                 + (f" (got {', '.join(chosen)})" if chosen else "")
             )
-        for name in ("ownerExternalIds", "tags", "deviceTokens"):
-            value = spec.get(name, [])
-            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-                raise CampaignError(f"spec.audience.{name} must be a list of strings")
         return cls(
             all_devices=bool(spec.get("allDevices")),
             owner_external_ids=tuple(spec.get("ownerExternalIds", ())),
@@ -135,37 +133,25 @@ class CampaignSpec:
             raise CampaignError("the manifest must be a YAML mapping")
         if manifest.get("kind") != KIND or manifest.get("apiVersion") != API_VERSION:
             raise CampaignError(f"expected kind: {KIND} and apiVersion: {API_VERSION}")
-        metadata = manifest.get("metadata") or {}
-        if not metadata.get("name"):
-            raise CampaignError("metadata.name is required")
-        spec = manifest.get("spec") or {}
-        credential = (spec.get("credentialRef") or {}).get("name")
-        if not credential:
-            raise CampaignError("spec.credentialRef.name is required")
-        notification = spec.get("notification")
-        if not isinstance(notification, dict):
-            raise CampaignError("spec.notification is required")
-        unknown = sorted(set(notification) - set(CONTENT_FIELDS))
-        if unknown:
-            raise CampaignError(f"spec.notification has unknown fields: {', '.join(unknown)}")
-        content = {CONTENT_FIELDS[key]: value for key, value in notification.items()}
-        rate = spec.get("ratePerSecond", 1000)
-        if not isinstance(rate, int) or rate < 0:
-            raise CampaignError("spec.ratePerSecond must be a whole number >= 0")
+        wrong = crd_schema.problems(manifest, CRD_FILE, API_VERSION.rpartition("/")[2])
+        if wrong:
+            raise CampaignError("; ".join(wrong))
+        metadata, spec = manifest["metadata"], manifest["spec"]
+        content = {CONTENT_FIELDS[key]: value for key, value in spec["notification"].items()}
         start_at = spec.get("startAt")
         if isinstance(start_at, str):
             try:
                 start_at = datetime.fromisoformat(start_at.replace("Z", "+00:00"))
             except ValueError:
-                raise CampaignError(f"spec.startAt is not an RFC 3339 time: {start_at!r}") from None
+                raise CampaignError(f"spec.startAt: not an RFC 3339 time: {start_at!r}") from None
         if isinstance(start_at, datetime) and start_at.tzinfo is None:
             start_at = start_at.replace(tzinfo=UTC)
         return cls(
             name=f"{metadata.get('namespace') or 'default'}/{metadata['name']}",
-            credential=credential,
+            credential=spec["credentialRef"]["name"],
             content=content,
-            audience=Audience.from_spec(spec.get("audience") or {}),
-            rate_per_second=rate,
+            audience=Audience.from_spec(spec["audience"]),
+            rate_per_second=spec.get("ratePerSecond", 1000),
             start_at=start_at,
             suspend=bool(spec.get("suspend", False)),
             uid=str(metadata.get("uid") or ""),

@@ -45,7 +45,7 @@ class LazyGroup(click.Group):
 def cli(log_level: str) -> None:
     """Noti: iOS push notifications at scale (operator, gateway, senders, APNs simulator)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "alembic.runtime.migration"):  # a line per request or step is noise, not news
+    for chatty in ("httpx", "alembic"):  # a line per request, plugin or migration step is noise, not news
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

@@ -214,6 +214,10 @@ class DevStack:
                 CREDENTIAL,
                 simulator_url=simulator.url,
                 simulator_control_url=f"http://127.0.0.1:{simulator.control_port}",
+                team_id=TEAM_ID,
+                key_id=KEY_ID,
+                key_file=str(data.apns_key),
+                ca_file=str(simulator.ca_path),
             )
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
@@ -284,7 +288,9 @@ class DevStack:
                 "",
                 "Try it:",
                 f"  export NOTI_URL={gateway_url} NOTI_API_KEY={api_key}",
-                f'  curl -s -X POST $NOTI_URL/api/notifications/ -H "Authorization: Bearer $NOTI_API_KEY" '
+                # -w '\n': the JSON answer ends without a newline, and the shell prompt would follow it
+                "  curl -s -w '\\n' -X POST $NOTI_URL/api/notifications/ "
+                '-H "Authorization: Bearer $NOTI_API_KEY" '
                 f'-H \'content-type: application/json\' -d \'{{"device_token": "{token}", "app": "{self.options.app}", '
                 f'"title": "Hello", "body": "from Noti"}}\'',
                 "",

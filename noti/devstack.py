@@ -39,6 +39,11 @@ class RuntimeInfo:
     credential: str  # name of the dev APNsCredential campaigns refer to
     simulator_url: str = ""
     simulator_control_url: str = ""  # GET /counters: what the APNs simulator received
+    # The dev credential, for `noti send --dev` straight to the simulator.
+    team_id: str = ""
+    key_id: str = ""
+    key_file: str = ""  # the .p8 signing key
+    ca_file: str = ""  # the simulator's certificate, to trust
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,11 @@ class DataDir:
             return RuntimeInfo(**json.loads(self.runtime.read_text()))
         except FileNotFoundError:
             raise missing from None
+
+    @classmethod
+    def at(cls, path: str | Path) -> DataDir:
+        """The data directory at ``path``, for reading: nothing is created."""
+        return cls(Path(path).expanduser().resolve())
 
     @classmethod
     def prepare(cls, path: str | Path) -> DataDir:

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from harness.apns import SimulatorProcess
+from noti.apns.client import APNsClient, client_ssl_context
+from noti.apns.payload import NotificationContent
 from noti.apns.tokens import REFRESH_AFTER, CredentialKeyError, ProviderTokens, load_signing_key, mint
 
 REDIS_KEY = "noti:provider-token:test"
@@ -90,6 +92,58 @@ def test_sender_processes_of_one_credential_mint_one_token(
     counters = apns_simulator.counters()
     assert counters["by_outcome"] == {"Success": 200}
     assert counters["provider_tokens"] == 1
+
+
+async def _commands(redis: aioredis.Redis) -> dict[str, int]:
+    """How many times Redis ran each command successfully since the last CONFIG RESETSTAT."""
+    stats = await redis.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"]) - int(value.get("failed_calls", 0))
+        for name, value in stats.items()
+    }
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["no-token-yet", "token-in-redis"])
+async def test_many_first_sends_on_a_small_redis_pool_look_the_token_up_once(
+    redis: aioredis.Redis, redis_url: str, key: ec.EllipticCurvePrivateKey, stored: bool
+) -> None:
+    if stored:
+        await redis.set(REDIS_KEY, f"{int(NOW) - 60}:{mint(key, 'KID', 'TEAM', int(NOW) - 60)}")
+    small = aioredis.Redis.from_url(redis_url, max_connections=2)  # a pool that 1,000 lookups at once would exhaust
+    tokens = ProviderTokens(key, "KID", "TEAM", redis=small, redis_key=REDIS_KEY, clock=lambda: NOW)
+    await redis.config_resetstat()
+    try:
+        answers = await asyncio.gather(*(tokens.current() for _ in range(1000)), return_exceptions=True)
+    finally:
+        await small.aclose()
+    errors = [answer for answer in answers if isinstance(answer, BaseException)]
+    assert errors == []
+    assert len(set(answers)) == 1
+    commands = await _commands(redis)
+    stores = commands.get("evalsha", 0) + commands.get("eval", 0)  # the compare-and-set, which GETs once itself
+    assert commands.get("get", 0) - stores == 1
+    assert tokens.minted == stores == (0 if stored else 1)
+
+
+async def test_a_thousand_first_sends_through_the_simulator_all_succeed_with_one_token(
+    apns_simulator: SimulatorProcess, clean_redis: object, redis_url: str
+) -> None:
+    small = aioredis.Redis.from_url(redis_url, max_connections=2)
+    tokens = ProviderTokens(
+        load_signing_key(apns_simulator.private_key_pem), apns_simulator.key_id, apns_simulator.team_id,
+        redis=small, redis_key=REDIS_KEY,
+    )  # fmt: skip
+    client = APNsClient(
+        apns_simulator.bundle_id, endpoint=apns_simulator.url, tokens=tokens,
+        ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path),
+    )  # fmt: skip
+    try:
+        results = await client.send_many([(f"{i:064x}", NotificationContent(title="hi")) for i in range(1000)])
+    finally:
+        await client.aclose()
+        await small.aclose()
+    assert [result.ok for result in results] == [True] * 1000
+    assert apns_simulator.counters()["provider_tokens"] == 1
 
 
 async def test_a_token_older_than_50_minutes_is_replaced_once_by_racing_instances(

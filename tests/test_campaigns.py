@@ -9,15 +9,17 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yaml
 from sqlalchemy import Engine, func, insert, select
 
-from noti.campaigns import CampaignError, CampaignSpec, cancel, fan_out
+from noti.campaigns import CONTENT_FIELDS, CRD_FILE, CampaignError, CampaignSpec, cancel, fan_out
 from noti.queue import Credential, QueuedNotification, campaign_counters, campaign_fanout_cursor
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus
 from noti.store.records import Outcome
 
+ROOT = Path(__file__).resolve().parents[1]
 APP = "com.example.app"
 CREDENTIAL = Credential(APP, "sandbox")
 
@@ -70,13 +72,60 @@ async def aredis(clean_redis: redis.Redis) -> AsyncIterator[aioredis.Redis]:
 def test_manifest_errors_say_what_to_fix() -> None:
     with pytest.raises(CampaignError, match="exactly one of allDevices"):
         CampaignSpec.from_manifest(_manifest({"tags": ["a"], "deviceTokens": ["ab" * 32]}))
-    with pytest.raises(CampaignError, match="unknown fields: colour"):
+    with pytest.raises(CampaignError, match=r"^spec\.notification\.colour: unknown field$"):
         CampaignSpec.from_manifest(_manifest({"allDevices": True}, colour="red"))
     with pytest.raises(CampaignError, match="expected kind: NotificationCampaign"):
         CampaignSpec.from_manifest({"kind": "Deployment"})
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
     assert spec.name == "shop/launch"
     assert spec.content == {"title": "Launch", "body": "It's here", "thread_id": "launch"}
+
+
+def test_a_typo_in_a_spec_field_is_an_unknown_field_not_a_silent_default() -> None:
+    manifest = _manifest({"allDevices": True})
+    manifest["spec"]["ratePerSec"] = manifest["spec"].pop("ratePerSecond")
+    with pytest.raises(CampaignError) as raised:
+        CampaignSpec.from_manifest(manifest)
+    assert str(raised.value) == "spec.ratePerSec: unknown field"
+
+
+def test_every_problem_of_a_manifest_is_reported_with_its_path() -> None:
+    manifest = _manifest({"tags": "vip", "tagz": ["vip"]}, badge=-1, pushType="push")
+    manifest["spec"]["credentialRef"] = {}
+    manifest["spec"]["ratePerSecond"] = "fast"
+    manifest["specs"] = {}
+    with pytest.raises(CampaignError) as raised:
+        CampaignSpec.from_manifest(manifest)
+    problems = str(raised.value).split("; ")
+    assert set(problems) == {
+        "specs: unknown field",
+        "spec.credentialRef.name: required",
+        "spec.audience.tagz: unknown field",
+        "spec.audience.tags: must be an array",
+        "spec.notification.badge: -1 is less than the minimum of 0",
+        "spec.notification.pushType: 'push' is not one of ['alert', 'background', 'voip', 'liveactivity', "
+        "'complication', 'fileprovider', 'mdm', 'location', 'pushtotalk', 'widgets']",
+        "spec.ratePerSecond: must be an integer",
+    }, problems
+
+
+def test_fields_the_crd_leaves_open_take_anything() -> None:
+    manifest = _manifest(
+        {"allDevices": True}, data={"deeplink": "app://x", "nested": {"any": [1, "two"]}},
+        sound={"critical": 1, "name": "alarm.caf", "volume": 0.5},
+    )  # fmt: skip
+    manifest["metadata"]["labels"] = {"team": "growth"}
+    manifest["status"] = {"phase": "Running", "somethingNew": 1}
+    spec = CampaignSpec.from_manifest(manifest)
+    assert spec.content["data"]["nested"] == {"any": [1, "two"]}
+    assert spec.content["sound"]["name"] == "alarm.caf"
+
+
+def test_the_crd_declares_exactly_the_notification_fields_a_campaign_sends() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
+    (version,) = crd["spec"]["versions"]
+    declared = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["notification"]["properties"]
+    assert set(declared) == set(CONTENT_FIELDS)
 
 
 async def test_all_devices_fan_out_queues_each_active_device_once(clean_db: Engine, aredis: aioredis.Redis) -> None:

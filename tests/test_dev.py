@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,16 @@ class Dev:
     def runtime(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads((self.data_dir / "running.json").read_text())
         return result
+
+    def banner(self) -> str:
+        """What ``noti dev`` printed, up to its banner's last line."""
+        assert self.process.stdout is not None
+        lines: list[str] = []
+        for line in self.process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops it"):
+                break
+        return "".join(lines)
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGINT)
@@ -181,3 +192,169 @@ def test_an_impossible_port_says_so(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2 and "--port" in result.stderr and "99999" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _send(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("NOTI_URL", "NOTI_API_KEY", "NOTI_APNS_CA_FILE")}
+    return subprocess.run(
+        [sys.executable, "-m", "noti.cli", "send", *args], capture_output=True, text=True, timeout=90,
+        env={**clean, **(env or {})},
+    )  # fmt: skip
+
+
+def test_the_banners_curl_line_works_and_ends_its_answer_with_a_newline(dev: Dev) -> None:
+    lines = [line.strip() for line in dev.banner().splitlines()]
+    export = next(line for line in lines if line.startswith("export NOTI_URL="))
+    curl = next(line for line in lines if line.startswith("curl "))
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", f"{export}\n{curl}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("}\n")
+    assert json.loads(result.stdout)["status"] == "queued"
+
+
+def test_noti_send_dev_goes_straight_to_the_simulator_with_the_dev_credential(dev: Dev) -> None:
+    token = "d4" * 32
+    result = _send("--dev", "--data-dir", str(dev.data_dir), "--token", token, "--title", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("sent: apns-id ")
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
+    assert counters["by_token"][token] == 1
+
+
+def test_noti_send_dev_without_a_running_stack_says_to_start_one_and_creates_nothing(tmp_path: Path) -> None:
+    result = _send("--dev", "--data-dir", str(tmp_path / "none"), "--token", "d4" * 32, "--title", "Hi")
+    assert result.returncode != 0
+    assert "no dev stack is running" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_an_untrusted_apns_certificate_is_named_with_the_option_that_trusts_it(dev: Dev) -> None:
+    stack = dev.runtime
+    direct = (
+        "--token", "e5" * 32, "--title", "Hi", "--key-file", stack["key_file"], "--key-id", stack["key_id"],
+        "--team-id", stack["team_id"], "--app", stack["app"], "--endpoint", stack["simulator_url"],
+    )  # fmt: skip
+    untrusted = _send(*direct)
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr and "not trusted" in untrusted.stderr, untrusted.stderr
+    assert "--ca-file" in untrusted.stderr and "NOTI_APNS_CA_FILE" in untrusted.stderr
+    assert "Traceback" not in untrusted.stderr
+    trusted = _send(*direct, env={"NOTI_APNS_CA_FILE": stack["ca_file"]})
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout.startswith("sent: apns-id ")
+
+
+def test_noti_send_wait_prints_the_outcome_with_apns_reason(dev: Dev) -> None:
+    gone = "f6" * 32
+    httpx.post(f"{dev.runtime['simulator_control_url']}/faults", json={"unregistered": [gone]}).raise_for_status()
+    env = {"NOTI_URL": dev.url, "NOTI_API_KEY": dev.api_key}
+    sent = _send("--token", "a7" * 32, "--title", "Hi", "--app", "com.example.noti", "--wait", env=env)
+    assert sent.returncode == 0, sent.stderr
+    queued, outcome = sent.stdout.splitlines()
+    notification_id = queued.removeprefix("queued ")
+    assert outcome.startswith(f"sent {notification_id} (apns-id ")
+
+    failed = _send("--token", gone, "--title", "Hi", "--app", "com.example.noti", "--wait", env=env)
+    assert failed.returncode == 1
+    notification_id = failed.stdout.splitlines()[0].removeprefix("queued ")
+    assert failed.stdout.splitlines()[1] == f"invalid_token {notification_id}: APNs answered 410: Unregistered"
+
+
+def test_noti_send_wait_gives_up_after_its_timeout(dev: Dev) -> None:
+    httpx.post(f"{dev.runtime['simulator_control_url']}/faults", json={"latency_ms": 5000}).raise_for_status()
+    env = {"NOTI_URL": dev.url, "NOTI_API_KEY": dev.api_key}
+    slow = _send(
+        "--token", "b8" * 32, "--title", "Hi", "--app", "com.example.noti", "--wait", "--timeout", "1", env=env
+    )
+    assert slow.returncode != 0
+    assert "after 1s" in slow.stderr and "--timeout" in slow.stderr and "Traceback" not in slow.stderr
+
+
+def _campaign_manifest(path: Path, name: str, rate: int, rate_field: str = "ratePerSecond") -> Path:
+    path.write_text(
+        f"apiVersion: noti.dev/v1alpha1\nkind: NotificationCampaign\nmetadata: {{name: {name}}}\n"
+        "spec:\n  credentialRef: {name: dev}\n  notification: {title: Slowly}\n  audience: {allDevices: true}\n"
+        f"  {rate_field}: {rate}\n"
+    )
+    return path
+
+
+def _campaign_run(dev: Dev, manifest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noti.cli", "campaign", "run", str(manifest), "--data-dir", str(dev.data_dir),
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def _register(dev: Dev, count: int) -> None:
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    for i in range(count):
+        answer = httpx.post(f"{dev.url}/api/devices/", json={"device_token": f"{i + 1:064x}"}, headers=headers)
+        assert answer.status_code in (200, 201), answer.text
+
+
+def test_campaign_run_prints_progress_lines_off_a_terminal_and_a_rerun_says_it_is_done(
+    dev: Dev, tmp_path: Path
+) -> None:
+    _register(dev, 30)
+    manifest = _campaign_manifest(tmp_path / "slow.yaml", "slow", rate=10)  # about 3 s of sending
+    first = _campaign_run(dev, manifest)
+    assert first.returncode == 0, first.stderr
+    progress = re.findall(r"^default/slow: (\d+)/30 finished \(sent \d+, failed 0\), queued \d+, \S+/s, ETA \S+$",
+                          first.stdout, re.M)  # fmt: skip
+    assert len(progress) >= 2, first.stdout
+    assert int(progress[0]) < 30 and int(progress[-1]) == 30, first.stdout
+    assert first.stdout.splitlines()[-1] == "default/slow: total 30, sent 30, failed 0, invalid tokens 0"
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
+
+    again = _campaign_run(dev, manifest)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(
+        "campaign default/slow already completed: 30 sent, 0 failed, 0 invalid tokens of 30"
+    ), again.stdout
+    assert "queued" not in again.stdout
+    assert httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()["total"] == counters["total"]
+
+
+def test_a_typo_in_a_campaign_manifest_is_refused_before_anything_is_queued(dev: Dev, tmp_path: Path) -> None:
+    _register(dev, 3)
+    typo = _campaign_run(dev, _campaign_manifest(tmp_path / "typo.yaml", "typo", rate=1, rate_field="ratePerSec"))
+    assert typo.returncode != 0
+    assert typo.stderr.strip() == f"Error: {tmp_path / 'typo.yaml'}: spec.ratePerSec: unknown field"
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    page = httpx.get(f"{dev.url}/api/notifications/", params={"campaign": "default/typo"}, headers=headers).json()
+    assert page["results"] == []
+
+
+def test_campaign_run_on_a_terminal_draws_a_progress_bar(dev: Dev, tmp_path: Path) -> None:
+    import pty
+
+    _register(dev, 20)
+    manifest = _campaign_manifest(tmp_path / "bar.yaml", "bar", rate=10)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "noti.cli", "campaign", "run", str(manifest), "--data-dir", str(dev.data_dir),
+         "--timeout", "60"],
+        stdin=terminal, stdout=terminal, stderr=terminal, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=60) == 0, output.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # colours and cursor moves
+    assert "━" in text  # the bar itself
+    assert re.search(r"20/20 .*sent 20 .*failed 0 .*/s .*ETA", text), text
+    assert "default/bar: total 20, sent 20, failed 0, invalid tokens 0" in text

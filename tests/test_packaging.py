@@ -32,6 +32,9 @@ def test_wheel_installs_every_component_under_noti_and_keeps_stdlib_operator(tmp
     assert "noti/operator/__init__.py" in names
     assert "noti/store/migrations/versions/0001_initial_schema.py" in names
     assert not any(name.startswith(("operator/", "gateway/", "sender/")) for name in names)
+    with zipfile.ZipFile(wheel) as archive:  # the CRDs themselves, not copies that could drift
+        shipped = {name.removeprefix("noti/crds/"): archive.read(name) for name in names if name.endswith(".yaml")}
+    assert shipped == {path.name: path.read_bytes() for path in (ROOT / "crds").glob("*.yaml")}
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -60,6 +63,16 @@ def test_wheel_installs_every_component_under_noti_and_keeps_stdlib_operator(tmp
         "    except ImportError:\n"
         "        continue\n"
         "    raise AssertionError(f'top-level {name} is importable')\n"
+        "from noti.campaigns import CampaignError, CampaignSpec\n"
+        "manifest = {'apiVersion': 'noti.dev/v1alpha1', 'kind': 'NotificationCampaign', 'metadata': {'name': 'x'},\n"
+        "            'spec': {'credentialRef': {'name': 'a'}, 'notification': {}, 'audience': {'allDevices': True},\n"
+        "                     'ratePerSec': 1}}\n"
+        "try:\n"
+        "    CampaignSpec.from_manifest(manifest)\n"
+        "except CampaignError as exc:\n"
+        "    assert str(exc) == 'spec.ratePerSec: unknown field', exc\n"
+        "else:\n"
+        "    raise AssertionError('an installed noti did not check the manifest against its CRD')\n"
         "print('ok')\n"
     )
     result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path)

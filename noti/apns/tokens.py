@@ -4,10 +4,14 @@ Apple throttles token churn per team (429 TooManyProviderTokenUpdates), so a tok
 minted once, stored with SET NX, reused by all senders of the credential and replaced
 between 20 and 60 minutes of age — or once when APNs calls it expired, by whichever
 process notices first (a compare-and-set, so N processes seeing the 403 mint once).
+Within a process a token is looked up or minted by one coroutine at a time (single
+flight): a thousand sends starting together wait for one Redis round trip instead of
+each taking a pooled connection for the same answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -82,6 +86,7 @@ class ProviderTokens:
         self._stored: str | None = None  # "<iat>:<jwt>"
         self._cas = redis.register_script(_COMPARE_AND_SET) if redis is not None else None
         self.minted = 0  # tokens this process minted, for tests and metrics
+        self._flight = asyncio.Lock()  # one lookup or mint at a time in this process
 
     def _fresh(self, stored: str | None) -> bool:
         return stored is not None and self._clock() - _issued_at(stored) < REFRESH_AFTER
@@ -96,31 +101,33 @@ class ProviderTokens:
         if self._fresh(self._stored):
             assert self._stored is not None
             return _token(self._stored)
-        if self._redis is None:
-            self._stored = self._mint()
-            return _token(self._stored)
-        stored = await self._shared()
-        if self._fresh(stored):
-            self._stored = stored
-        else:
-            self._stored = await self._replace(stored)
+        async with self._flight:
+            if not self._fresh(self._stored):  # unless the coroutine ahead of us found or minted one
+                self._stored = await self._lookup()
         assert self._stored is not None
         return _token(self._stored)
 
+    async def _lookup(self) -> str:
+        if self._redis is None:
+            return self._mint()
+        stored = await self._shared()
+        return stored if stored is not None and self._fresh(stored) else await self._replace(stored)
+
     async def refresh(self, rejected: str) -> str:
         """APNs rejected ``rejected`` as expired: replace it once, however many processes ask."""
-        if self._stored is None and self._redis is not None:
-            # Not seen here yet: the shared one is either ``rejected`` (the compare-and-set must
-            # expect it) or its replacement already.
-            self._stored = await self._shared()
-        if self._stored is not None and _token(self._stored) != rejected:
-            return _token(self._stored)  # someone in this process already replaced it
-        if self._redis is None:
-            self._stored = self._mint()
-        else:
-            stale = self._stored if self._stored is not None and _token(self._stored) == rejected else ""
-            self._stored = await self._replace(stale)
-        return _token(self._stored)
+        async with self._flight:
+            if self._stored is None and self._redis is not None:
+                # Not seen here yet: the shared one is either ``rejected`` (the compare-and-set must
+                # expect it) or its replacement already.
+                self._stored = await self._shared()
+            if self._stored is not None and _token(self._stored) != rejected:
+                return _token(self._stored)  # someone in this process already replaced it
+            if self._redis is None:
+                self._stored = self._mint()
+            else:
+                stale = self._stored if self._stored is not None and _token(self._stored) == rejected else ""
+                self._stored = await self._replace(stale)
+            return _token(self._stored)
 
     async def _shared(self) -> str | None:
         assert self._redis is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from noti.settings import get_settings
@@ -10,21 +12,38 @@ from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 
 
 @click.command("migrate")
-@click.option("--database-url", envvar="NOTI_DATABASE_URL", help="Overrides NOTI_DATABASE_URL.")
+@click.option("--database-url", envvar="NOTI_DATABASE_URL", show_envvar=True, help="The store to migrate.")
 @click.option("--revision", default=None, help="Target revision (default: head when upgrading, base when downgrading).")
-@click.option("--down", is_flag=True, help="Downgrade instead of upgrade.")
-def migrate(database_url: str | None, revision: str | None, down: bool) -> None:
+@click.option("--down", is_flag=True, help="Downgrade instead of upgrade (to base: drops every Noti table).")
+@click.option("--yes", is_flag=True, help="Do not ask before --down drops tables and their data.")
+def migrate(database_url: str | None, revision: str | None, down: bool, yes: bool) -> None:
     """Apply the store's migrations to PostgreSQL or SQLite."""
     url = database_url or get_settings().database_url
-    engine = make_engine(url, pool_size=1)
+    target = revision or ("base" if down else "head")
+    try:
+        migrations.check_revision(target)
+        engine = make_engine(url, pool_size=1, create=not down)
+    except (DatabaseUnavailable, migrations.RevisionError) as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         if down:
-            migrations.downgrade(engine, revision or "base")
+            _confirm_down(safe_url(url), target, yes)
+            migrations.downgrade(engine, target)
         else:
-            migrations.upgrade(engine, revision or "head")
+            migrations.upgrade(engine, target)
         current = migrations.current_revision(engine)
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, migrations.RevisionError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
     click.echo(f"{safe_url(url)} is at revision {current or 'base'}")
+
+
+def _confirm_down(url: str, target: str, yes: bool) -> None:
+    """Dropping tables loses data: ask on a terminal, refuse without --yes anywhere else."""
+    what = "drops every Noti table and its data" if target == "base" else f"drops what came after revision {target}"
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"noti migrate --down {what} in {url}: pass --yes to do it without a terminal")
+    click.confirm(f"noti migrate --down {what} in {url}. Go on?", abort=True)

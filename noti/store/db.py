@@ -7,18 +7,35 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
+
+SUPPORTED_URLS = "postgresql://user:password@host/database or sqlite:///path/to/noti.db"
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The store cannot be reached; the message is safe to print (no password)."""
+    """The store cannot be reached or used; the message is safe to print (no password)."""
+
+
+class DatabaseURLError(DatabaseUnavailable):
+    """The database URL names no store Noti can use (a typo, or MySQL); the message says what to give."""
 
 
 def normalize_url(url: str | URL) -> URL:
     """Use psycopg 3 for PostgreSQL whatever driver the URL names (``postgres://`` included)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not parsed, so its password cannot be hidden: show none of it.
+        raise DatabaseURLError(f"the database URL is not a URL: give {SUPPORTED_URLS}") from None
     if parsed.drivername in {"postgres", "postgresql", "postgresql+psycopg2"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise DatabaseURLError(
+            f"Noti keeps its data in PostgreSQL or SQLite, not {backend} "
+            f"({parsed.render_as_string(hide_password=True)}): give {SUPPORTED_URLS}"
+        )
     return parsed
 
 
@@ -41,12 +58,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """An engine for ``url``: pooled psycopg 3 on PostgreSQL, WAL-mode SQLite otherwise."""
+def make_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False, create: bool = True) -> Engine:
+    """An engine for ``url``: pooled psycopg 3 on PostgreSQL, WAL-mode SQLite otherwise.
+
+    With ``create=False`` (read-only commands) a missing SQLite file is an error, not a new database.
+    """
     parsed = normalize_url(url)
+    try:
+        return _engine(parsed, pool_size=pool_size, echo=echo, create=create)
+    except (ImportError, NoSuchModuleError) as exc:
+        raise DatabaseURLError(f"cannot use {safe_url(parsed)} ({exc}): give {SUPPORTED_URLS}") from None
+
+
+def _engine(parsed: URL, *, pool_size: int, echo: bool, create: bool) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
+            if not create and not Path(database).is_file():
+                raise DatabaseUnavailable(
+                    f"no Noti database at {Path(database).resolve()}: run `noti migrate` (or start `noti dev`) "
+                    "first, or point NOTI_DATABASE_URL at one"
+                )
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -22,15 +26,48 @@ def _config(engine: Engine) -> Config:
     return config
 
 
-def _run(engine: Engine, action: str, revision: str) -> None:
-    config = _config(engine)
+class RevisionError(ValueError):
+    """A migration target that does not exist or cannot be reached from here; the message lists the known ones."""
+
+
+def revisions() -> list[str]:
+    """Every migration revision, oldest first."""
+    return [script.revision for script in reversed(list(ScriptDirectory(str(MIGRATIONS)).walk_revisions()))]
+
+
+def _unknown(revision: str, why: str) -> RevisionError:
+    return RevisionError(f"{why}: give head, base or one of {', '.join(revisions())} as --revision")
+
+
+def check_revision(revision: str) -> None:
+    """Refuse an unknown target before anything is connected to (relative targets are checked when run)."""
+    if re.search(r"[+-]", revision):
+        return
     try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            getattr(command, action)(config, revision)
+        ScriptDirectory(str(MIGRATIONS)).get_revisions(revision)
+    except CommandError:
+        raise _unknown(revision, f"no migration revision {revision!r}") from None
+
+
+@contextlib.contextmanager
+def _reachable(engine: Engine) -> Iterator[None]:
+    try:
+        yield
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailable(f"cannot reach the database {safe_url(engine.url)}: {reason}") from None
+
+
+def _run(engine: Engine, action: str, revision: str) -> None:
+    check_revision(revision)
+    config = _config(engine)
+    with _reachable(engine):
+        try:
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                getattr(command, action)(config, revision)
+        except CommandError as exc:
+            raise _unknown(revision, str(exc).rstrip(".")) from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -45,7 +82,7 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    with engine.connect() as connection:
+    with _reachable(engine), engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 

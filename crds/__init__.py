@@ -1,0 +1,1 @@
+"""The CRD manifests, the one source of truth, shipped in the package as ``noti.crds`` data."""
