@@ -121,10 +121,12 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
 ALERT = NotificationContent(title="Hello", body="from the conformance suite")
 
 
-async def send(client: APNsClient, token: str, content: NotificationContent = ALERT, **options: bytes) -> APNsResult:
+async def send(
+    client: APNsClient, token: str, content: NotificationContent = ALERT, *, payload: bytes | None = None
+) -> APNsResult:
     """Send with an apns-id of our own, so the server's decision can be found by it."""
     apns_id = str(uuid.uuid4())
-    result = await client.send(token, content, apns_id=apns_id, **options)  # type: ignore[arg-type]
+    result = await client.send(token, content, apns_id=apns_id, payload=payload)
     assert result.apns_id in (apns_id, None), "the answer carries the request's apns-id"
     return result
 
