@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "tests" / "pushy"
 BUILD_SCRIPT = "scripts/build-pushy.sh"
 KNOWN_TOKENS = 600  # device tokens registered for every topic of the app: enough for the concurrency cases
+APPLE_MAX_CONCURRENT_STREAMS = 1000  # what APNs announces in SETTINGS (Pushy's own default is 1500)
 EXPIRED_TOKENS = 3
 
 
@@ -185,7 +186,7 @@ def start_pushy(directory: Path, *, known_tokens: int = KNOWN_TOKENS, now: float
         java(), "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-jar", str(jar),
         "--cert", str(cert_path), "--key", str(tls_key_path), "--port", "0",
         "--verification-key", f"{TEAM_ID}:{KEY_ID}:{public_path}:{','.join(topics)}",
-        "--decisions", str(decisions_path),
+        "--decisions", str(decisions_path), "--max-concurrent-streams", str(APPLE_MAX_CONCURRENT_STREAMS),
     ]  # fmt: skip
     for topic in topics:
         command += ["--device-token", f"{topic}={','.join(known)}"]

@@ -35,6 +35,7 @@ import java.util.Set;
  * --device-token TOPIC=HEX[,HEX...]            device tokens registered for a topic
  * --expired-token HEX=EPOCH_MILLIS             a token Apple calls Unregistered since that time
  * --decisions decisions.jsonl                  where decisions go (default: stdout, after the port line)
+ * --max-concurrent-streams 1000                SETTINGS_MAX_CONCURRENT_STREAMS (default: Pushy's, 1500)
  * </pre>
  */
 public final class Main {
@@ -47,6 +48,7 @@ public final class Main {
         File key = null;
         int port = 0;
         String decisions = null;
+        int maxConcurrentStreams = 0;
         final Map<String, Set<String>> deviceTokensByTopic = new HashMap<>();
         final Map<String, Instant> expiredTokens = new HashMap<>();
         final Map<String, ApnsVerificationKey> keysById = new HashMap<>();
@@ -63,6 +65,7 @@ public final class Main {
                 case "--key" -> key = new File(value);
                 case "--port" -> port = Integer.parseInt(value);
                 case "--decisions" -> decisions = value;
+                case "--max-concurrent-streams" -> maxConcurrentStreams = Integer.parseInt(value);
                 case "--device-token" -> {
                     final String[] parts = split(option, value, "=", 2);
                     deviceTokensByTopic.computeIfAbsent(parts[0], topic -> new HashSet<>())
@@ -89,7 +92,11 @@ public final class Main {
         final PrintStream decisionStream = decisions == null
                 ? System.out
                 : new PrintStream(new FileOutputStream(decisions, true), true, StandardCharsets.UTF_8);
-        final MockApnsServer server = new MockApnsServerBuilder()
+        final MockApnsServerBuilder builder = new MockApnsServerBuilder();
+        if (maxConcurrentStreams > 0) {
+            builder.setMaxConcurrentStreams(maxConcurrentStreams);
+        }
+        final MockApnsServer server = builder
                 .setServerCredentials(cert, key, null)
                 .setUseAlpn(true) // as Apple does; Pushy leaves it off by default
                 .setHandlerFactory(new DerSignatureHandlerFactory(new ValidatingPushNotificationHandlerFactory(
