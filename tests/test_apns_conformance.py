@@ -11,8 +11,6 @@ flips when fixed; where Pushy 0.15 differs from Apple the case says so and expec
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import secrets
 import time
 import uuid
@@ -22,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from apns_support import FixedTokens, StaleFirstTokens, der_signed_token
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
@@ -292,18 +290,6 @@ async def test_request_without_provider_token_is_missing_provider_token(server: 
     assert (result.status_code, result.reason, result.outcome) == (403, "MissingProviderToken", Outcome.CREDENTIAL)
 
 
-class StaleFirstTokens(ProviderTokens):
-    """Hands out a token issued 3700 s ago (Apple's limit is an hour) until APNs refuses it."""
-
-    def __init__(self, key: EllipticCurvePrivateKey, key_id: str, team_id: str) -> None:
-        self.offset = -3700.0
-        super().__init__(key, key_id, team_id, clock=lambda: time.time() + self.offset)
-
-    async def refresh(self, rejected: str) -> str:
-        self.offset = 0.0
-        return await super().refresh(rejected)
-
-
 async def test_expired_provider_token_is_refreshed_once_and_the_notification_resent(server: Server) -> None:
     tokens = StaleFirstTokens(server.signing_key, server.key_id, server.team_id)
     result = await send(server.client(tokens), server.known_tokens[0])
@@ -311,29 +297,6 @@ async def test_expired_provider_token_is_refreshed_once_and_the_notification_res
     assert (result.status_code, result.outcome) == (200, Outcome.SUCCESS)
     assert tokens.minted == 2
     assert_client_reports(server, [result], server_said=Counter({"ExpiredProviderToken": 1, "Success": 1}))
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def der_signed_token(key: EllipticCurvePrivateKey, key_id: str, team_id: str, issued_at: int) -> str:
-    """An ES256 provider token whose signature is ASN.1 DER, as Java's and OpenSSL's signers write it."""
-    header = _b64url(json.dumps({"alg": "ES256", "kid": key_id}).encode())
-    claims = _b64url(json.dumps({"iss": team_id, "iat": issued_at}).encode())
-    signature = key.sign(f"{header}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
-    return f"{header}.{claims}.{_b64url(signature)}"
-
-
-class FixedTokens(ProviderTokens):
-    """Always the given token."""
-
-    def __init__(self, key: EllipticCurvePrivateKey, key_id: str, team_id: str, token: str) -> None:
-        super().__init__(key, key_id, team_id)
-        self.token = token
-
-    async def current(self) -> str:
-        return self.token
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from apns_support import FixedTokens, b64url_decode, der_signed_token
 
 from harness import pushy
 from harness.pushy import REPO, PushyServer, jar_path, pushy_jar
+from noti.apns.client import APNsClient, client_ssl_context
+from noti.apns.payload import NotificationContent
+from noti.apns.tokens import load_signing_key, mint
 
 
 def test_build_script_and_fixture_agree_on_the_cached_jar(pushy_session: PushyServer) -> None:
@@ -55,3 +60,43 @@ def test_server_listens_on_loopback_only(pushy_session: PushyServer) -> None:
     # 127.0.0.1 (Java may bind it as the IPv4-mapped ::ffff:127.0.0.1), not 0.0.0.0 or ::
     assert len(listening_addresses(port)) == 1
     assert listening_addresses(port) <= {"0100007F", "0000000000000000FFFF00000100007F"}
+
+
+def signature_shapes(token: str) -> set[str]:
+    """What makes a raw R||S signature's DER form differ: a zero first byte (shorter INTEGER) or the high bit set
+    (a leading 0x00)."""
+    raw = b64url_decode(token.rsplit(".", 1)[1])
+    shapes = set()
+    for name, part in (("r", raw[:32]), ("s", raw[32:])):
+        shapes.add(
+            f"{name}-leading-zero" if part[0] == 0 else f"{name}-high-bit" if part[0] >= 0x80 else f"{name}-plain"
+        )
+    return shapes
+
+
+async def test_every_shape_of_jws_signature_is_re_encoded_for_pushy_and_der_is_left_alone(pushy: PushyServer) -> None:
+    """Pushy verifies DER only; the harness re-encodes raw R||S. Both INTEGER edge cases must survive it."""
+    key = load_signing_key(pushy.private_key_pem)
+    now = int(time.time())
+    wanted = {f"{part}-{shape}" for part in "rs" for shape in ("leading-zero", "high-bit", "plain")}
+    tokens: dict[str, str] = {}
+    for _ in range(20_000):  # a zero first byte comes once in 256 signatures
+        token = mint(key, pushy.key_id, pushy.team_id, now)
+        for shape in signature_shapes(token) - set(tokens):
+            tokens[shape] = token
+        if set(tokens) == wanted:
+            break
+    assert set(tokens) == wanted
+    tokens["der"] = der_signed_token(key, pushy.key_id, pushy.team_id, now)
+    fixed = FixedTokens(key, pushy.key_id, pushy.team_id, "")
+    client = APNsClient(
+        pushy.bundle_id, endpoint=pushy.url, tokens=fixed, ssl_context=client_ssl_context(ca_file=pushy.ca_path)
+    )
+    try:
+        answers = {}
+        for shape, token in tokens.items():
+            fixed.token = token
+            answers[shape] = (await client.send(pushy.known_tokens[0], NotificationContent(title="t"))).status_code
+    finally:
+        await client.aclose()
+    assert answers == dict.fromkeys(tokens, 200)
