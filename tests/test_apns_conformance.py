@@ -203,6 +203,23 @@ async def test_every_push_type_is_delivered_to_a_registered_token(server: Server
         assert (result.status_code, result.outcome) == (200, Outcome.SUCCESS)
 
 
+# Pushy 0.15's DeliveryPriority knows 10 and 5 only; Apple documents 1 too (power above all else).
+PUSHY_PRIORITY_DEVIATIONS = {1: "BadPriority"}
+
+
+@pytest.mark.parametrize("priority", [10, 5, 1])
+async def test_every_documented_priority_is_accepted(server: Server, priority: int) -> None:
+    content = NotificationContent(title="Hello", priority=priority)
+    result = await send(server.client(), server.known_tokens[0], content)
+
+    assert_client_reports(server, [result])
+    deviation = PUSHY_PRIORITY_DEVIATIONS.get(priority) if server.name == PUSHY else None
+    if deviation is not None:
+        assert (result.status_code, result.reason, result.outcome) == (400, deviation, Outcome.PERMANENT)
+    else:
+        assert (result.status_code, result.outcome) == (200, Outcome.SUCCESS)
+
+
 # --- device tokens ---------------------------------------------------------------------------
 
 
