@@ -189,6 +189,7 @@ def start_pushy(directory: Path, *, known_tokens: int = KNOWN_TOKENS, now: float
         "--decisions", str(decisions_path), "--max-concurrent-streams", str(APPLE_MAX_CONCURRENT_STREAMS),
     ]  # fmt: skip
     for topic in topics:
+        # One argument per topic: Linux caps a single argument at 128 KiB, about 2000 tokens.
         command += ["--device-token", f"{topic}={','.join(known)}"]
     for token, since in expired.items():
         command += ["--expired-token", f"{token}={since}"]
