@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian machine, then runs
-# ruff, mypy and pytest against real PostgreSQL, Redis, kube-apiserver/etcd and the APNs simulator.
+# ruff, mypy and pytest against real PostgreSQL, Redis, kube-apiserver/etcd, the APNs simulator and
+# Pushy's mock APNs server.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k records).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +13,9 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+# The Pushy mock APNs server (tests/pushy) is Java, built with Maven.
+command -v java >/dev/null || missing+=(default-jdk-headless)
+command -v mvn >/dev/null || missing+=(maven)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} from Debian's packages"
     $sudo apt-get update -qq
@@ -21,6 +25,8 @@ fi
 scripts/bootstrap.sh dev
 NOTI_K8S_BIN_DIR=$(scripts/build-k8s-bins.sh | tail -n 1)
 export NOTI_K8S_BIN_DIR
+NOTI_PUSHY_JAR=$(scripts/build-pushy.sh | tail -n 1)
+export NOTI_PUSHY_JAR
 
 .venv/bin/ruff check .
 scripts/typecheck.sh
