@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import array
 
 from noti import crd_schema
 from noti.queue import (
-    XADD_MANY,
+    XADD_CHUNK,
     CampaignProgress,
     Credential,
     QueuedNotification,
@@ -240,7 +240,11 @@ async def fan_out(
     """Write the campaign's records and queue them on its stream, resuming from the saved cursor."""
     cursor_key = campaign_fanout_cursor(spec.name)
     stream = credential.campaign_stream(spec.name)
-    await redis.hset(campaign_settings(spec.name), mapping={"rate": spec.rate_per_second, "suspend": int(spec.suspend)})
+    # Where its queue lives goes with its settings, so that a delete finds it when the credential is gone.
+    await redis.hset(campaign_settings(spec.name), mapping={
+        "rate": spec.rate_per_second, "suspend": int(spec.suspend), "stream": stream, "roster": credential.campaigns,
+        "chunks": credential.campaign_chunks(spec.name),
+    })  # fmt: skip
     total = await asyncio.to_thread(_count, engine, credential.app, spec.audience)
     await redis.hset(campaign_counters(spec.name), "total", total)
     await redis.sadd(credential.campaigns, spec.name)
@@ -249,13 +253,11 @@ async def fan_out(
         return FanOutResult(total=total, written=0)
     after = int(state.get(b"after", 0))
     written = 0
-    xadd_many = redis.register_script(XADD_MANY)
+    xadd_chunk = redis.register_script(XADD_CHUNK)
     while True:
         chunk = await asyncio.to_thread(_write_chunk, engine, spec, credential.app, after, chunk_size)
         if not chunk.rows:
             break
-        # XADD every message of the chunk, even ones a crashed run queued already: the sender
-        # acks a message whose record is final, so a repeat costs a lookup, never a second record.
         entries = QueuedNotification.encode_many(
             [row["id"] for row in chunk.rows],
             [row["device_token"] for row in chunk.rows],
@@ -264,14 +266,18 @@ async def fan_out(
             content=spec.content,
             campaign=spec.name,
         )
+        # Atomic and at most once per chunk: a second fan-out of the same campaign (another operator, a
+        # resumed run) finds the chunk queued and goes on from where that one ended.
+        added, end = await xadd_chunk(
+            keys=[stream, credential.campaign_chunks(spec.name)], args=[after, chunk.cursor, pack_entries(entries)]
+        )
         async with redis.pipeline(transaction=False) as pipe:
-            await xadd_many(keys=[stream], args=[pack_entries(entries)], client=pipe)
-            if chunk.written:
+            if added and chunk.written:
                 pipe.hincrby(campaign_counters(spec.name), "queued", len(chunk.written))
-            pipe.hset(cursor_key, "after", chunk.cursor)
+            pipe.hset(cursor_key, "after", int(end))
             await pipe.execute()
         written += len(chunk.written)
-        after = chunk.cursor
+        after = int(end)
     await redis.hset(cursor_key, "done", 1)
     return FanOutResult(total=total, written=written)
 
@@ -314,16 +320,25 @@ CANCELLED = "CampaignDeleted"  # apns_reason of the records a deleted campaign l
 
 
 async def cancel(
-    engine: Engine, redis: aioredis.Redis, credential: Credential, campaign: str, *, chunk: int = 1000
+    engine: Engine, redis: aioredis.Redis, campaign: str, credential: Credential | None = None, *, chunk: int = 1000
 ) -> int:
     """Stop a campaign for good: its queue goes, its unsent records become ``failed``
     (reason ``CampaignDeleted``), its counts go. Returns how many records it closed.
 
-    Sent records stay, as history. Safe to repeat.
+    Its queue is found where its fan-out noted it, so this needs no credential: a campaign
+    deleted after its credential leaves nothing to be delivered later. Sent records stay, as
+    history. Safe to repeat.
     """
-    await redis.srem(credential.campaigns, campaign)  # senders stop reading it first
+    stored: dict[bytes, bytes] = await redis.hgetall(campaign_settings(campaign))  # type: ignore[assignment]
+    noted = {k.decode(): v.decode() for k, v in stored.items()}
+    roster = noted.get("roster") or (credential.campaigns if credential else None)
+    queue_keys = [noted.get("stream"), noted.get("chunks")]
+    if credential is not None:
+        queue_keys += [credential.campaign_stream(campaign), credential.campaign_chunks(campaign)]
+    if roster:
+        await redis.srem(roster, campaign)  # senders stop reading it first
     await redis.delete(
-        credential.campaign_stream(campaign),
+        *{key for key in queue_keys if key},
         campaign_settings(campaign),
         campaign_counters(campaign),
         campaign_fanout_cursor(campaign),

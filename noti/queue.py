@@ -56,6 +56,10 @@ class Credential:
         """One campaign's fan-out (``campaign`` is ``namespace/name``)."""
         return f"noti:{self.tag}:campaign:{campaign}"
 
+    def campaign_chunks(self, campaign: str) -> str:
+        """Hash of a campaign's queued fan-out chunks (start cursor → end cursor): each is queued once."""
+        return f"noti:{self.tag}:campaign:{campaign}:chunks"
+
     @property
     def campaigns(self) -> str:
         """Set of campaign names with a stream this credential's senders should consume."""
@@ -251,6 +255,20 @@ while pos <= #packed do
 end
 return n
 """
+
+
+# One fan-out chunk onto a campaign's stream, at most once: KEYS[1] the stream, KEYS[2] its chunks hash
+# (same hash tag); ARGV[1] the chunk's start cursor, ARGV[2] its end, ARGV[3] its entries (pack_entries).
+# A chunk already queued (a second operator, a resumed run) adds nothing and answers the end it had,
+# so the caller goes on from there. Answers {entries added, end cursor}.
+XADD_CHUNK = """
+local queued = redis.call('HGET', KEYS[2], ARGV[1])
+if queued then
+  return {0, queued}
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local packed = ARGV[3]
+""" + XADD_MANY.split("local packed = ARGV[1]", 1)[1].replace("return n", "return {n, ARGV[2]}")
 
 
 def _packed(item: bytes) -> bytes:

@@ -338,14 +338,11 @@ class Operator:
                 fanning_out.cancel()  # resumable: the next run goes on from the saved cursor
                 await asyncio.gather(fanning_out, return_exceptions=True)
 
-    async def delete_campaign(self, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
-        """A deleted campaign stops: its queue goes and its unsent records are closed as failed."""
+    async def delete_campaign(self, meta: kopf.Meta, **_: Any) -> None:
+        """A deleted campaign stops: its queue goes and its unsent records are closed as failed, whether or not
+        its credential still exists (nothing of it may be delivered after ``kubectl delete`` returned)."""
         namespace, name = meta["namespace"], meta["name"]
-        credential = await asyncio.to_thread(self._credential, namespace, (spec.get("credentialRef") or {})["name"])
-        if credential is None:  # nothing can be queued for a credential that does not exist
-            return
-        closed = await campaigns.cancel(self.engine, self.redis, credential_queue(credential["spec"]),
-                                        f"{namespace}/{name}")  # fmt: skip
+        closed = await campaigns.cancel(self.engine, self.redis, f"{namespace}/{name}")
         log.info("%s/%s deleted: %d unsent notifications closed", namespace, name, closed)
 
     def _credential(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -151,14 +152,42 @@ async def test_resumed_fan_out_writes_no_second_record(clean_db: Engine, aredis:
     _seed(clean_db, 100)
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
     await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=30)
-    # As if the operator died after writing the records of a chunk but before saving its cursor.
-    await aredis.hset(campaign_fanout_cursor(spec.name), mapping={"after": 40, "done": 0})
+    # As if the operator died after writing and queueing a chunk but before saving its cursor.
+    starts = sorted(int(start) for start in await aredis.hkeys(CREDENTIAL.campaign_chunks(spec.name)))
+    await aredis.hset(campaign_fanout_cursor(spec.name), mapping={"after": starts[1], "done": 0})
     again = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=30)
     assert again.written == 0
     with clean_db.connect() as connection:
         stored = connection.execute(select(func.count()).select_from(Notification)).scalar()
     assert stored == again.total
     assert await aredis.hget(campaign_counters(spec.name), "queued") == str(again.total).encode()
+    # ... and no chunk went into the stream a second time.
+    assert await _queued_ids(aredis, spec.name) == again.total
+
+
+async def _queued_ids(aredis: aioredis.Redis, campaign: str) -> int:
+    """How many entries the campaign's stream holds, after checking that no record id is in it twice."""
+    ids = [
+        QueuedNotification.decode(fields).id for _, fields in await aredis.xrange(CREDENTIAL.campaign_stream(campaign))
+    ]
+    assert len(ids) == len(set(ids)), "a record queued twice"
+    return len(ids)
+
+
+async def test_two_fan_outs_of_one_campaign_queue_each_record_once(clean_db: Engine, aredis: aioredis.Redis) -> None:
+    _seed(clean_db, 120)
+    spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
+    # Two operators at once (a second replica, a second release): each chunk is queued by one of them.
+    first, second = await asyncio.gather(
+        fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10),
+        fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10),
+    )
+    assert first.total == second.total and first.written + second.written == first.total
+    assert await _queued_ids(aredis, spec.name) == first.total
+    # One that lost the saved cursor altogether starts over, and still adds nothing.
+    await aredis.delete(campaign_fanout_cursor(spec.name))
+    await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10)
+    assert await _queued_ids(aredis, spec.name) == first.total
 
 
 async def test_owner_and_inline_token_audiences(clean_db: Engine, aredis: aioredis.Redis) -> None:
@@ -187,7 +216,15 @@ async def test_tag_audience_on_both_stores(
     _seed(engine, 100)
     spec = CampaignSpec.from_manifest(_manifest({"tags": ["vip"]}))
     result = await fan_out(engine, aredis, CREDENTIAL, spec)
-    assert result.total == sum(1 for i in range(0, 100, 10) if i % 7 != 3)
+    expected = sum(1 for i in range(0, 100, 10) if i % 7 != 3)
+    assert (result.total, result.written) == (expected, expected)
+    with engine.connect() as connection:
+        tokens = connection.execute(
+            select(Notification.device_token).where(Notification.campaign == spec.name)
+        ).scalars().all()  # fmt: skip
+    assert len(tokens) == expected
+    entries = [QueuedNotification.decode(f) for _, f in await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))]
+    assert sorted(e.device_token for e in entries) == sorted(tokens)
 
 
 async def test_cancel_drops_the_queue_and_closes_unsent_records_in_chunks(
@@ -200,11 +237,12 @@ async def test_cancel_drops_the_queue_and_closes_unsent_records_in_chunks(
         ids = connection.execute(select(Notification.id).order_by(Notification.id).limit(5)).scalars().all()
         records.apply_outcomes(connection, [Outcome(id, NotificationStatus.SENT) for id in ids])
 
-    assert await cancel(clean_db, aredis, CREDENTIAL, spec.name, chunk=7) == 16
-    assert await cancel(clean_db, aredis, CREDENTIAL, spec.name, chunk=7) == 0  # safe to repeat
+    assert await cancel(clean_db, aredis, spec.name, chunk=7) == 16
+    assert await cancel(clean_db, aredis, spec.name, chunk=7) == 0  # safe to repeat
     with clean_db.connect() as connection:
         rows = connection.execute(select(Notification.status, Notification.apns_reason)).all()
         assert records.campaign_counts(connection, spec.name) == {}
     assert sorted(tuple(row) for row in rows) == [("failed", "CampaignDeleted")] * 16 + [("sent", None)] * 5
-    assert await aredis.exists(CREDENTIAL.campaign_stream(spec.name), campaign_counters(spec.name)) == 0
+    assert await aredis.exists(CREDENTIAL.campaign_stream(spec.name), campaign_counters(spec.name),
+                               CREDENTIAL.campaign_chunks(spec.name)) == 0  # fmt: skip
     assert await aredis.smembers(CREDENTIAL.campaigns) == set()

@@ -398,12 +398,12 @@ def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stop
     )  # fmt: skip
     eventually(lambda: phase("later") == "Scheduled", "Scheduled until startAt", operator)
     settings = campaign_settings(f"{ns}/spring")
-    assert clean_redis.hgetall(settings) == {b"rate": b"50", b"suspend": b"0"}
+    assert clean_redis.hmget(settings, "rate", "suspend") == [b"50", b"0"]
 
     noti_crds.kubectl("patch", "-n", ns, "notificationcampaigns", "spring", "--type=merge",
                       "-p", '{"spec": {"suspend": true, "ratePerSecond": 20}}')  # fmt: skip
     eventually(lambda: phase("spring") == "Paused", "Paused when suspended", operator)
-    assert clean_redis.hgetall(settings) == {b"rate": b"20", b"suspend": b"1"}
+    assert clean_redis.hmget(settings, "rate", "suspend") == [b"20", b"1"]
 
     # Deleted, it stops: no queue, nothing left in flight, the unsent records closed as failed.
     queue = Credential(apns_simulator.bundle_id, "sandbox")
