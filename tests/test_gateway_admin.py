@@ -122,12 +122,31 @@ def test_login_tells_why_a_key_is_refused_in_chromium(live_gateway: str, clean_d
             browser.close()
 
 
+def seed_history(engine: Engine) -> tuple[int, int]:
+    """A day of sends before this hour, all sent but every seventh failed; returns (sent, failed)."""
+    now = datetime.now(UTC)
+    rows, outcomes = [], []
+    for hours_ago in range(1, 24):
+        for n in range(5 + (hours_ago * 7) % 23):
+            id = uuid.uuid4()
+            created = now - timedelta(hours=hours_ago)
+            rows.append({"id": id, "device_token": f"{n:064x}", "app": APP, "title": "News", "created_at": created})
+            outcomes.append(Outcome(id, NotificationStatus.FAILED if n % 7 == 6 else NotificationStatus.SENT))
+    with engine.begin() as connection:
+        records.insert_notifications(connection, rows)
+        records.apply_outcomes(connection, outcomes)
+    failed = sum(outcome.status == NotificationStatus.FAILED for outcome in outcomes)
+    return len(rows) - failed, failed
+
+
 @pytest.mark.parametrize("width", [1400, 1920])
-def test_dashboard_lists_and_details_fit_the_screen_in_chromium(
+def test_dashboard_shows_counts_rates_last_day_and_queues_in_chromium(
     live_gateway: str, clean_db: Engine, clean_redis: redis.Redis, width: int
 ) -> None:
     _need_chromium()
     seed(clean_db)
+    sent, failed = seed_history(clean_db)
+    sent, failed, invalid = sent + 3, failed + 2, 1  # with seed()'s
     clean_redis.xadd("noti:{sandbox:com.example.app}:tx", {"v": "1"})
     admin_key = create_api_key(clean_db, "ops", [Scope.ADMIN])
     ARTIFACTS.mkdir(exist_ok=True)
@@ -138,21 +157,40 @@ def test_dashboard_lists_and_details_fit_the_screen_in_chromium(
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(live_gateway) else outside.append(r.url))
             _log_in(page, live_gateway, admin_key)
-
             # The landing page is the dashboard: counts, rates, the last 24 hours and the queues.
             page.wait_for_selector("#counts")
-            assert page.locator("[data-count=total] .h1").inner_text() == "8"
-            assert page.locator("[data-count=sent] .h1").inner_text() == "3"
-            assert page.locator("[data-count=failed] .h1").inner_text() == "2"
+            shown = {key: page.locator(f"[data-count={key}] .h1").inner_text() for key in ("total", "sent", "failed")}
+            assert shown == {"total": f"{sent + failed + invalid + 2:,}", "sent": f"{sent:,}", "failed": f"{failed:,}"}
             assert page.locator("[data-count=in_flight] .h1").inner_text() == "2"
-            assert page.locator("[data-rate=success] .h1").inner_text() == "50.0 %"
-            assert page.locator("[data-rate=invalid_token] .h1").inner_text() == "16.7 %"
-            assert page.locator(".noti-hour").count() == 24
-            assert page.locator(".noti-hour").last.get_attribute("data-total") == "8"
+            finished = sent + failed + invalid
+            assert page.locator("[data-rate=success] .h1").inner_text() == f"{100 * sent / finished:.1f} %"
+            assert page.locator("[data-rate=invalid_token] .h1").inner_text() == f"{100 * invalid / finished:.1f} %"
+            hours = page.locator(".noti-hour")
+            assert hours.count() == 24
+            assert hours.last.get_attribute("data-total") == "8"  # this hour: seed()'s records
+            assert all(int(hours.nth(n).get_attribute("data-total") or 0) > 0 for n in range(1, 24))
             assert "noti:{sandbox:com.example.app}:tx" in page.locator("#queues").inner_text()
             _shot(page, f"admin-dashboard-{width}.png")
             _fits(page, width)
+            assert outside == []  # nothing from a CDN
+        finally:
+            browser.close()
 
+
+@pytest.mark.parametrize("width", [1400, 1920])
+def test_lists_and_details_fit_the_screen_in_chromium(live_gateway: str, clean_db: Engine, width: int) -> None:
+    _need_chromium()
+    seed(clean_db)
+    admin_key = create_api_key(clean_db, "ops", [Scope.ADMIN])
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(live_gateway) else outside.append(r.url))
+            _log_in(page, live_gateway, admin_key)
+            page.wait_for_selector("#counts")
             page.goto(f"{live_gateway}/admin/notification/list")
             page.wait_for_selector("table")
             badges = page.locator("td span.badge")
