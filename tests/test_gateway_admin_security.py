@@ -181,3 +181,18 @@ def test_chart_bars_scale_to_the_busiest_hour() -> None:
     hour = datetime(2026, 12, 1, tzinfo=UTC)
     quiet, busy, empty = bars([(hour, counts(5, 5)), (hour, counts(20, 10)), (hour, counts(0, 0))])
     assert (quiet.sent, busy.sent, busy.in_flight, empty.sent) == (25.0, 50.0, 50.0, 0.0)
+
+
+def test_cookie_is_secure_behind_a_trusted_https_proxy(live_gateway: str, keys: Keys) -> None:
+    """uvicorn believes X-Forwarded-Proto from NOTI_GATEWAY_FORWARDED_ALLOW_IPS (loopback by default)."""
+    port = live_gateway.rsplit(":", 1)[1]
+    with httpx.Client(base_url=live_gateway, follow_redirects=False) as http:
+        proxied = {"X-Forwarded-Proto": "https", "Origin": f"https://127.0.0.1:{port}"}
+        answer = http.post("/admin/login", data={"username": "ops", "password": keys.admin}, headers=proxied)
+        assert answer.status_code == 302
+        assert "secure" in answer.headers["set-cookie"].lower()
+        plain = http.post(
+            "/admin/login", data={"username": "ops", "password": keys.admin}, headers={"Origin": live_gateway}
+        )
+        assert plain.status_code == 302
+        assert "secure" not in plain.headers["set-cookie"].lower()
