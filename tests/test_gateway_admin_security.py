@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,9 +20,13 @@ from noti.gateway.admin.dashboard import bars
 from noti.gateway.admin.guard import cross_origin
 from noti.gateway.admin.views import date_range, short_token
 from noti.gateway.app import create_app
-from noti.gateway.auth import revoke_api_key
+from noti.gateway.auth import Scope, create_api_key, revoke_api_key
 from noti.gateway.schemas import Counts
-from noti.store.models import Device
+from noti.queue import Credential
+from noti.store import migrate, records
+from noti.store.db import make_engine
+from noti.store.models import Device, NotificationStatus
+from noti.store.records import Outcome
 
 TOKEN = "ab" * 32
 HERE = "http://gateway"
@@ -118,6 +124,16 @@ async def test_device_form_refuses_what_the_api_refuses(admin_app: FastAPI, keys
         assert connection.execute(select(Device.device_token)).scalar_one() == TOKEN  # stored as the API stores it
 
 
+async def test_owner_form_refuses_an_external_id_the_api_refuses(admin_app: FastAPI, keys: Keys) -> None:
+    async with browser(admin_app) as http:
+        await log_in(http, keys.admin)
+        # PostgreSQL text cannot hold NUL: the API refuses it in external ids, so does the admin.
+        form = {"external_id": "ann\x00", "name": "Ann", "email": "", "is_active": "y", "save": "Save"}
+        refused = await http.post("/admin/device-owner/create", data=form)
+        assert refused.status_code == 400 and "String should match pattern" in refused.text
+        assert (await http.post("/admin/device-owner/create", data={**form, "external_id": "ann"})).status_code == 302
+
+
 async def test_logout_and_revocation_end_the_session(admin_app: FastAPI, keys: Keys, clean_db: Engine) -> None:
     async with browser(admin_app) as http:
         await log_in(http, keys.admin)
@@ -196,3 +212,36 @@ def test_cookie_is_secure_behind_a_trusted_https_proxy(live_gateway: str, keys: 
         )
         assert plain.status_code == 302
         assert "secure" not in plain.headers["set-cookie"].lower()
+
+
+async def test_dashboard_lists_and_resend_work_on_sqlite(
+    tmp_path: Path, clean_redis: redis.Redis, redis_url: str
+) -> None:
+    """The ``noti dev`` store: the roll-up's hours come back without an offset there."""
+    url = f"sqlite:///{tmp_path}/noti.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    admin_key = create_api_key(engine, "ops", [Scope.ADMIN])
+    failed_id = uuid.uuid4()
+    with engine.begin() as connection:
+        records.insert_notifications(connection, [{"id": failed_id, "device_token": TOKEN, "app": APP, "title": "t"}])
+        records.apply_outcomes(
+            connection, [Outcome(failed_id, NotificationStatus.FAILED, apns_reason="InternalServerError")]
+        )
+    client = aioredis.Redis.from_url(redis_url)
+    app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)
+    try:
+        async with app.router.lifespan_context(app), browser(app) as http:
+            await log_in(http, admin_key)
+            board = await http.get("/admin/")
+            assert board.status_code == 200
+            assert board.text.count('class="noti-hour"') == 24
+            assert 'data-total="1"' in board.text
+            listed = await http.get("/admin/notification/list", params={"since": "2000-01-01T00:00"})
+            assert "InternalServerError" in listed.text and f"{TOKEN[:8]}…{TOKEN[-4:]}" in listed.text
+            resent = await http.post(f"/admin/notification/resend/{failed_id}")
+            assert resent.status_code == 303
+            assert clean_redis.xlen(Credential(APP, "sandbox").transactional_stream) == 1
+    finally:
+        await client.aclose()
+        engine.dispose()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from markupsafe import Markup
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqladmin import ModelView, expose
 from sqladmin.filters import AllUniqueStringValuesFilter, BooleanFilter, StaticValuesFilter
 from sqladmin.flash import Flash
@@ -26,7 +26,7 @@ from noti.gateway.enqueue import Send, new_id
 from noti.gateway.errors import ApiError
 from noti.gateway.notifications import default_environment
 from noti.gateway.payloads import checked_content
-from noti.gateway.schemas import DeviceIn, NotificationIn
+from noti.gateway.schemas import DeviceIn, ExternalId, NotificationIn
 from noti.store.models import ApiKey, Device, DeviceOwner, Notification, NotificationStatus
 
 STATUS_COLORS = {
@@ -137,6 +137,24 @@ class DeviceForm(Form):
             return False
         fields["device_token"].data = checked.device_token  # stored as the API stores it (lower case)
         fields["tags"].data = checked.tags
+        return True
+
+
+_EXTERNAL_ID: TypeAdapter[str] = TypeAdapter(ExternalId)
+
+
+class OwnerForm(Form):
+    """The owner form: an external id as the API takes it (``owner`` of a device)."""
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        if not super().validate(extra_validators):
+            return False
+        field = self._fields["external_id"]
+        try:
+            field.data = _EXTERNAL_ID.validate_python(field.data)
+        except ValidationError as exc:
+            field.errors = [*field.errors, *(_message(error) for error in exc.errors())]
+            return False
         return True
 
 
@@ -274,6 +292,7 @@ class OwnerAdmin(ModelView, model=DeviceOwner):
         DeviceOwner.is_active: active_badge,
         DeviceOwner.created_at: lambda m, _a: utc_time(m.created_at),
     }
+    form_base_class = OwnerForm
     form_excluded_columns: ClassVar[Any] = [DeviceOwner.devices, DeviceOwner.created_at, DeviceOwner.updated_at]
 
 
