@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-Proto/-For are believed; "
         "behind such a proxy terminating https, admin session cookies are Secure.",
     )
+    gateway_admin_hosts: str = Field(
+        default="*",
+        description="Comma-separated host names the admin UI answers to (e.g. noti.example.com,*.example.com); "
+        "its links and redirects are built from the request's Host, so name them in production. * allows any.",
+    )
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `noti gateway`.")
     gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
 

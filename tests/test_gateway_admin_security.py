@@ -163,6 +163,20 @@ async def test_admin_pages_cannot_be_framed(admin_app: FastAPI, keys: Keys) -> N
             assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
 
 
+async def test_admin_answers_only_to_its_configured_hosts(
+    clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str
+) -> None:
+    settings = gateway_settings(database_url, redis_url, gateway_admin_hosts="admin.example.com")
+    client = aioredis.Redis.from_url(redis_url)
+    app = create_app(settings, engine=clean_db, redis=client)
+    async with browser(app, "http://admin.example.com") as http:
+        assert (await http.get("/admin/login")).status_code == 200
+        assert (await http.get("/admin/login", headers={"Host": "evil.example"})).status_code == 400
+        assert (
+            await http.get("/api/docs/", headers={"Host": "evil.example"})
+        ).status_code == 200  # the API is not the admin
+
+
 def test_state_changes_need_the_admin_own_origin() -> None:
     own = "http://gw:8000"
     assert cross_origin("GET", Headers({}), own) is None

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqladmin import Admin
 from sqladmin.authentication import login_required
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -30,6 +31,11 @@ BASE_URL = "/admin"
 HERE = Path(__file__).parent
 
 
+def admin_hosts(setting: str) -> list[str]:
+    """``NOTI_GATEWAY_ADMIN_HOSTS`` as Starlette's allowed hosts (``*`` when empty)."""
+    return [host.strip() for host in setting.split(",") if host.strip()] or ["*"]
+
+
 class NotiAdmin(Admin):
     """sqladmin with a dashboard for its index and a login that says why a key was refused."""
 
@@ -41,7 +47,10 @@ class NotiAdmin(Admin):
             title="Noti admin",
             templates_dir=str(HERE / "templates"),
             authentication_backend=login,
-            middlewares=[Middleware(AdminGuard)],
+            middlewares=[
+                Middleware(TrustedHostMiddleware, allowed_hosts=admin_hosts(state.settings.gateway_admin_hosts)),
+                Middleware(AdminGuard),
+            ],
             static_files_kwargs={"directory": str(HERE / "static")},
         )
         self.state = state

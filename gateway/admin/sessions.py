@@ -26,11 +26,8 @@ from noti.queue import admin_session
 
 SESSION_SECONDS = 8 * 3600
 COOKIE = "noti_admin_session"
-NOT_A_KEY = "Invalid credentials: the password is an API key (noti apikey create --name NAME --scopes admin)."
-NOT_ADMIN = (
-    "This API key lacks the admin scope: the admin UI needs a key made with "
-    "noti apikey create --name NAME --scopes admin."
-)
+NOT_A_KEY = "Invalid credentials: give a live API key (noti_…) as the password."
+NOT_ADMIN = "This API key lacks the admin scope, which the admin UI needs: use a key with the admin scope."
 
 LoginProblem = Literal["not_a_key", "not_admin"]
 
