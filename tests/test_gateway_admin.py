@@ -74,16 +74,31 @@ def seed(engine: Engine) -> None:
 
 
 @contextmanager
-def _chromium(base: str, width: int) -> Iterator[tuple[Page, list[str]]]:
-    """A headless Chromium page of ``width`` px, and the URLs it asked for outside ``base`` (a CDN would show)."""
+def _chromium(base: str, width: int, *, quiet: bool = True) -> Iterator[tuple[Page, list[str]]]:
+    """A headless Chromium page of ``width`` px, and the URLs it asked for outside ``base`` (a CDN would show).
+
+    With ``quiet`` the pages may log no error to the console (a script error, a policy blocking an asset).
+    """
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": 900})
             outside: list[str] = []
+            errors: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
+            # A refused login or form answers 400 by design; any other error is the page's fault.
+            page.on(
+                "console",
+                lambda m: (
+                    errors.append(f"{m.text} {m.location['url']}")
+                    if m.type == "error" and "status of 400" not in m.text
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: errors.append(str(e)))
             yield page, outside
+            assert not quiet or errors == [], errors
         finally:
             browser.close()
 
@@ -287,6 +302,7 @@ def test_device_form_shows_why_a_token_is_refused_in_chromium(live_gateway: str,
         page.wait_for_url("**/admin/device/list**")
         assert page.locator(".noti-token").inner_text() == "abababab…abab"
         page.locator("td a[data-bs-target='#modal-delete']").first.click()
+        page.wait_for_function("() => document.querySelector('#modal-delete-button').getAttribute('data-url')")
         page.locator("#modal-delete-button").click()
         page.wait_for_function("() => document.querySelectorAll('.noti-token').length === 0")
         assert outside == []
@@ -296,7 +312,7 @@ def test_device_form_shows_why_a_token_is_refused_in_chromium(live_gateway: str,
 
 def test_swagger_ui_and_redoc_render_offline_in_chromium(live_gateway: str) -> None:
     _need_chromium()
-    with _chromium(live_gateway, 1400) as (page, outside):
+    with _chromium(live_gateway, 1400, quiet=False) as (page, outside):
         blocked: list[str] = []
         page.on(
             "requestfailed",

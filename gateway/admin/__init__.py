@@ -45,6 +45,7 @@ class NotiAdmin(Admin):
             engine=state.engine,
             base_url=BASE_URL,
             title="Noti admin",
+            favicon_url=f"{BASE_URL}/statics/noti/favicon.svg",
             templates_dir=str(HERE / "templates"),
             authentication_backend=login,
             middlewares=[
