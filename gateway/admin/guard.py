@@ -2,9 +2,9 @@
 
 - Pages may not be framed (``X-Frame-Options: DENY`` and CSP ``frame-ancestors 'none'``) and
   load nothing from elsewhere (no CDN: sqladmin's assets and ours are served locally).
-- A POST, PUT, PATCH or DELETE must come from the admin's own origin: browsers send ``Origin``
-  (or at least ``Referer``) on them, and a page on another site cannot forge either. A request
-  with neither is refused too: the session cookie alone proves nothing (CSRF).
+- A POST, PUT, PATCH or DELETE must come from a page of the admin's own host: browsers send
+  ``Origin`` (or at least ``Referer``) on them, and a page on another site cannot forge either.
+  A request with neither is refused too: the session cookie alone proves nothing (CSRF).
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ def cross_origin(method: str, headers: Headers, own: str) -> str | None:
         claimed = (_origin(referer) if referer else None) or claimed
     if claimed is None:
         return "unknown"
-    return None if claimed.lower() == own else claimed
+    # Sites are told apart by host and port. The scheme is not compared: behind a proxy that
+    # terminates https and is not in NOTI_GATEWAY_FORWARDED_ALLOW_IPS the gateway sees http
+    # while the browser's Origin says https, and a page on the same host is not another site.
+    return None if urlsplit(claimed.lower()).netloc == urlsplit(own).netloc else claimed
 
 
 class AdminGuard:
