@@ -88,7 +88,7 @@ def create_app(
     app.include_router(devices.router)
     app.include_router(health.router)
     docs.install(app)
-    admin.install(app, engine, verifier, settings.gateway_session_secret)
+    admin.install(app, state)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:

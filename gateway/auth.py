@@ -128,6 +128,7 @@ class KeyVerifier:
         self.cache_seconds = cache_seconds
         # key hash -> (principal, expiry); hashed so no secret sits in memory longer than a request
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._by_id: dict[int, tuple[Principal | None, float]] = {}  # key id -> (live key or None, expiry)
 
     def cached(self, key: str) -> Principal | None:
         hit = self._cache.get(hash_key(key))
@@ -146,6 +147,21 @@ class KeyVerifier:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[hash_key(key)] = (principal, time.monotonic() + self.cache_seconds)
+        return principal
+
+    def by_id(self, key_id: int) -> Principal | None:
+        """The live key with this id, or None once it is revoked (cached like ``verify``; blocking)."""
+        hit = self._by_id.get(key_id)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        with self.engine.connect() as connection:
+            columns = select(ApiKey.name, ApiKey.prefix, ApiKey.scopes)
+            row = connection.execute(columns.where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))).one_or_none()
+        principal = Principal(key_id, row.name, row.prefix, frozenset(row.scopes or ())) if row is not None else None
+        if self.cache_seconds > 0:
+            if len(self._by_id) > 10_000:
+                self._by_id.clear()
+            self._by_id[key_id] = (principal, time.monotonic() + self.cache_seconds)
         return principal
 
 

@@ -34,6 +34,7 @@ def gateway(host: str | None, port: int | None, workers: int | None) -> None:
         access_log=settings.gateway_access_log,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        forwarded_allow_ips=settings.gateway_forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=20,
     )

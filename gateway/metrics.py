@@ -19,6 +19,7 @@ NOTIFICATIONS_QUEUED = "noti_gateway_notifications_queued_total"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Transactional streams are named noti:{<environment>:<app>}:tx (see noti.queue.Credential).
 _TX_STREAMS = "noti:{*}:tx"
+CAMPAIGN_STREAMS = "noti:{*}:campaign:*"
 
 
 class Metrics:
@@ -44,23 +45,31 @@ class Metrics:
     async def refresh_queue_depth(self, redis: aioredis.Redis) -> None:
         """Read each transactional stream's backlog (at scrape time, not per request)."""
         self.queue_depth.clear()
-        async for raw in redis.scan_iter(match=_TX_STREAMS, count=500, _type="stream"):
-            stream = raw.decode() if isinstance(raw, bytes) else str(raw)
-            depth = None
-            try:
-                for group in await redis.xinfo_groups(stream):
-                    name = group.get("name")
-                    name = name.decode() if isinstance(name, bytes) else name
-                    if name == CONSUMER_GROUP and group.get("lag") is not None:
-                        depth = int(group["lag"])
-            except aioredis.ResponseError:
-                pass
-            if depth is None:
-                depth = int(await redis.xlen(stream))
+        for stream, depth in (await queue_depths(redis)).items():
             self.queue_depth.labels(stream).set(depth)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+async def queue_depths(redis: aioredis.Redis, pattern: str = _TX_STREAMS) -> dict[str, int]:
+    """Messages not yet delivered to a sender, per stream matching ``pattern`` (consumer-group lag, else length)."""
+    depths: dict[str, int] = {}
+    async for raw in redis.scan_iter(match=pattern, count=500, _type="stream"):
+        stream = raw.decode() if isinstance(raw, bytes) else str(raw)
+        depth = None
+        try:
+            for group in await redis.xinfo_groups(stream):
+                name = group.get("name")
+                name = name.decode() if isinstance(name, bytes) else name
+                if name == CONSUMER_GROUP and group.get("lag") is not None:
+                    depth = int(group["lag"])
+        except aioredis.ResponseError:
+            pass
+        if depth is None:
+            depth = int(await redis.xlen(stream))
+        depths[stream] = depth
+    return dict(sorted(depths.items()))
 
 
 def route_label(scope: Scope) -> str:

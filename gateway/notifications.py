@@ -37,6 +37,7 @@ from noti.gateway.schemas import (
     normalize_tokens,
 )
 from noti.queue import Environment
+from noti.settings import Settings
 from noti.store.models import Notification, NotificationStatus
 
 router = SlashRouter(tags=["notifications"], responses=AUTH_RESPONSES)
@@ -57,11 +58,13 @@ IdempotencyKey = Annotated[
 ]
 
 
+def default_environment(settings: Settings) -> Environment:
+    """Where sends that name no environment go: ``NOTI_APNS_ENVIRONMENT``."""
+    return "sandbox" if settings.apns_environment == "sandbox" else "production"
+
+
 def _environment(request: Request, asked: Environment | None) -> Environment:
-    if asked is not None:
-        return asked
-    configured = gateway(request).settings.apns_environment
-    return "sandbox" if configured == "sandbox" else "production"
+    return asked if asked is not None else default_environment(gateway(request).settings)
 
 
 @router.post(

@@ -9,14 +9,14 @@ flight (pending, queued, sending) are the created ones minus the final ones.
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import datetime, timedelta
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, func, select
 
 from noti.gateway.schemas import Counts
 from noti.store import records
-from noti.store.models import FINAL_STATUSES, Notification, NotificationStatus
+from noti.store.models import FINAL_STATUSES, Notification, NotificationCount, NotificationStatus
 
 HOUR = timedelta(hours=1)
 
@@ -75,3 +75,20 @@ def window_totals(connection: Connection, since: datetime | None, until: datetim
     if until is not None and end_full != until:
         totals.update(_exact(connection, end_full, until))
     return totals
+
+
+def hourly(connection: Connection, until: datetime, hours: int = 24) -> list[tuple[datetime, Counts]]:
+    """Counts per hour of the ``hours`` hours up to the one ``until`` falls in, from the roll-up alone."""
+    last = records.hour_bucket(until)
+    first = last - (hours - 1) * HOUR
+    query = (
+        select(NotificationCount.bucket, NotificationCount.status, func.sum(NotificationCount.count))
+        .where(NotificationCount.bucket >= first, NotificationCount.bucket <= last)
+        .group_by(NotificationCount.bucket, NotificationCount.status)
+    )
+    by_hour: defaultdict[datetime, Counter[str]] = defaultdict(Counter)
+    for bucket, status, total in connection.execute(query):
+        # SQLite gives the bucket back without its offset: it was written in UTC.
+        hour = bucket.replace(tzinfo=UTC) if bucket.tzinfo is None else bucket.astimezone(UTC)
+        by_hour[hour][status] += int(total)
+    return [(first + n * HOUR, counts(by_hour[first + n * HOUR])) for n in range(hours)]

@@ -174,7 +174,14 @@ class DevStack:
         gateway_url = f"http://{options.host}:{options.port}"
         app = create_app(settings, engine=engine, redis=redis)
         server = _EmbeddedServer(
-            uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host=options.host,
+                port=options.port,
+                log_level="warning",
+                lifespan="on",
+                forwarded_allow_ips=settings.gateway_forwarded_allow_ips,
+            )
         )
         sender = Sender(
             SenderConfig(

@@ -137,6 +137,11 @@ def api_key_rate_limit(prefix: str) -> str:
     return f"noti:apikey:{prefix}:rate"
 
 
+def admin_session(session_id: str) -> str:
+    """An admin UI session: the id of the API key that logged in; gone after logout or expiry."""
+    return f"noti:admin:session:{session_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedNotification:
     """One notification on a stream: enough to send it and to write its record."""

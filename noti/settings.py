@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     gateway_session_secret: str | None = Field(
         default=None, description="Signs admin UI sessions; the same on every replica keeps logins across restarts."
     )
+    gateway_forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-Proto/-For are believed; "
+        "behind such a proxy terminating https, admin session cookies are Secure.",
+    )
+    gateway_admin_hosts: str = Field(
+        default="*",
+        description="Comma-separated host names the admin UI answers to (e.g. noti.example.com,*.example.com); "
+        "its links and redirects are built from the request's Host, so name them in production. * allows any.",
+    )
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `noti gateway`.")
     gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
 

@@ -31,6 +31,10 @@ def test_wheel_installs_every_component_under_noti_and_keeps_stdlib_operator(tmp
     names = zipfile.ZipFile(wheel).namelist()
     assert "noti/operator/__init__.py" in names
     assert "noti/store/migrations/versions/0001_initial_schema.py" in names
+    # The admin UI's pages and assets are package data: without them /admin/ is a 500.
+    assert {"noti/gateway/admin/templates/noti/dashboard.html", "noti/gateway/admin/static/noti/admin.css"} <= set(
+        names
+    )
     assert not any(name.startswith(("operator/", "gateway/", "sender/")) for name in names)
     with zipfile.ZipFile(wheel) as archive:  # the CRDs themselves, not copies that could drift
         shipped = {name.removeprefix("noti/crds/"): archive.read(name) for name in names if name.endswith(".yaml")}
