@@ -84,6 +84,11 @@ class Credential:
         return f"noti:{self.tag}:rate:campaign:{campaign}"
 
     @property
+    def finished(self) -> str:
+        """Counter of the notifications its senders finished (acked): the operator's measure of drain rate."""
+        return f"noti:{self.tag}:finished"
+
+    @property
     def status(self) -> str:
         """Hash the senders publish the credential's health to (e.g. a credential failure)."""
         return f"noti:{self.tag}:status"

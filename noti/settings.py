@@ -74,8 +74,11 @@ class Settings(BaseSettings):
         description="Secret (in each credential's namespace) whose keys become the senders' environment: "
         "NOTI_DATABASE_URL and NOTI_REDIS_URL.",
     )
-    operator_backlog_per_sender: int = Field(
-        default=10_000, ge=1, description="Queued notifications one sender replica is expected to work off."
+    operator_drain_seconds: float = Field(
+        default=60.0, gt=0, description="Senders are added until a credential's backlog drains within this long."
+    )
+    operator_sender_rate: float = Field(
+        default=1000.0, gt=0, description="Notifications per second one sender is assumed to send until measured."
     )
     operator_scale_down_seconds: float = Field(
         default=300.0, ge=0, description="Stabilization window: senders scale down only after this long lower."

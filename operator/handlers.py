@@ -184,10 +184,15 @@ class Operator:
         backlog = await self._backlog(queue)
         senders = spec.get("senders") or {}
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
-        scaler = self._scalers.setdefault(f"{namespace}/{name}", Scaler(self.settings.operator_scale_down_seconds))
+        running = int((deployment.get("status") or {}).get("availableReplicas") or 0)
+        scaler = self._scalers.setdefault(
+            f"{namespace}/{name}",
+            Scaler(self.settings.operator_scale_down_seconds, self.settings.operator_sender_rate),
+        )
+        scaler.measure(int(await self.redis.get(queue.finished) or 0), running, backlog)
         replicas = scaler.decide(
-            current, backlog, self.settings.operator_backlog_per_sender,
-            int(senders.get("minReplicas", 1)), int(senders.get("maxReplicas", 20)),
+            current, backlog, self.settings.operator_drain_seconds, int(senders.get("minReplicas", 1)),
+            int(senders.get("maxReplicas", 20)), float(senders.get("ratePerSecond", 0) or 0),
         )  # fmt: skip
         if replicas != current or "replicas" not in _managed_fields(deployment, SCALER_MANAGER):
             scale = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": replicas},

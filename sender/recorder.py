@@ -46,8 +46,10 @@ class Recorder:
         batch_size: int,
         interval: float,
         on_acked: Callable[[], None] | None = None,
+        finished_counter: str | None = None,
     ) -> None:
         self._engine, self._redis, self._metrics = engine, redis, metrics
+        self._finished_counter = finished_counter  # INCRBY per acked batch: how fast the backlog drains
         self.batch_size, self.interval = batch_size, interval
         self._on_acked = on_acked
         self._buffer: list[Finished] = []
@@ -137,6 +139,8 @@ class Recorder:
                 for stream, ids in by_stream.items():
                     pipe.xack(stream, CONSUMER_GROUP, *ids)
                     pipe.xdel(stream, *ids)  # acked entries are done: keep streams short
+                if self._finished_counter:
+                    pipe.incrby(self._finished_counter, len(batch))
                 await pipe.execute()
 
         await keep_trying(ack, (RedisError,), f"acknowledging {len(batch)} entries")

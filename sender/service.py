@@ -116,6 +116,7 @@ class Sender:
             batch_size=config.sender_batch_size,
             interval=config.sender_batch_interval,
             on_acked=self._slot.set,
+            finished_counter=self.queue.finished,
         )
         self.retries = RetryQueue(self.redis, self.queue.retries)
         self.bucket = TokenBucket(self.redis, self.queue.rate_limit, config.sender_rate_per_second)

@@ -56,7 +56,8 @@ def start_operator(
     environment = {
         **os.environ, "KUBECONFIG": str(cluster.kubeconfig), "NOTI_DATABASE_URL": database_url,
         "NOTI_REDIS_URL": redis_url, "NOTI_OPERATOR_INTERVAL_SECONDS": "0.5",
-        "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_BACKLOG_PER_SENDER": "100",
+        "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_SENDER_RATE": "10",
+        "NOTI_OPERATOR_DRAIN_SECONDS": "10",
         "NOTI_OPERATOR_SENDER_IMAGE": "registry.example/noti:test", "NOTI_OPERATOR_SENDER_ENV_SECRET": CONNECTIONS,
         "NOTI_OPERATOR_SENDER_IMAGE_PULL_SECRETS": "regcred", "NOTI_OPERATOR_LEASE_NAMESPACE": namespace,
         "NOTI_OPERATOR_LEASE_SECONDS": "4", "NOTI_OPERATOR_HEALTH_PORT": str(port), "NOTI_LOG_LEVEL": "INFO", **env,
@@ -269,7 +270,8 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
              custom(api, ns, "apnscredentials", "shop")["metadata"]["resourceVersion"])  # fmt: skip
     assert after == before
 
-    # A backlog of 350 (100 per sender) wakes the most senders allowed: 4; once worked off, they go after 3 s.
+    # A backlog of 350 (10/s per sender, to drain within 10 s) wakes the most senders allowed: 4; once
+    # worked off, they go after 3 s.
     queue = Credential(apns_simulator.bundle_id, "sandbox")
     for n in range(350):
         message = QueuedNotification(uuid.uuid4(), f"{n:064x}", apns_simulator.bundle_id, {"title": "x"})
