@@ -18,12 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from noti import __version__
+from noti.operator.credential import CredentialSpec, SenderPodDefaults
 
 KEY_DIR = "/var/run/noti/apns"
 CA_DIR = "/var/run/noti/ca"
 HEALTH_PORT = 8081
 FINGERPRINT_ANNOTATION = "noti.dev/key-fingerprint"
 CREDENTIAL_LABEL = "noti.dev/credential"
+DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
 
 
 class InvalidKey(ValueError):
@@ -57,39 +59,50 @@ def deployment_name(credential: str) -> str:
     return f"{credential}-sender"[:63].rstrip("-")
 
 
+def pool_selector(credential: str) -> dict[str, str]:
+    """The labels that select one credential's sender pods (fixed: a Deployment's selector cannot change)."""
+    return {CREDENTIAL_LABEL: credential, "app.kubernetes.io/component": "sender"}
+
+
 def sender_deployment(
-    credential: Mapping[str, Any], fingerprint: str, image: SenderImage, extra_env: Mapping[str, str] | None = None
+    credential: Mapping[str, Any], fingerprint: str, image: SenderImage, defaults: SenderPodDefaults | None = None
 ) -> dict[str, Any]:
     """The Deployment manifest of a credential's senders, without ``replicas`` (the scaler owns that)."""
-    metadata, spec = credential["metadata"], credential["spec"]
+    defaults = defaults or SenderPodDefaults()
+    metadata = credential["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
-    key_ref = spec["privateKeySecretRef"]
-    key_name = key_ref.get("key") or "AuthKey.p8"
-    senders = spec.get("senders") or {}
+    spec = CredentialSpec.from_spec(credential["spec"])
+    pool = spec.senders
     labels = {
+        **defaults.pod_labels,
         "app.kubernetes.io/name": "noti",
         "app.kubernetes.io/component": "sender",
         "app.kubernetes.io/managed-by": "noti-operator",
         CREDENTIAL_LABEL: name,
     }
+    tuning = {
+        "NOTI_SENDER_CONNECTIONS": pool.tuning.connections or defaults.tuning.connections,
+        "NOTI_SENDER_CONCURRENCY": pool.tuning.concurrency or defaults.tuning.concurrency,
+        "NOTI_SENDER_BATCH_SIZE": pool.tuning.batch_size or defaults.tuning.batch_size,
+    }
     env = {
         "NOTI_CREDENTIAL": f"{namespace}/{name}",
-        "NOTI_APNS_TEAM_ID": spec["teamId"],
-        "NOTI_APNS_KEY_ID": spec["keyId"],
-        "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{key_name}",
-        "NOTI_APNS_TOPIC": spec["bundleId"],
-        "NOTI_APNS_ENVIRONMENT": spec.get("environment") or "production",
-        "NOTI_SENDER_RATE_PER_SECOND": str(senders.get("ratePerSecond", 0)),
+        "NOTI_APNS_TEAM_ID": spec.team_id,
+        "NOTI_APNS_KEY_ID": spec.key_id,
+        "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{spec.private_key.key}",
+        "NOTI_APNS_TOPIC": spec.bundle_id,
+        "NOTI_APNS_ENVIRONMENT": spec.environment,
+        "NOTI_SENDER_RATE_PER_SECOND": str(pool.rate_per_second),
         "NOTI_SENDER_HEALTH_PORT": str(HEALTH_PORT),
-        **({"NOTI_APNS_ENDPOINT": spec["endpoint"]} if spec.get("endpoint") else {}),
-        **dict(extra_env or {}),
+        **({"NOTI_APNS_ENDPOINT": spec.endpoint} if spec.endpoint else {}),
+        **{key: str(value) for key, value in tuning.items() if value},
     }
     volumes: list[dict[str, Any]] = [
         {
             "name": "apns-key",
             "secret": {
-                "secretName": key_ref["name"],
-                "items": [{"key": key_name, "path": key_name}],
+                "secretName": spec.private_key.name,
+                "items": [{"key": spec.private_key.key, "path": spec.private_key.key}],
                 "defaultMode": 0o440,
             },
         }
@@ -99,13 +112,12 @@ def sender_deployment(
         {"name": "apns-key", "mountPath": KEY_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if spec.get("caSecretRef"):
-        ca_ref = spec["caSecretRef"]
-        ca_name = ca_ref.get("key") or "ca.crt"
-        env["NOTI_APNS_CA_FILE"] = f"{CA_DIR}/{ca_name}"
+    if spec.ca is not None:
+        env["NOTI_APNS_CA_FILE"] = f"{CA_DIR}/{spec.ca.key}"
         volumes.append(
-            {"name": "apns-ca", "secret": {"secretName": ca_ref["name"], "items": [{"key": ca_name, "path": ca_name}]}}
-        )
+            {"name": "apns-ca", "secret": {"secretName": spec.ca.name, "items": [{"key": spec.ca.key,
+                                                                                  "path": spec.ca.key}]}}
+        )  # fmt: skip
         mounts.append({"name": "apns-ca", "mountPath": CA_DIR, "readOnly": True})
     container: dict[str, Any] = {
         "name": "sender",
@@ -122,7 +134,7 @@ def sender_deployment(
         },
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 5},
         "volumeMounts": mounts,
-        "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        "resources": pool.resources or defaults.resources or DEFAULT_RESOURCES,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,
@@ -133,16 +145,29 @@ def sender_deployment(
     }
     if image.env_secret:
         container["envFrom"] = [{"secretRef": {"name": image.env_secret}}]
+    selector = pool_selector(name)
+    spread = [
+        {**constraint, "labelSelector": constraint.get("labelSelector") or {"matchLabels": selector}}
+        for constraint in (pool.topology_spread_constraints or defaults.topology_spread_constraints)
+    ]
+    scheduling = {
+        "nodeSelector": pool.node_selector or defaults.node_selector,
+        "tolerations": pool.tolerations or defaults.tolerations,
+        "affinity": pool.affinity or defaults.affinity,
+        "topologySpreadConstraints": spread,
+        "priorityClassName": pool.priority_class_name or defaults.priority_class_name,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": deployment_name(name), "namespace": namespace, "labels": labels},
         "spec": {
-            "selector": {"matchLabels": {CREDENTIAL_LABEL: name, "app.kubernetes.io/component": "sender"}},
+            "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
                     "labels": {**labels, "app.kubernetes.io/version": __version__},
                     "annotations": {
+                        **defaults.pod_annotations,
                         FINGERPRINT_ANNOTATION: fingerprint,
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(HEALTH_PORT),
@@ -162,9 +187,34 @@ def sender_deployment(
                     },
                     **({"imagePullSecrets": [{"name": n} for n in image.pull_secrets]} if image.pull_secrets else {}),
                     "terminationGracePeriodSeconds": 30,  # the sender drains within 25 s of SIGTERM
+                    **{key: value for key, value in scheduling.items() if value},
                     "containers": [container],
                     "volumes": volumes,
                 },
             },
         },
     }
+
+
+def sender_disruption_budget(
+    credential: Mapping[str, Any], defaults: SenderPodDefaults | None = None
+) -> dict[str, Any] | None:
+    """A credential's PodDisruptionBudget (at most ``maxUnavailable`` senders drained at once), or None if off.
+
+    With one sender, ``maxUnavailable: 1`` lets a drain evict it: the budget never blocks a node drain.
+    """
+    defaults = defaults or SenderPodDefaults()
+    metadata = credential["metadata"]
+    pool = CredentialSpec.from_spec(credential["spec"]).senders
+    budget = {**defaults.disruption_budget, **(pool.disruption_budget or {})}
+    if not budget.get("enabled", True):
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": deployment_name(metadata["name"]), "namespace": metadata["namespace"],
+                     "labels": {"app.kubernetes.io/name": "noti", "app.kubernetes.io/component": "sender",
+                                "app.kubernetes.io/managed-by": "noti-operator", CREDENTIAL_LABEL: metadata["name"]}},
+        "spec": {"maxUnavailable": budget.get("maxUnavailable", 1),
+                 "selector": {"matchLabels": pool_selector(metadata["name"])}},
+    }  # fmt: skip

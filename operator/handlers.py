@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -37,11 +38,13 @@ from noti.operator.conditions import (
     transitions,
     with_conditions,
 )
+from noti.operator.credential import CredentialSpec, SenderPodDefaults, crd_default
 from noti.operator.deployment import (
     InvalidKey,
     SenderImage,
     key_fingerprint,
     sender_deployment,
+    sender_disruption_budget,
 )
 from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
@@ -60,7 +63,8 @@ log = logging.getLogger("noti.operator")
 
 
 def credential_queue(spec: Mapping[str, Any]) -> Credential:
-    return Credential(spec["bundleId"], spec.get("environment") or "production")
+    typed = CredentialSpec.from_spec(spec)
+    return Credential(typed.bundle_id, typed.environment)
 
 
 class Operator:
@@ -73,11 +77,13 @@ class Operator:
             settings.operator_sender_env_secret,
             tuple(n.strip() for n in settings.operator_sender_image_pull_secrets.split(",") if n.strip()),
         )  # fmt: skip
+        self.pod_defaults = SenderPodDefaults.from_env(os.environ)  # the chart's senders.* values
         self._engine: Engine | None = None
         self._redis: aioredis.Redis | None = None
         self._api: k8s.ApiClient | None = None
         self._scalers: dict[str, Scaler] = {}
         self._credential_conditions: dict[str, list[dict[str, Any]]] = {}  # by uid: the last ones written
+        self._budgets: dict[str, dict[str, Any]] = {}  # by uid: the disruption budget last applied
 
     # lifecycle
 
@@ -171,7 +177,7 @@ class Operator:
             self._credential_status(body, status, patch, [problem, Condition("Ready", False, reason, str(exc))],
                                     {"observedGeneration": meta.get("generation")})  # fmt: skip
             return
-        manifest = sender_deployment(body, fingerprint, self.image)
+        manifest = sender_deployment(body, fingerprint, self.image, self.pod_defaults)
         kopf.append_owner_reference(manifest, owner=body)  # the Deployment goes when its credential goes
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
         manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = digest
@@ -180,9 +186,15 @@ class Operator:
         if deployment is None or (deployment["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION) != digest:
             deployment = await asyncio.to_thread(self._apply, manifest, FIELD_MANAGER)
 
+        budget = sender_disruption_budget(body, self.pod_defaults)
+        if budget is not None and (self._budgets.get(body["metadata"]["uid"]) != budget):
+            kopf.append_owner_reference(budget, owner=body)
+            await asyncio.to_thread(self._apply_budget, budget)
+            self._budgets[body["metadata"]["uid"]] = budget
+
         queue = credential_queue(spec)
         backlog = await self._backlog(queue)
-        senders = spec.get("senders") or {}
+        pool = CredentialSpec.from_spec(spec).senders
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
         running = int((deployment.get("status") or {}).get("availableReplicas") or 0)
         scaler = self._scalers.setdefault(
@@ -191,8 +203,8 @@ class Operator:
         )
         scaler.measure(int(await self.redis.get(queue.finished) or 0), running, backlog)
         replicas = scaler.decide(
-            current, backlog, self.settings.operator_drain_seconds, int(senders.get("minReplicas", 1)),
-            int(senders.get("maxReplicas", 20)), float(senders.get("ratePerSecond", 0) or 0),
+            current, backlog, self.settings.operator_drain_seconds, pool.min_replicas, pool.max_replicas,
+            pool.rate_per_second,
         )  # fmt: skip
         if replicas != current or "replicas" not in _managed_fields(deployment, SCALER_MANAGER):
             scale = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": replicas},
@@ -243,7 +255,7 @@ class Operator:
             if exc.status == 404:
                 raise LookupError(f"Secret {namespace}/{ref['name']} not found") from None
             raise
-        key = ref.get("key") or "AuthKey.p8"
+        key = ref.get("key") or crd_default("privateKeySecretRef", "key")
         data = (secret.data or {}).get(key)
         if data is None:
             raise LookupError(f"Secret {namespace}/{ref['name']} has no key {key!r}")
@@ -265,6 +277,13 @@ class Operator:
             _content_type="application/apply-patch+yaml",
         )  # fmt: skip
         return dict(self.api.sanitize_for_serialization(result))
+
+    def _apply_budget(self, manifest: dict[str, Any]) -> None:
+        metadata = manifest["metadata"]
+        k8s.PolicyV1Api(self.api).patch_namespaced_pod_disruption_budget(
+            metadata["name"], metadata["namespace"], manifest, field_manager=FIELD_MANAGER, force=True,
+            _content_type="application/apply-patch+yaml",
+        )  # fmt: skip
 
     async def _backlog(self, queue: Credential) -> int:
         """Notifications waiting for this credential's senders: in its streams (acked entries are

@@ -35,6 +35,7 @@ NAMESPACED_RULES = [
     {"apiGroups": ["noti.dev"], "resources": ["apnscredentials/status", "notificationcampaigns/status"],
      "verbs": ["patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["create", "patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]  # fmt: skip
@@ -52,6 +53,7 @@ OPERATOR_MAY = [
     ("patch", "apnscredentials", ""),
     ("create", "deployments", ""),
     ("patch", "deployments", ""),
+    ("patch", "poddisruptionbudgets.policy", ""),
     ("get", "secrets", ""),
     ("create", "events", ""),
 ]
