@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.exceptions
@@ -60,6 +60,16 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def error_items(errors: Iterable[Mapping[str, Any]], at: tuple[int | str, ...] = ()) -> list[ErrorItem]:
+    """pydantic's errors as ours, their locations under ``at`` (e.g. ``("body", "devices", 3)``)."""
+    return [ErrorItem(field=_field((*at, *tuple(e.get("loc", ())))), message=_message(e)) for e in errors]
+
+
+def summary(items: Iterable[ErrorItem]) -> str:
+    """The first few problems on one line."""
+    return "; ".join(f"{item.field}: {item.message}" for item in list(items)[:5])
+
+
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status_code, exc.detail, exc.errors, headers=exc.headers)
@@ -67,9 +77,8 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    items = [ErrorItem(field=_field(tuple(e.get("loc", ()))), message=_message(e)) for e in exc.errors()]
-    summary = "; ".join(f"{item.field}: {item.message}" for item in items[:5])
-    return error_response(422, f"invalid request: {summary}", items)
+    items = error_items(exc.errors())
+    return error_response(422, f"invalid request: {summary(items)}", items)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

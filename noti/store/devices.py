@@ -1,0 +1,154 @@
+"""The batched write path for devices: register or update many by (app, token), their owners with them.
+
+One statement for the owners and one for the devices per batch on PostgreSQL (``unnest`` of
+one array per column), so importing an audience costs database work, not round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select, text, tuple_
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from noti.store.models import Device, DeviceOwner, Platform, utcnow
+
+# SQLite binds at most 32,766 variables per statement; lookups by key stay well below.
+_SQLITE_CHUNK = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFields:
+    """What registering a device stores: the same for one device or ten thousand."""
+
+    app: str
+    device_token: str
+    platform: Platform = Platform.IOS
+    owner: str | None = None  # the owner's external id; a new one creates the owner
+    tags: list[str] = field(default_factory=list)
+    is_active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A stored device: its id, and whether this call created it (rather than updated it)."""
+
+    id: int
+    created: bool
+
+
+_PG_OWNERS = text(
+    """
+    INSERT INTO device_owners (external_id, is_active, created_at, updated_at)
+    SELECT external_id, true, :now, :now FROM unnest(CAST(:ids AS varchar[])) AS v(external_id)
+    ON CONFLICT (external_id) DO NOTHING
+    """
+)
+# xmax is 0 on a row this statement inserted and the upserting transaction's id on one it updated.
+_PG_DEVICES = text(
+    """
+    INSERT INTO devices (app, device_token, platform, owner_id, tags, is_active, created_at, updated_at)
+    SELECT v.app, v.device_token, v.platform, o.id, CAST(v.tags AS jsonb), v.is_active, :now, :now
+      FROM unnest(CAST(:apps AS varchar[]), CAST(:tokens AS varchar[]), CAST(:platforms AS varchar[]),
+                  CAST(:owners AS varchar[]), CAST(:tags AS text[]), CAST(:active AS boolean[]))
+           AS v(app, device_token, platform, owner, tags, is_active)
+      LEFT JOIN device_owners AS o ON o.external_id = v.owner
+     ORDER BY v.app, v.device_token
+    ON CONFLICT (app, device_token) DO UPDATE
+       SET platform = excluded.platform, owner_id = excluded.owner_id, tags = excluded.tags,
+           is_active = excluded.is_active, updated_at = excluded.updated_at
+    RETURNING id, app, device_token, xmax = 0 AS created
+    """
+)
+
+
+def upsert_devices(connection: Connection, devices: Sequence[DeviceFields]) -> list[Registered]:
+    """Register each device, or update the one with its (app, token); one result per device, in order.
+
+    Owners named for the first time are created. A key given twice takes the last one's
+    fields; only its first mention counts as created. Call inside a transaction.
+    """
+    if not devices:
+        return []
+    # One row per key (a statement may not upsert a row twice), in key order, so concurrent
+    # imports lock rows in the same order and never deadlock.
+    latest = {(d.app, d.device_token): d for d in devices}
+    unique = [latest[key] for key in sorted(latest)]
+    owners = sorted({d.owner for d in unique if d.owner is not None})
+    if connection.dialect.name == "postgresql":
+        stored = _upsert_postgresql(connection, unique, owners)
+    else:
+        stored = _upsert_generic(connection, unique, owners)
+    results = []
+    seen: set[tuple[str, str]] = set()
+    for device in devices:
+        key = (device.app, device.device_token)
+        id, created = stored[key]
+        results.append(Registered(id, created and key not in seen))
+        seen.add(key)
+    return results
+
+
+def _upsert_postgresql(
+    connection: Connection, devices: list[DeviceFields], owners: list[str]
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    now = utcnow()
+    if owners:
+        connection.execute(_PG_OWNERS, {"ids": owners, "now": now})
+    values: dict[str, Any] = {
+        "apps": [d.app for d in devices],
+        "tokens": [d.device_token for d in devices],
+        "platforms": [d.platform.value for d in devices],
+        "owners": [d.owner for d in devices],
+        "tags": [orjson.dumps(d.tags).decode() for d in devices],
+        "active": [d.is_active for d in devices],
+        "now": now,
+    }
+    return {(row.app, row.device_token): (row.id, row.created) for row in connection.execute(_PG_DEVICES, values)}
+
+
+def _upsert_generic(
+    connection: Connection, devices: list[DeviceFields], owners: list[str]
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    now = utcnow()
+    owner_ids: dict[str, int] = {}
+    if owners:
+        rows = [{"external_id": o, "is_active": True, "created_at": now, "updated_at": now} for o in owners]
+        connection.execute(sqlite_insert(DeviceOwner).on_conflict_do_nothing(index_elements=["external_id"]), rows)
+        for start in range(0, len(owners), _SQLITE_CHUNK):
+            chunk = owners[start : start + _SQLITE_CHUNK]
+            found = select(DeviceOwner.external_id, DeviceOwner.id).where(DeviceOwner.external_id.in_(chunk))
+            owner_ids.update({row.external_id: row.id for row in connection.execute(found)})
+    statement: Any = sqlite_insert(Device)
+    changed = ("platform", "owner_id", "tags", "is_active", "updated_at")
+    statement = statement.on_conflict_do_update(
+        index_elements=["app", "device_token"], set_={name: statement.excluded[name] for name in changed}
+    )
+    rows = [
+        {
+            "app": d.app,
+            "device_token": d.device_token,
+            "platform": d.platform,
+            "owner_id": owner_ids[d.owner] if d.owner is not None else None,
+            "tags": d.tags,
+            "is_active": d.is_active,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for d in devices
+    ]
+    connection.execute(statement, rows)
+    # A row this call inserted has both times from ``now``; one it updated was created before.
+    created = (Device.created_at == Device.updated_at).label("created")
+    keys = [(d.app, d.device_token) for d in devices]
+    stored: dict[tuple[str, str], tuple[int, bool]] = {}
+    for start in range(0, len(keys), _SQLITE_CHUNK):
+        key = tuple_(Device.app, Device.device_token)
+        query = select(Device.app, Device.device_token, Device.id, created).where(
+            key.in_(keys[start : start + _SQLITE_CHUNK])
+        )
+        stored.update({(row.app, row.device_token): (row.id, bool(row.created)) for row in connection.execute(query)})
+    return stored
