@@ -221,3 +221,17 @@ async def test_bulk_registration_is_in_the_api_schema_with_its_request_and_answe
     )
     devices = schema["components"]["schemas"]["DeviceBulkIn"]["properties"]["devices"]
     assert (devices["items"], devices["maxItems"]) == ({"$ref": "#/components/schemas/DeviceIn"}, 10_000)
+
+
+async def test_paging_like_the_original_api_is_refused_with_a_pointer_to_cursor(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await client.post("/api/devices/", json={"device_token": token(n), "app": APP})
+    response = await client.get("/api/devices/", params={"limit": 2, "page": 2})
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["query.page"]
+    assert "?cursor=" in response.json()["detail"] and "next_cursor" in response.json()["detail"]
+
+    typo = await client.get(f"/api/devices/{token(1)}/", params={"ap": APP})
+    assert typo.status_code == 422
+    assert typo.json()["errors"] == [{"field": "query.ap", "message": "unknown query parameter: this route takes app"}]
+    assert (await client.get(f"/api/devices/{token(1)}/", params={"app": APP})).status_code == 200
