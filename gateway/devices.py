@@ -16,7 +16,16 @@ from starlette.concurrency import run_in_threadpool
 
 from noti.gateway.auth import Scope
 from noti.gateway.context import gateway, require
-from noti.gateway.errors import AUTH_RESPONSES, ApiError, ErrorItem, error_items, invalid, summary
+from noti.gateway.errors import (
+    AUTH_RESPONSES,
+    ApiError,
+    ErrorItem,
+    error_items,
+    invalid,
+    is_json,
+    not_json_message,
+    summary,
+)
 from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
 from noti.gateway.routing import SlashRouter
 from noti.gateway.schemas import (
@@ -197,6 +206,9 @@ async def register_device(
 )
 async def register_devices(request: Request, _: Annotated[Any, Depends(require(Scope.SEND))]) -> Response:
     state = gateway(request)
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        raise invalid("body", not_json_message(content_type))
     raw = await request.body()
     answer = await run_in_threadpool(_register_bulk, state.engine, raw, state.settings.gateway_default_app)
     return Response(orjson.dumps(answer), media_type="application/json")

@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 import httpx
+import orjson
 from gateway_support import APP, Keys, bulk_batches, check_bulk_registration
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine, select
@@ -235,3 +236,18 @@ async def test_paging_like_the_original_api_is_refused_with_a_pointer_to_cursor(
     assert typo.status_code == 422
     assert typo.json()["errors"] == [{"field": "query.ap", "message": "unknown query parameter: this route takes app"}]
     assert (await client.get(f"/api/devices/{token(1)}/", params={"app": APP})).status_code == 200
+
+
+async def test_a_body_sent_as_curl_sends_a_form_is_told_to_send_content_type_json(client: httpx.AsyncClient) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}  # curl -d without -H 'content-type: ...'
+    one = orjson.dumps({"device_token": TOKEN, "app": APP})
+    for path, body in [("/api/devices/", one), ("/api/devices/bulk/", b'{"devices": [' + one + b"]}")]:
+        response = await client.post(path, content=body, headers=form)
+        assert response.status_code == 422, path
+        message = "send the body as JSON with the header content-type: application/json"
+        assert response.json()["errors"] == [
+            {"field": "body", "message": f"{message} (this one came as application/x-www-form-urlencoded)"}
+        ]
+        assert message in response.json()["detail"]
+    as_json = await client.post("/api/devices/", content=one, headers={"content-type": "application/json"})
+    assert as_json.status_code == 201

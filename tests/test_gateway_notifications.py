@@ -281,3 +281,10 @@ async def test_history_refuses_page_and_page_size_naming_each_and_pointing_at_cu
         "field": "query.from",
         "message": "unknown query parameter: this route takes since, until",
     }
+
+
+async def test_a_send_without_a_json_content_type_is_told_to_send_one(client: httpx.AsyncClient) -> None:
+    body = b'{"device_token": "' + token(1).encode() + b'", "app": "com.example.app", "body": "hi"}'
+    response = await client.post("/api/notifications/", content=body, headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert "content-type: application/json (this one came as text/plain)" in response.json()["detail"]
