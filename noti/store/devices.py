@@ -40,23 +40,33 @@ class Registered:
     created: bool
 
 
+# Each batch travels as one JSON document that PostgreSQL takes apart (json_to_recordset): an
+# array parameter per column would have psycopg quote every value in Python, most of the cost.
 _PG_OWNERS = text(
     """
     INSERT INTO device_owners (external_id, is_active, created_at, updated_at)
-    SELECT external_id, true, :now, :now FROM unnest(CAST(:ids AS varchar[])) AS v(external_id)
+    SELECT external_id, true, :now, :now FROM json_array_elements_text(CAST(:owners AS json)) AS v(external_id)
+     ORDER BY external_id
     ON CONFLICT (external_id) DO NOTHING
     """
 )
+# The owners are looked up by the batch's external ids (an index scan), not joined as a table:
+# a hash join would read every owner, a million of them for ten thousand devices. Rows are
+# upserted in key order, so concurrent imports lock them in the same order and never deadlock.
 # xmax is 0 on a row this statement inserted and the upserting transaction's id on one it updated.
 _PG_DEVICES = text(
     """
+    WITH v AS (
+        SELECT * FROM json_to_recordset(CAST(:devices AS json))
+            AS v(a varchar, t varchar, p varchar, o varchar, g jsonb, i boolean)
+    ), o AS (
+        SELECT id, external_id FROM device_owners
+         WHERE external_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:owners AS json))))
+    )
     INSERT INTO devices (app, device_token, platform, owner_id, tags, is_active, created_at, updated_at)
-    SELECT v.app, v.device_token, v.platform, o.id, CAST(v.tags AS jsonb), v.is_active, :now, :now
-      FROM unnest(CAST(:apps AS varchar[]), CAST(:tokens AS varchar[]), CAST(:platforms AS varchar[]),
-                  CAST(:owners AS varchar[]), CAST(:tags AS text[]), CAST(:active AS boolean[]))
-           AS v(app, device_token, platform, owner, tags, is_active)
-      LEFT JOIN device_owners AS o ON o.external_id = v.owner
-     ORDER BY v.app, v.device_token
+    SELECT v.a, v.t, v.p, o.id, v.g, v.i, :now, :now
+      FROM v LEFT JOIN o ON o.external_id = v.o
+     ORDER BY v.a, v.t
     ON CONFLICT (app, device_token) DO UPDATE
        SET platform = excluded.platform, owner_id = excluded.owner_id, tags = excluded.tags,
            is_active = excluded.is_active, updated_at = excluded.updated_at
@@ -73,10 +83,8 @@ def upsert_devices(connection: Connection, devices: Sequence[DeviceFields]) -> l
     """
     if not devices:
         return []
-    # One row per key (a statement may not upsert a row twice), in key order, so concurrent
-    # imports lock rows in the same order and never deadlock.
-    latest = {(d.app, d.device_token): d for d in devices}
-    unique = [latest[key] for key in sorted(latest)]
+    # One row per key: a statement may not upsert a row twice.
+    unique = list({(d.app, d.device_token): d for d in devices}.values())
     owners = sorted({d.owner for d in unique if d.owner is not None})
     if connection.dialect.name == "postgresql":
         stored = _upsert_postgresql(connection, unique, owners)
@@ -96,18 +104,15 @@ def _upsert_postgresql(
     connection: Connection, devices: list[DeviceFields], owners: list[str]
 ) -> dict[tuple[str, str], tuple[int, bool]]:
     now = utcnow()
+    owner_list = orjson.dumps(owners).decode()
     if owners:
-        connection.execute(_PG_OWNERS, {"ids": owners, "now": now})
-    values: dict[str, Any] = {
-        "apps": [d.app for d in devices],
-        "tokens": [d.device_token for d in devices],
-        "platforms": [d.platform.value for d in devices],
-        "owners": [d.owner for d in devices],
-        "tags": [orjson.dumps(d.tags).decode() for d in devices],
-        "active": [d.is_active for d in devices],
-        "now": now,
-    }
-    return {(row.app, row.device_token): (row.id, row.created) for row in connection.execute(_PG_DEVICES, values)}
+        connection.execute(_PG_OWNERS, {"owners": owner_list, "now": now})
+    rows = [
+        {"a": d.app, "t": d.device_token, "p": d.platform.value, "o": d.owner, "g": d.tags, "i": d.is_active}
+        for d in devices
+    ]
+    values = {"devices": orjson.dumps(rows).decode(), "owners": owner_list, "now": now}
+    return {(app, token): (id, created) for id, app, token, created in connection.execute(_PG_DEVICES, values).all()}
 
 
 def _upsert_generic(
