@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -251,3 +252,19 @@ async def test_a_body_sent_as_curl_sends_a_form_is_told_to_send_content_type_jso
         assert message in response.json()["detail"]
     as_json = await client.post("/api/devices/", content=one, headers={"content-type": "application/json"})
     assert as_json.status_code == 201
+
+
+async def test_concurrent_bulk_registrations_of_overlapping_devices_and_owners_all_land_without_deadlock(
+    client: httpx.AsyncClient,
+) -> None:
+    def batch(order: int) -> list[dict[str, object]]:
+        devices = [{"device_token": token(n), "app": APP, "owner": f"user-{n % 50}"} for n in range(2_000)]
+        return devices[::order]
+
+    answers = await asyncio.gather(
+        *(client.post("/api/devices/bulk/", json={"devices": batch(order)}) for order in (1, -1, 1, -1))
+    )
+    assert [a.status_code for a in answers] == [200] * 4
+    assert sum(a.json()["created"] for a in answers) == 2_000  # each device created once, by whichever came first
+    owned = (await client.get("/api/devices/", params={"owner": "user-7", "limit": 100})).json()["results"]
+    assert len(owned) == 40
