@@ -288,7 +288,12 @@ def import_devices(
     if not gateway or not api_key:
         raise click.UsageError("give --gateway and --api-key (or set NOTI_URL and NOTI_API_KEY)")
     buffered, size = _open(file)
-    fmt = file_format(file, given_format, buffered.peek(64)[:64])
+    head = buffered.peek(64)[:64]
+    fmt = file_format(file, given_format, head)
+    if fmt == "jsonl" and head.lstrip().startswith(b"["):
+        raise click.UsageError(
+            f"{file} is one JSON array: give a device object per line (jq -c '.[]' turns it into that)"
+        )
 
     def position() -> int:  # bytes read so far, for the progress bar (a pipe has no size and no position)
         return buffered.tell() if size else 0

@@ -159,6 +159,15 @@ def test_devices_import_with_a_read_only_key_stops_at_the_first_batch_with_the_g
     )
 
 
+def test_devices_import_of_a_json_array_says_to_give_one_object_per_line(tmp_path: Path) -> None:
+    (tmp_path / "audience.json").write_text(f'[\n  {{"device_token": "{TOKENS[0]}"}}\n]\n')
+    result = _noti(
+        "devices", "import", str(tmp_path / "audience.json"), "--gateway", "http://127.0.0.1:1", "--api-key", "k"
+    )
+    assert result.returncode == 2
+    assert "is one JSON array: give a device object per line" in result.stderr
+
+
 def test_devices_import_help_names_the_environment_variables() -> None:
     result = _noti("devices", "import", "--help")
     assert result.returncode == 0
