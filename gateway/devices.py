@@ -8,7 +8,7 @@ import orjson
 from fastapi import Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy import Engine, Select, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,7 +43,7 @@ from noti.gateway.schemas import (
     Token,
     normalize_token,
 )
-from noti.store.devices import DeviceFields, upsert_devices
+from noti.store.devices import DeviceFields, Registered, upsert_devices
 from noti.store.models import Device, DeviceOwner, Platform, utcnow
 
 router = SlashRouter(tags=["devices"], responses=AUTH_RESPONSES)
@@ -142,7 +142,7 @@ def _bulk_body(raw: bytes) -> DeviceBulkIn:
         ) from None
 
 
-def _register_bulk(engine: Any, raw: bytes, default_app: str | None) -> dict[str, Any]:
+def _register_bulk(engine: Engine, raw: bytes, default_app: str | None) -> dict[str, Any]:
     """The DeviceBulkOut answer to a bulk registration (as a dict: 10,000 items are not built as models)."""
     accepted: list[tuple[int, DeviceFields]] = []
     errors: list[dict[str, Any]] = []
@@ -157,8 +157,10 @@ def _register_bulk(engine: Any, raw: bytes, default_app: str | None) -> dict[str
             refuse(index, [ErrorItem(field=f"body.devices.{index}.app", message=_NO_APP)])
         else:
             accepted.append((index, _fields(item, app)))
-    with engine.begin() as connection:
-        stored = upsert_devices(connection, [fields for _, fields in accepted])
+    stored: list[Registered] = []
+    if accepted:
+        with engine.begin() as connection:
+            stored = upsert_devices(connection, [fields for _, fields in accepted])
     results = [
         {"index": index, "id": r.id, "device_token": f.device_token, "app": f.app, "created": r.created}
         for (index, f), r in zip(accepted, stored, strict=True)

@@ -162,6 +162,10 @@ def _problem(item: Mapping[str, Any], index: int) -> str:
     return "; ".join(parts) or str(item.get("detail", "invalid"))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         return str(response.json().get("detail", response.text))
@@ -325,12 +329,13 @@ def import_devices(
         with ThreadPoolExecutor(concurrency) as pool:
             try:
                 for batch in batches(items, batch_size, position, app):
-                    if not batch.devices:
-                        settle(batch, {})
-                        continue
-                    body = orjson.dumps({"devices": batch.devices})
-                    batch.devices = []  # sent: only the line numbers are needed from here on
-                    in_flight.append((batch, pool.submit(client.register, body)))
+                    if batch.devices:
+                        answer = pool.submit(client.register, orjson.dumps({"devices": batch.devices}))
+                        batch.devices = []  # sent: only the line numbers are needed from here on
+                    else:  # only invalid lines: reported in turn, after the batches before them
+                        answer = Future()
+                        answer.set_result({})
+                    in_flight.append((batch, answer))
                     while len(in_flight) > concurrency:
                         done, future = in_flight.popleft()
                         settle(done, future.result())
@@ -359,9 +364,9 @@ def import_devices(
     progress.clear()
     elapsed = time.monotonic() - progress.started
     click.echo(
-        f"imported {totals.imported:,} devices ({totals.created:,} new, {totals.updated:,} updated) "
+        f"imported {_count(totals.imported, 'device')} ({totals.created:,} new, {totals.updated:,} updated) "
         f"in {elapsed:.1f} s ({totals.imported / max(elapsed, 1e-9):,.0f}/s); "
-        f"{totals.failed:,} {'line' if totals.failed == 1 else 'lines'} failed"
+        f"{_count(totals.failed, 'line')} failed"
     )
     if totals.failed:
         sys.exit(1)

@@ -134,6 +134,19 @@ def test_devices_import_streams_json_lines_from_stdin_in_batches_and_updates_on_
     assert len(_devices(live_gateway, keys.sender, owner="user-7")) == 120
 
 
+def test_devices_import_reports_errors_in_line_order_across_batches_in_flight(live_gateway: str, keys: Keys) -> None:
+    lines = [
+        orjson.dumps({"device_token": "ab" * 10, "app": APP}).decode(),  # refused by the gateway
+        orjson.dumps({"device_token": TOKENS[0], "app": APP}).decode(),
+        "not json",  # the last batch holds nothing but this line
+    ]
+    env = {"NOTI_URL": live_gateway, "NOTI_API_KEY": keys.sender}
+    result = _noti("devices", "import", "-", "--batch-size", "2", env=env, input="\n".join(lines) + "\n")
+    assert result.returncode == 1
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["line 1", "line 3"]
+    assert "imported 1 device (1 new, 0 updated)" in result.stdout and "; 2 lines failed" in result.stdout
+
+
 def test_devices_import_refuses_a_csv_column_that_is_not_a_device_field_and_imports_nothing(
     tmp_path: Path, live_gateway: str, keys: Keys
 ) -> None:
