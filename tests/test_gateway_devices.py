@@ -10,7 +10,7 @@ import httpx
 import orjson
 from gateway_support import APP, Keys, bulk_batches, check_bulk_registration
 from hypothesis import HealthCheck, given, settings
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from noti.store.models import DeviceOwner
 
@@ -268,3 +268,16 @@ async def test_concurrent_bulk_registrations_of_overlapping_devices_and_owners_a
     assert sum(a.json()["created"] for a in answers) == 2_000  # each device created once, by whichever came first
     owned = (await client.get("/api/devices/", params={"owner": "user-7", "limit": 100})).json()["results"]
     assert len(owned) == 40
+
+
+async def test_bulk_registration_of_10000_devices_creates_their_owners_once(
+    client: httpx.AsyncClient, clean_db: Engine
+) -> None:
+    devices = [{"device_token": token(n), "app": APP, "owner": f"user-{n % 2500}"} for n in range(10_000)]
+    first = (await client.post("/api/devices/bulk/", json={"devices": devices})).json()
+    assert (first["created"], first["updated"], first["failed"]) == (10_000, 0, 0)
+    again = (await client.post("/api/devices/bulk/", json={"devices": devices})).json()
+    assert (again["created"], again["updated"]) == (0, 10_000)
+    assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
+    with clean_db.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(DeviceOwner)).scalar_one() == 2_500
