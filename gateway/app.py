@@ -94,7 +94,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            app.openapi_schema = errors.openapi_error_schema(schema)
+            app.openapi_schema = docs.add_models(errors.openapi_error_schema(schema), devices.BODY_MODELS)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Query, Request, Response
-from sqlalchemy import Select, delete, exists, func, select, update
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import Engine, Select, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -13,25 +16,48 @@ from starlette.concurrency import run_in_threadpool
 
 from noti.gateway.auth import Scope
 from noti.gateway.context import gateway, require
-from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
+from noti.gateway.errors import (
+    AUTH_RESPONSES,
+    ApiError,
+    ErrorItem,
+    error_items,
+    invalid,
+    is_json,
+    not_json_message,
+    summary,
+)
 from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
 from noti.gateway.routing import SlashRouter
 from noti.gateway.schemas import (
     App,
+    DeviceBulkIn,
+    DeviceBulkOut,
     DeviceIn,
     DeviceOut,
     DevicePage,
     DevicePatch,
     Error,
     ExternalId,
+    Rejected,
     Tag,
     Token,
     normalize_token,
 )
+from noti.store.devices import DeviceFields, Registered, upsert_devices
 from noti.store.models import Device, DeviceOwner, Platform, utcnow
 
 router = SlashRouter(tags=["devices"], responses=AUTH_RESPONSES)
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "No device with this token"}}
+_NO_APP = "give the app (bundle id), or set NOTI_GATEWAY_DEFAULT_APP on the gateway"
+# The bulk body is validated off the event loop (10,000 devices take tens of milliseconds),
+# so the route reads it raw and declares its schema here; app.openapi() adds the component.
+BODY_MODELS = (DeviceBulkIn,)
+_BULK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeviceBulkIn"}}},
+    }
+}
 _AMBIGUOUS: dict[int | str, dict[str, Any]] = {
     409: {"model": Error, "description": "The token is registered for several apps: give ?app="}
 }
@@ -97,24 +123,56 @@ def _find(session: Session, token: str, app: str | None) -> tuple[Device, str | 
     return rows[0][0], rows[0][1]
 
 
+def _fields(body: DeviceIn, app: str) -> DeviceFields:
+    return DeviceFields(app, body.device_token, body.platform, body.owner, body.tags, body.is_active)
+
+
 def _register(session: Session, body: DeviceIn, app: str) -> tuple[DeviceOut, bool]:
-    owner_id = _owner_id(session, body.owner) if body.owner is not None else None
-    existed = session.execute(
-        select(Device.id).where(Device.app == app, Device.device_token == body.device_token)
-    ).first()
-    now = utcnow()
-    values = {
-        "platform": body.platform,
-        "tags": body.tags,
-        "is_active": body.is_active,
-        "owner_id": owner_id,
-        "updated_at": now,
+    (registered,) = upsert_devices(session.connection(), [_fields(body, app)])
+    device, owner = session.execute(_query().where(Device.id == registered.id)).one()
+    return _out(device, owner), registered.created
+
+
+def _bulk_body(raw: bytes) -> DeviceBulkIn:
+    try:
+        return DeviceBulkIn.model_validate_json(raw)
+    except ValidationError as exc:  # answered as any other invalid body
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+def _register_bulk(engine: Engine, raw: bytes, default_app: str | None) -> dict[str, Any]:
+    """The DeviceBulkOut answer to a bulk registration (as a dict: 10,000 items are not built as models)."""
+    accepted: list[tuple[int, DeviceFields]] = []
+    errors: list[dict[str, Any]] = []
+
+    def refuse(index: int, found: list[ErrorItem]) -> None:
+        errors.append({"index": index, "detail": summary(found), "errors": [e.model_dump() for e in found]})
+
+    for index, item in enumerate(_bulk_body(raw).validated()):
+        if isinstance(item, Rejected):
+            refuse(index, error_items(item.errors, ("body", "devices", index)))
+        elif (app := item.app or default_app) is None:
+            refuse(index, [ErrorItem(field=f"body.devices.{index}.app", message=_NO_APP)])
+        else:
+            accepted.append((index, _fields(item, app)))
+    stored: list[Registered] = []
+    if accepted:
+        with engine.begin() as connection:
+            stored = upsert_devices(connection, [fields for _, fields in accepted])
+    results = [
+        {"index": index, "id": r.id, "device_token": f.device_token, "app": f.app, "created": r.created}
+        for (index, f), r in zip(accepted, stored, strict=True)
+    ]
+    created = sum(1 for r in stored if r.created)
+    return {
+        "created": created,
+        "updated": len(stored) - created,
+        "failed": len(errors),
+        "results": results,
+        "errors": errors,
     }
-    statement = _insert(session)(Device).values(app=app, device_token=body.device_token, created_at=now, **values)
-    statement = statement.on_conflict_do_update(index_elements=["app", "device_token"], set_=values)
-    session.execute(statement)
-    device, owner = session.execute(_query().where(Device.app == app, Device.device_token == body.device_token)).one()
-    return _out(device, owner), existed is None
 
 
 @router.post(
@@ -130,7 +188,7 @@ async def register_device(
     state = gateway(request)
     app = body.app or state.settings.gateway_default_app
     if app is None:
-        raise invalid("body.app", "give the app (bundle id), or set NOTI_GATEWAY_DEFAULT_APP on the gateway")
+        raise invalid("body.app", _NO_APP)
 
     def run() -> tuple[DeviceOut, bool]:
         with Session(state.engine) as session, session.begin():
@@ -139,6 +197,23 @@ async def register_device(
     device, created = await run_in_threadpool(run)
     response.status_code = 201 if created else 200
     return device
+
+
+@router.post(
+    "/api/devices/bulk/",
+    response_model=DeviceBulkOut,
+    openapi_extra=_BULK_BODY,
+    responses={422: {"model": Error, "description": "Not a list of 1 to 10,000 devices (invalid devices are 200)"}},
+    summary="Register or update up to 10,000 devices; an invalid one is reported by its index, the others stored",
+)
+async def register_devices(request: Request, _: Annotated[Any, Depends(require(Scope.SEND))]) -> Response:
+    state = gateway(request)
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        raise invalid("body", not_json_message(content_type))
+    raw = await request.body()
+    answer = await run_in_threadpool(_register_bulk, state.engine, raw, state.settings.gateway_default_app)
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get("/api/devices/", response_model=DevicePage, summary="List devices, oldest first")

@@ -6,13 +6,16 @@ come from the ``fastapi-offline`` distribution (Swagger UI bundle and CSS, ReDoc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from noti.gateway.routing import SlashRouter
 
@@ -31,6 +34,17 @@ CSP = (
 def _offline(page: HTMLResponse) -> HTMLResponse:
     page.headers["Content-Security-Policy"] = CSP
     return page
+
+
+def add_models(schema: dict[str, Any], models: Iterable[type[BaseModel]]) -> dict[str, Any]:
+    """Put ``models`` (bodies a route reads itself, named in its ``openapi_extra``) into the schema's components."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in found.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault(model.__name__, found)
+    return schema
 
 
 def install(app: FastAPI) -> None:

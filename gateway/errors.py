@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.exceptions
@@ -60,16 +60,46 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def error_items(errors: Iterable[Mapping[str, Any]], at: tuple[int | str, ...] = ()) -> list[ErrorItem]:
+    """pydantic's errors as ours, their locations under ``at`` (e.g. ``("body", "devices", 3)``)."""
+    return [ErrorItem(field=_field((*at, *tuple(e.get("loc", ())))), message=_message(e)) for e in errors]
+
+
+def summary(items: Iterable[ErrorItem]) -> str:
+    """The first few problems on one line."""
+    return "; ".join(f"{item.field}: {item.message}" for item in list(items)[:5])
+
+
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status_code, exc.detail, exc.errors, headers=exc.headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def is_json(content_type: str | None) -> bool:
+    """Whether a content-type header names JSON (``application/json``, ``application/*+json``)."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def not_json_message(content_type: str | None) -> str:
+    """What to tell a client whose body is not JSON by its content-type (curl -d sends a form)."""
+    sent = f"this one came as {content_type.partition(';')[0].strip()}" if content_type else "this one had none"
+    return f"send the body as JSON with the header content-type: application/json ({sent})"
+
+
+# What pydantic says of a body that is not an object or a list (FastAPI hands a non-JSON body over as bytes).
+_NOT_A_DOCUMENT = frozenset({"model_attributes_type", "dict_type", "model_type", "list_type"})
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    items = [ErrorItem(field=_field(tuple(e.get("loc", ()))), message=_message(e)) for e in exc.errors()]
-    summary = "; ".join(f"{item.field}: {item.message}" for item in items[:5])
-    return error_response(422, f"invalid request: {summary}", items)
+    content_type = request.headers.get("content-type")
+    errors = list(exc.errors())
+    if not is_json(content_type) and any(e["loc"] == ("body",) and e["type"] in _NOT_A_DOCUMENT for e in errors):
+        items = [ErrorItem(field="body", message=not_json_message(content_type))]
+    else:
+        items = error_items(errors)
+    return error_response(422, f"invalid request: {summary(items)}", items)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from noti.apns.payload import device_token_problem
 from noti.store.models import NotificationStatus, Platform
 
 BULK_MAX = 10_000
-_APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")
+# Anchored: a pattern constraint matches anywhere in the value otherwise ("-not a bundle id" passed).
+_APP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]*$")
 
 Environment = Literal["sandbox", "production"]
 PushType = Literal[
@@ -102,6 +114,56 @@ class DeviceIn(_Body):
         if self.platform is Platform.IOS:
             self.device_token = _check_apns_token(self.device_token)
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A device of a bulk registration that failed validation: pydantic's errors, located within the device."""
+
+    errors: list[ErrorDetails]
+
+
+def _or_rejected(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # One invalid device must not fail the other 9,999: it is kept in its place as a Rejected
+    # (pydantic does not check what a wrap validator returns).
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        return Rejected(exc.errors(include_url=False, include_context=False, include_input=False))
+
+
+class DeviceBulkIn(_Body):
+    devices: list[Annotated[DeviceIn, WrapValidator(_or_rejected)]] = Field(
+        min_length=1,
+        max_length=BULK_MAX,
+        description="Each registered or updated as by POST /api/devices/; an invalid one is reported, not stored",
+    )
+
+    def validated(self) -> list[DeviceIn | Rejected]:
+        """Each device in order, or why it was refused."""
+        return [*self.devices]
+
+
+class DeviceBulkResult(BaseModel):
+    index: int = Field(description="The device's position in the request's devices")
+    id: int
+    device_token: str
+    app: str
+    created: bool = Field(description="false when a device with this app and token was updated")
+
+
+class DeviceBulkError(BaseModel):
+    index: int = Field(description="The device's position in the request's devices")
+    detail: str
+    errors: list[ErrorItem]
+
+
+class DeviceBulkOut(BaseModel):
+    created: int
+    updated: int
+    failed: int = Field(description="Devices refused as invalid: see errors (nothing of them was stored)")
+    results: list[DeviceBulkResult] = Field(description="The devices stored, in request order")
+    errors: list[DeviceBulkError] = Field(description="The devices refused, in request order")
 
 
 class DevicePatch(_Body):

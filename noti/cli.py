@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "campaign": "noti.campaigns_cli:campaign",
     "dev": "noti.dev:dev",
     "send": "noti.send:send",
+    "devices": "noti.devices_cli:devices",
     "gateway": "noti.gateway.cli:gateway",
     "apikey": "noti.gateway.cli:apikey",
     "sender": "noti.sender.cli:sender",

@@ -267,3 +267,24 @@ async def test_history_filters_by_status_token_campaign_and_time_with_cursor_pag
 
     bad = await client.get("/api/notifications/", params={"status": "lost"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.status"
+
+
+async def test_history_refuses_page_and_page_size_naming_each_and_pointing_at_cursor(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/notifications/", params={"page": 2, "page_size": 10, "status": "sent"})
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == ["query.page", "query.page_size"]
+    assert all("?cursor=" in e["message"] and "?limit=" in e["message"] for e in errors)
+    stats = await client.get("/api/notifications/stats/", params={"from": "2026-01-01"})
+    assert stats.status_code == 422
+    assert stats.json()["errors"][0] == {
+        "field": "query.from",
+        "message": "unknown query parameter: this route takes since, until",
+    }
+
+
+async def test_a_send_without_a_json_content_type_is_told_to_send_one(client: httpx.AsyncClient) -> None:
+    body = b'{"device_token": "' + token(1).encode() + b'", "app": "com.example.app", "body": "hi"}'
+    response = await client.post("/api/notifications/", content=body, headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert "content-type: application/json (this one came as text/plain)" in response.json()["detail"]

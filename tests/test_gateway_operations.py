@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import redis
 import redis.asyncio as aioredis
@@ -85,3 +87,19 @@ async def test_errors_are_json_with_a_message(client: httpx.AsyncClient, clean_r
     fields = await client.post("/api/notifications/", json={"device_token": "xyz", "priority": 7, "bogus": 1})
     assert fields.status_code == 422
     assert {e["field"] for e in fields.json()["errors"]} == {"body.device_token", "body.priority", "body.bogus"}
+
+
+async def test_every_route_refuses_a_query_parameter_it_does_not_take(
+    gateway_app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    paths = gateway_app.openapi()["paths"]
+    assert len(paths) >= 8
+    for template, operations in paths.items():
+        path = template.replace("{token}", TOKEN).replace("{id}", str(uuid.uuid4()))
+        for method in operations:
+            response = await client.request(method, path, params={"bogus": "1"})
+            assert response.status_code == 422, (method, template, response.status_code)
+            assert response.json()["errors"][0]["field"] == "query.bogus", (method, template)
+            assert "422" in operations[method]["responses"], (method, template)
+    for path in ("/api/schema/", "/api/docs", "/healthz/"):
+        assert (await client.get(path, params={"bogus": "1"})).status_code == 422, path

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
-from gateway_support import APP, gateway_settings
+from gateway_support import APP, bulk_batches, check_bulk_registration, gateway_settings
+from hypothesis import HealthCheck, given, settings
 
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
@@ -67,3 +70,24 @@ async def test_devices_sends_bulk_history_and_stats_work_on_sqlite(
     stats = (await http.get("/api/notifications/stats/")).json()
     assert stats["overall"]["total"] == 5 and stats["overall"]["in_flight"] == 5
     assert clean_redis.xlen(Credential(APP, "sandbox").transactional_stream) == 5
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=bulk_batches)
+async def test_bulk_registration_of_any_mix_on_sqlite_stores_exactly_the_valid_devices(
+    sqlite_client: httpx.AsyncClient, batch: list[tuple[bool, Any]]
+) -> None:
+    await check_bulk_registration(sqlite_client, batch, next(_example_apps))
+
+
+_example_apps = ((f"com.example.lite{n}a", f"com.example.lite{n}b") for n in itertools.count())
+
+
+async def test_bulk_registration_of_10000_devices_with_owners_on_sqlite(sqlite_client: httpx.AsyncClient) -> None:
+    devices = [{"device_token": f"{n:064x}", "app": APP, "owner": f"user-{n % 2500}"} for n in range(10_000)]
+    first = (await sqlite_client.post("/api/devices/bulk/", json={"devices": devices})).json()
+    assert (first["created"], first["updated"], first["failed"]) == (10_000, 0, 0)
+    again = (await sqlite_client.post("/api/devices/bulk/", json={"devices": devices[:10]})).json()
+    assert (again["created"], again["updated"]) == (0, 10)
+    owned = (await sqlite_client.get("/api/devices/", params={"owner": "user-7"})).json()["results"]
+    assert [d["device_token"] for d in owned] == [f"{n:064x}" for n in (7, 2507, 5007, 7507)]
