@@ -30,6 +30,8 @@ from noti.devstack import (
     create_private,
     dev_signing_key,
     ensure_port_free,
+    limit_malloc_arenas,
+    return_idle_memory,
 )
 from noti.queue import Credential, QueuedNotification
 from noti.settings import Settings
@@ -98,6 +100,7 @@ class DevStack:
 
     async def run(self) -> None:
         options = self.options
+        limit_malloc_arenas()  # before the embedded Redis starts its threads
         data = DataDir.prepare(options.data_dir)
         lock = data.claim()  # held until this process ends: one stack per data directory
         try:
@@ -228,6 +231,7 @@ class DevStack:
             )
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
+        trimming = asyncio.create_task(return_idle_memory(), name="memory")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serving, sending}, return_when=asyncio.FIRST_COMPLETED)
         click.echo("stopping: draining the sender…")
@@ -235,6 +239,7 @@ class DevStack:
         sender.stop()
         await asyncio.gather(serving, sending, return_exceptions=True)
         stopped.cancel()
+        trimming.cancel()
         click.echo("stopped")
 
     def _api_key(self, data: DataDir, engine: Engine) -> str:
