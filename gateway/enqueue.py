@@ -25,8 +25,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, func, literal, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from noti.campaigns import RECORD_COLUMNS
 from noti.gateway.errors import ApiError, invalid
 from noti.queue import XADD_MANY, Credential, Environment, QueuedNotification, pack_entries
 from noti.store import records
@@ -113,14 +114,15 @@ class _Entries:
 class _Written:
     """What a batch did in the store: answers per send, messages still to queue."""
 
-    answers: list[Accepted | ApiError]
+    answers: list[Accepted | Exception]
     messages: list[_Entries] = field(default_factory=list)
 
 
 def _record(
     id: uuid.UUID, token: str, app: str, device_id: int | None, content: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
-    columns = {name: content[name] for name in RECORD_COLUMNS if content.get(name) is not None}
+    # Every content column, set or not: the records of a batch are inserted by one statement.
+    columns = records.content_columns(content)
     return {
         "id": id,
         "device_id": device_id,
@@ -193,7 +195,7 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
         for device in found:
             devices[device.device_token].append(device)
 
-    answers: list[Accepted | ApiError | None] = []
+    answers: list[Accepted | Exception | None] = []
     pending: dict[uuid.UUID, tuple[dict[str, Any], Send]] = {}
     for send in sends:
         if send.id in reused:
@@ -210,6 +212,11 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
             answers.append(target)
             continue
         app, device_id = target
+        try:
+            _stream(app, send.environment)
+        except ValueError:  # a device registered with an app that is no bundle id
+            answers.append(invalid("body.app", f"the device's app {app!r} is not a bundle id; register it again"))
+            continue
         row = _record(send.id, send.device_token, app, device_id, send.content, idempotency_key=send.idempotency_key)
         pending[send.id] = (row, send)
         answers.append(None)
@@ -240,6 +247,11 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
         queued.entries.append(message.encode())
     result.messages = list(by_stream.values())
     return result
+
+
+def _store_unavailable(exc: Exception) -> bool:
+    """Whether the store itself failed (every send of the batch would), not one send's values."""
+    return isinstance(exc, OperationalError | PoolTimeout) or bool(getattr(exc, "connection_invalidated", False))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -406,10 +418,28 @@ class Enqueuer:
             else:
                 future.set_result(answer)
 
-    async def _flush_now(self, sends: list[Send]) -> list[Accepted | ApiError]:
-        written = await asyncio.to_thread(self._write_in_transaction, sends)
+    async def _flush_now(self, sends: list[Send]) -> list[Accepted | Exception]:
+        written = await asyncio.to_thread(self._write_batch, sends)
         await self._queue(written.messages)
         return written.answers
+
+    def _write_batch(self, sends: list[Send]) -> _Written:
+        try:
+            return self._write_in_transaction(sends)
+        except Exception as exc:
+            if len(sends) == 1 or _store_unavailable(exc):
+                raise
+        # One send failed in a way its own checks did not foresee: write each alone, so only it fails.
+        alone = _Written(answers=[])
+        for send in sends:
+            try:
+                written = self._write_in_transaction([send])
+            except Exception as exc:  # the others still go: those written before must be queued
+                alone.answers.append(exc)
+            else:
+                alone.answers.extend(written.answers)
+                alone.messages.extend(written.messages)
+        return alone
 
     def _write_in_transaction(self, sends: list[Send]) -> _Written:
         if not self.batching:

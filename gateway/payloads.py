@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from noti.apns.payload import InvalidNotification, NotificationContent, PayloadTooLarge, build_payload
 from noti.gateway.errors import invalid
 from noti.gateway.schemas import Content
@@ -23,5 +25,14 @@ def checked_content(body: Content) -> dict[str, Any]:
         raise invalid("body", exc.reason) from None
     except InvalidNotification as exc:
         raise invalid(f"body.{exc.field}", exc.reason) from None
+    try:  # what the queue message will hold must encode too (fields outside the payload included)
+        orjson.dumps(values)
+    except orjson.JSONEncodeError:
+        for name, value in values.items():
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError as exc:
+                raise invalid(f"body.{name}", f"cannot be encoded as JSON: {exc}") from None
+        raise
     # The set fields, push_type included: what content.to_dict() gives, without its deep copy.
     return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import datetime
@@ -34,19 +35,39 @@ Token = Annotated[
 ]
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+MAX_NESTING = 32  # levels of objects and arrays in data, content_state, attributes or a sound dict
 
 
-def _no_nul(value: Any) -> Any:
-    if _has_nul(value):
-        raise ValueError("text must not contain NUL (\\u0000) characters")
+def json_problem(value: Any, max_nesting: int = MAX_NESTING) -> str | None:
+    """Why a JSON value from a client cannot be stored and sent, or None.
+
+    Walked with a stack rather than recursion: the value is the client's, and so is its depth.
+    """
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "text must not contain NUL (\\u0000) characters"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "NaN and Infinity are not JSON numbers"
+        elif isinstance(item, dict | list):
+            if depth == max_nesting:
+                return f"objects and arrays may nest at most {max_nesting} levels deep"
+            if isinstance(item, dict):
+                if any("\x00" in key for key in item):
+                    return "text must not contain NUL (\\u0000) characters"
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+    return None
+
+
+def _sendable_json(value: Any) -> Any:
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -170,7 +191,7 @@ class Content(_Body):
     attributes_type: Text | None = Field(default=None, max_length=255)
     attributes: dict[str, Any] | None = None
 
-    _data_no_nul = field_validator("data", "sound", "content_state", "attributes")(_no_nul)
+    _sendable = field_validator("data", "sound", "content_state", "attributes")(_sendable_json)
 
     @field_validator("collapse_id")
     @classmethod
