@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -11,19 +10,25 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from noti.apns.payload import device_token_problem
+from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN
 from noti.store.models import NotificationStatus, Platform
 
 BULK_MAX = 10_000
-_APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")
 
 Environment = Literal["sandbox", "production"]
 PushType = Literal[
     "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
     "pushtotalk", "widgets",
 ]  # fmt: skip
+# Every pattern here is anchored (^...$): pydantic searches a pattern, it does not match it whole.
 App = Annotated[
     str,
-    Field(min_length=1, max_length=255, pattern=_APP.pattern, description="Bundle id (apns-topic), com.example.app"),
+    Field(
+        min_length=1,
+        max_length=BUNDLE_ID_MAX_LENGTH,
+        pattern=BUNDLE_ID_PATTERN,
+        description="Bundle id (apns-topic), com.example.app: letters, digits, hyphens and periods",
+    ),
 ]
 # PostgreSQL text cannot hold NUL: refuse it at the edge rather than fail in the store.
 _NO_NUL = r"^[^\x00]*$"
