@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import redis
 from gateway_fixtures import StoreGateway
+from gateway_support import APP
 from sqlalchemy import func, select
 
+from noti.gateway.schemas import json_problem
 from noti.store.models import Device, Notification
 
 TOKEN = "ab" * 32
@@ -16,6 +19,11 @@ BAD_APPS = ["com.example probe", "a\r\nX-Injected: 1", "x}:tx{", "a<script>alert
 def fields(response: httpx.Response) -> set[str]:
     assert response.status_code == 422, response.text
     return {error["field"] for error in response.json()["errors"]}
+
+
+def raw(**fields: str) -> str:
+    """A JSON body from each field's JSON text (some of it JSON only Python reads, such as NaN)."""
+    return "{" + ", ".join(f'"{name}": {value}' for name, value in fields.items()) + "}"
 
 
 def stored(store: StoreGateway, table: type[Device] | type[Notification]) -> int:
@@ -37,3 +45,65 @@ async def test_an_app_that_is_no_bundle_id_is_refused_in_bodies_and_filters(
                 assert fields(await http.get(path, params={"app": app})) == {"query.app"}
     assert stored(any_store, Device) == stored(any_store, Notification) == 0
     assert clean_redis.keys("noti:*") == []
+
+
+@pytest.mark.parametrize("field", ["data", "content_state", "attributes"])
+@pytest.mark.parametrize("depth", [33, 254, 330, 5000])
+async def test_nesting_beyond_the_limit_is_refused_naming_the_field(
+    any_store: StoreGateway, field: str, depth: int
+) -> None:
+    deep = "[" * (depth - 1) + "]" * (depth - 1)
+    body = raw(device_token=f'"{TOKEN}"', app=f'"{APP}"', **{field: f'{{"k": {deep}}}'})
+    async with any_store.client(any_store.new_key()) as http:
+        answer = await http.post("/api/notifications/", content=body, headers={"content-type": "application/json"})
+        at_limit = raw(device_token=f'"{TOKEN}"', app=f'"{APP}"', **{field: f'{{"k": {"[" * 31 + "]" * 31}}}'})
+        accepted = await http.post(
+            "/api/notifications/", content=at_limit, headers={"content-type": "application/json"}
+        )
+    # Python's JSON parser itself gives up somewhere past 1,000 levels: then the body as a whole is refused.
+    assert fields(answer) == ({f"body.{field}"} if depth < 1000 else {"body"})
+    assert "nest at most 32 levels" in answer.json()["detail"]
+    assert accepted.status_code == 202, accepted.text
+    assert stored(any_store, Notification) == 1
+
+
+async def test_a_deep_sound_dict_is_refused_naming_the_field(any_store: StoreGateway) -> None:
+    body = raw(device_token=f'"{TOKEN}"', app=f'"{APP}"', sound=f'{{"name": {"[" * 300 + "]" * 300}}}')
+    async with any_store.client(any_store.new_key()) as http:
+        answer = await http.post("/api/notifications/", content=body, headers={"content-type": "application/json"})
+    assert fields(answer) == {"body.sound"}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_and_infinity_in_custom_data_are_refused_on_both_stores(any_store: StoreGateway, number: str) -> None:
+    body = raw(device_token=f'"{TOKEN}"', app=f'"{APP}"', data=f'{{"score": [1, {number}]}}')
+    async with any_store.client(any_store.new_key()) as http:
+        answer = await http.post("/api/notifications/", content=body, headers={"content-type": "application/json"})
+        bulk = raw(device_tokens=f'["{TOKEN}"]', data=f'{{"score": {number}}}')
+        bulk_answer = await http.post(
+            "/api/notifications/bulk/", content=bulk, headers={"content-type": "application/json"}
+        )
+    assert fields(answer) == fields(bulk_answer) == {"body.data"}
+    assert "NaN and Infinity" in answer.json()["detail"]
+    assert stored(any_store, Notification) == 0
+
+
+def nested_lists(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_json_problem_allows_32_levels_and_walks_any_depth_without_recursion() -> None:
+    assert json_problem({"a": nested_lists(31)}) is None
+    assert json_problem({"a": nested_lists(32)}) == "objects and arrays may nest at most 32 levels deep"
+    assert json_problem(nested_lists(100_000)) is not None  # no RecursionError
+    assert json_problem({"wide": list(range(10_000)), "text": "é" * 1000, "n": 1.5, "ok": None}) is None
+
+
+@pytest.mark.parametrize(
+    "value", [{"x": float("nan")}, [1, [float("inf")]], {"k": -float("inf")}, {"a\x00": 1}, {"a": ["b\x00"]}]
+)
+def test_json_problem_refuses_what_json_or_postgresql_cannot_hold(value: object) -> None:
+    assert json_problem(value) is not None
