@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from noti.apns.payload import device_token_problem
-from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN
+from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN, bundle_id_problem
 from noti.store.models import NotificationStatus, Platform
 
 BULK_MAX = 10_000
@@ -20,23 +21,48 @@ PushType = Literal[
     "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
     "pushtotalk", "widgets",
 ]  # fmt: skip
-# Every pattern here is anchored (^...$): pydantic searches a pattern, it does not match it whole.
+
+
+def _bundle_id(value: str) -> str:
+    problem = bundle_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 App = Annotated[
     str,
     Field(
         min_length=1,
         max_length=BUNDLE_ID_MAX_LENGTH,
-        pattern=BUNDLE_ID_PATTERN,
+        json_schema_extra={"pattern": BUNDLE_ID_PATTERN},
         description="Bundle id (apns-topic), com.example.app: letters, digits, hyphens and periods",
     ),
+    AfterValidator(_bundle_id),
 ]
 # PostgreSQL text cannot hold NUL: refuse it at the edge rather than fail in the store.
+# Patterns given to pydantic are anchored (^...$): it searches them, it does not match them whole.
 _NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=_NO_NUL)]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
 ExternalId = Annotated[str, Field(min_length=1, max_length=255, pattern=_NO_NUL)]
 Token = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$", description="Printable ASCII, no spaces")
+]
+# Sent to APNs as an HTTP/2 header (apns-collapse-id): visible ASCII, spaces only inside.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+
+
+def _header_value(value: str) -> str:
+    if _HEADER_VALUE.fullmatch(value) is None:
+        raise ValueError("an APNs header value is visible ASCII (spaces only inside), at most 64 bytes")
+    return value
+
+
+HeaderValue = Annotated[
+    str,
+    Field(max_length=64, json_schema_extra={"pattern": f"^{_HEADER_VALUE.pattern}$"}, description="Visible ASCII"),
+    AfterValidator(_header_value),
 ]
 
 
@@ -184,7 +210,9 @@ class Content(_Body):
     push_type: PushType = "alert"
     priority: Literal[10, 5, 1] | None = Field(default=None, description="Default 10, or 5 for background pushes")
     expiration: int | None = Field(default=None, ge=0, le=2**53, description="apns-expiration, epoch seconds")
-    collapse_id: Text | None = Field(default=None, max_length=64, description="apns-collapse-id, at most 64 bytes")
+    collapse_id: HeaderValue | None = Field(
+        default=None, max_length=64, description="apns-collapse-id, at most 64 bytes"
+    )
     interruption_level: Literal["passive", "active", "time-sensitive", "critical"] | None = None
     mutable_content: bool | None = None
     # Live Activities (push_type liveactivity)
@@ -197,13 +225,6 @@ class Content(_Body):
     attributes: dict[str, Any] | None = None
 
     _sendable = field_validator("data", "sound", "content_state", "attributes")(_sendable_json)
-
-    @field_validator("collapse_id")
-    @classmethod
-    def _collapse_id_bytes(cls, value: str | None) -> str | None:
-        if value is not None and len(value.encode()) > 64:
-            raise ValueError("apns-collapse-id is at most 64 bytes")
-        return value
 
     def content_fields(self) -> dict[str, Any]:
         return self.model_dump(include=set(Content.model_fields), exclude_none=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 import redis
+from fastapi import FastAPI
 from gateway_fixtures import StoreGateway
 from gateway_support import APP
 from sqlalchemy import func, select
@@ -107,3 +110,33 @@ def test_json_problem_allows_32_levels_and_walks_any_depth_without_recursion() -
 )
 def test_json_problem_refuses_what_json_or_postgresql_cannot_hold(value: object) -> None:
     assert json_problem(value) is not None
+
+
+async def test_every_pattern_the_schema_shows_is_anchored(gateway_app: FastAPI) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway_app), base_url="http://gw") as http:
+        schema = (await http.get("/api/schema/")).json()
+    patterns: list[str] = []
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.append(node["pattern"])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    assert len(patterns) >= 5
+    assert [p for p in patterns if not (p.startswith("^") and p.endswith("$"))] == []
+
+
+@pytest.mark.parametrize("collapse_id", ["é" * 32, "a\r\nb", " padded", "tab\there", ""])
+async def test_a_collapse_id_that_is_no_ascii_header_is_refused(any_store: StoreGateway, collapse_id: str) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        send = {"device_token": TOKEN, "app": APP, "collapse_id": collapse_id}
+        answer = await http.post("/api/notifications/", json=send)
+        bulk = await http.post("/api/notifications/bulk/", json={"device_tokens": [TOKEN], "collapse_id": collapse_id})
+        fine = await http.post("/api/notifications/", json={**send, "collapse_id": "order 42"})
+    assert fields(answer) == fields(bulk) == {"body.collapse_id"}
+    assert "visible ASCII" in answer.json()["detail"]
+    assert fine.status_code == 202
+    assert stored(any_store, Notification) == 1
