@@ -26,6 +26,7 @@ from noti.gateway.schemas import (
     BulkAccepted,
     BulkIn,
     Error,
+    Moment,
     NotificationAccepted,
     NotificationIn,
     NotificationOut,
@@ -35,6 +36,7 @@ from noti.gateway.schemas import (
     Token,
     normalize_token,
     normalize_tokens,
+    utc_moment,
 )
 from noti.queue import Environment
 from noti.store.models import Notification, NotificationStatus
@@ -146,14 +148,13 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
-    since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since > until:
         raise invalid("query.since", "since must not be after until")
     return since, until
 
 
-Since = Annotated[datetime | None, Query(description="Created at or after (RFC 3339; UTC when no offset)")]
-Until = Annotated[datetime | None, Query(description="Created before")]
+Since = Annotated[Moment | None, Query(description="Created at or after (RFC 3339; UTC when no offset)")]
+Until = Annotated[Moment | None, Query(description="Created before")]
 
 
 @router.get("/api/notifications/stats/", response_model=Stats, responses=_INVALID, summary="Counts and rates")
@@ -175,9 +176,7 @@ async def notification_stats(
 
 
 def _cursor_time(value: Any) -> datetime:
-    moment = _utc(datetime.fromisoformat(value))
-    assert moment is not None
-    return moment
+    return utc_moment(datetime.fromisoformat(value))
 
 
 @router.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,6 +64,26 @@ HeaderValue = Annotated[
     Field(max_length=64, json_schema_extra={"pattern": f"^{_HEADER_VALUE.pattern}$"}, description="Visible ASCII"),
     AfterValidator(_header_value),
 ]
+
+
+# Query times are kept a day inside the calendar's ends: rounding to hours, or an offset,
+# must never leave it (Python's datetime stops at years 1 and 9999).
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def utc_moment(moment: datetime) -> datetime:
+    """``moment`` in UTC (without an offset: taken as UTC); ValueError outside [EARLIEST, LATEST]."""
+    try:
+        utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()} (UTC)")
+    return utc
+
+
+Moment = Annotated[datetime, AfterValidator(utc_moment)]
 
 
 MAX_NESTING = 32  # levels of objects and arrays in data, content_state, attributes or a sound dict

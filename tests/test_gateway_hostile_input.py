@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from gateway_fixtures import StoreGateway
 from gateway_support import APP
 from sqlalchemy import func, select
 
+from noti.gateway.pagination import encode_cursor
 from noti.gateway.schemas import json_problem
 from noti.store.models import Device, Notification
 
@@ -140,3 +142,36 @@ async def test_a_collapse_id_that_is_no_ascii_header_is_refused(any_store: Store
     assert "visible ASCII" in answer.json()["detail"]
     assert fine.status_code == 202
     assert stored(any_store, Notification) == 1
+
+
+CALENDAR_ENDS = [
+    ("until", "0001-01-01T00:00:00Z"),
+    ("since", "9999-12-31T23:30:00Z"),
+    ("since", "0001-01-01T00:30:00+01:00"),  # the offset crosses into year 0
+    ("until", "9999-12-31T23:00:00-02:00"),  # and into year 10000
+    ("since", "0001-01-01T05:00:00"),
+]
+
+
+@pytest.mark.parametrize(("parameter", "moment"), CALENDAR_ENDS)
+async def test_times_at_the_calendar_s_ends_are_refused_naming_the_parameter(
+    any_store: StoreGateway, parameter: str, moment: str
+) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        for path in ("/api/notifications/stats/", "/api/notifications/"):
+            answer = await http.get(path, params={parameter: moment})
+            assert fields(answer) == {f"query.{parameter}"}, path
+            assert "between 0001-01-02 and 9999-12-30" in answer.json()["detail"]
+        cursor = encode_cursor(moment, str(uuid.uuid4()))
+        assert fields(await http.get("/api/notifications/", params={"cursor": cursor})) == {"query.cursor"}
+
+
+async def test_the_widest_window_the_calendar_allows_is_answered(any_store: StoreGateway) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        window = {"since": "0001-01-02T00:00:00Z", "until": "9999-12-30T00:00:00Z"}
+        stats = await http.get("/api/notifications/stats/", params=window)
+        listed = await http.get("/api/notifications/", params=window)
+        at_the_end = encode_cursor("9999-12-30T00:00:00+00:00", str(uuid.uuid4()))
+        paged = await http.get("/api/notifications/", params={"cursor": at_the_end})
+    assert (stats.status_code, listed.status_code, paged.status_code) == (200, 200, 200), stats.text
+    assert stats.json()["window"]["total"] == 0
