@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from noti.apns.payload import device_token_problem
 from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN, bundle_id_problem
@@ -177,10 +178,22 @@ class DeviceIn(_Body):
 
 
 class DevicePatch(_Body):
-    platform: Platform | None = None
+    """The fields to change; a field left out keeps its value. Only ``owner`` may be null."""
+
+    # Absent is None; an explicit null is refused (the columns hold no null), and the schema says so.
+    platform: Platform | SkipJsonSchema[None] = None
     owner: ExternalId | None = Field(default=None, description="null detaches the device from its owner")
-    tags: list[Tag] | None = Field(default=None, max_length=100)
-    is_active: bool | None = None
+    tags: list[Tag] | SkipJsonSchema[None] = Field(default=None, json_schema_extra={"maxItems": 100})
+    is_active: bool | SkipJsonSchema[None] = None
+
+    @field_validator("platform", "tags", "is_active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null: leave the field out to keep its value")
+        if isinstance(value, list) and len(value) > 100:
+            raise ValueError("a device has at most 100 tags")
+        return value
 
 
 class DeviceOut(BaseModel):

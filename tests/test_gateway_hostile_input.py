@@ -175,3 +175,17 @@ async def test_the_widest_window_the_calendar_allows_is_answered(any_store: Stor
         paged = await http.get("/api/notifications/", params={"cursor": at_the_end})
     assert (stats.status_code, listed.status_code, paged.status_code) == (200, 200, 200), stats.text
     assert stats.json()["window"]["total"] == 0
+
+
+@pytest.mark.parametrize("change", [{"is_active": None}, {"platform": None}, {"tags": None}])
+async def test_patching_a_device_field_to_null_is_refused_and_changes_nothing(
+    any_store: StoreGateway, change: dict[str, None]
+) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        await http.post("/api/devices/", json={"device_token": TOKEN, "app": APP, "tags": ["vip"]})
+        answer = await http.patch(f"/api/devices/{TOKEN}/", json=change)
+        detached = await http.patch(f"/api/devices/{TOKEN}/", json={"owner": None})  # the one field null may clear
+        device = (await http.get(f"/api/devices/{TOKEN}/")).json()
+    assert fields(answer) == {f"body.{name}" for name in change}
+    assert detached.status_code == 200, detached.text
+    assert (device["is_active"], device["platform"], device["tags"], device["owner"]) == (True, "ios", ["vip"], None)
