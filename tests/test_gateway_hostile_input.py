@@ -189,3 +189,11 @@ async def test_patching_a_device_field_to_null_is_refused_and_changes_nothing(
     assert fields(answer) == {f"body.{name}" for name in change}
     assert detached.status_code == 200, detached.text
     assert (device["is_active"], device["platform"], device["tags"], device["owner"]) == (True, "ios", ["vip"], None)
+
+
+@pytest.mark.parametrize(
+    "cursor", ["W3RydWVd", "W2ZhbHNlXQ", "WzEuNV0", "Wy0xXQ", "WyIxIl0"]
+)  # [true] [false] [1.5] [-1] ["1"]
+async def test_a_device_cursor_that_is_no_device_id_is_refused(any_store: StoreGateway, cursor: str) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        assert fields(await http.get("/api/devices/", params={"cursor": cursor})) == {"query.cursor"}
