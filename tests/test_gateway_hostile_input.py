@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -197,3 +198,56 @@ async def test_patching_a_device_field_to_null_is_refused_and_changes_nothing(
 async def test_a_device_cursor_that_is_no_device_id_is_refused(any_store: StoreGateway, cursor: str) -> None:
     async with any_store.client(any_store.new_key()) as http:
         assert fields(await http.get("/api/devices/", params={"cursor": cursor})) == {"query.cursor"}
+
+
+HOSTILE_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', app='"com.example probe"')}),
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', data="[" * 254 + "]" * 254)}),
+    (
+        "POST",
+        "/api/notifications/",
+        {"content": raw(device_token=f'"{TOKEN}"', data='{"k": ' + "[" * 400 + "]" * 400 + "}")},
+    ),
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', data="[" * 5000 + "]" * 5000)}),
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', data='{"x": NaN}')}),
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', title='"\\ud800"')}),
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', data=f'{{"big": {2**70}}}')}),
+    ("POST", "/api/notifications/", {"content": raw(device_token=f'"{TOKEN}"', collapse_id='"' + "é" * 32 + '"')}),
+    ("POST", "/api/notifications/", {"content": "{"}),
+    (
+        "POST",
+        "/api/notifications/bulk/",
+        {"content": raw(device_tokens=f'["{TOKEN}"]', content_state="[" * 300 + "]" * 300)},
+    ),
+    ("POST", "/api/devices/", {"content": raw(device_token=f'"{TOKEN}"', app='"x}:tx{"')}),
+    ("PATCH", f"/api/devices/{TOKEN}/", {"content": '{"is_active": null}'}),
+    ("GET", "/api/devices/", {"params": {"cursor": "W3RydWVd"}}),
+    ("GET", "/api/notifications/stats/", {"params": {"until": "0001-01-01T00:00:00Z"}}),
+    ("GET", "/api/notifications/stats/", {"params": {"since": "9999-12-31T23:30:00Z"}}),
+    ("GET", "/api/notifications/", {"params": {"cursor": encode_cursor("9999-12-31T23:59:00-05:00", "x")}}),
+]
+
+
+async def test_client_errors_answer_4xx_and_leave_no_traceback_in_the_log(
+    any_store: StoreGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        await http.post("/api/devices/", json={"device_token": TOKEN, "app": APP})
+        caplog.clear()
+        for method, path, request in HOSTILE_REQUESTS:
+            answer = await http.request(method, path, headers={"content-type": "application/json"}, **request)
+            assert answer.status_code in (404, 422), (method, path, answer.text)
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert sum(len(r.getMessage()) for r in caplog.records) < 2_000
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("title", '"\\ud800"'), ("thread_id", '"a\\udfff"'), ("data", f'{{"big": {2**70}}}')]
+)
+async def test_what_json_cannot_encode_is_refused_naming_its_field(
+    any_store: StoreGateway, field: str, value: str
+) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        body = raw(device_token=f'"{TOKEN}"', app=f'"{APP}"', **{field: value})
+        answer = await http.post("/api/notifications/", content=body, headers={"content-type": "application/json"})
+    assert fields(answer) == {f"body.{field}"}
