@@ -87,6 +87,14 @@ def utc_moment(moment: datetime) -> datetime:
 Moment = Annotated[datetime, AfterValidator(utc_moment)]
 
 
+def _with_offset(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# A stored time in an answer: SQLite gives them back without an offset, though all are UTC.
+Timestamp = Annotated[datetime, AfterValidator(_with_offset)]
+
+
 MAX_NESTING = 32  # levels of objects and arrays in data, content_state, attributes or a sound dict
 
 
@@ -204,9 +212,9 @@ class DeviceOut(BaseModel):
     owner: str | None
     tags: list[str]
     is_active: bool
-    last_notification_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    last_notification_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class DevicePage(BaseModel):
@@ -331,9 +339,9 @@ class NotificationOut(BaseModel):
     apns_id: str | None
     apns_reason: str | None
     status_code: int | None
-    created_at: datetime
-    queued_at: datetime | None
-    sent_at: datetime | None
+    created_at: Timestamp
+    queued_at: Timestamp | None
+    sent_at: Timestamp | None
 
 
 class NotificationPage(BaseModel):
@@ -355,8 +363,8 @@ class Counts(BaseModel):
 class Stats(BaseModel):
     overall: Counts
     window: Counts | None = Field(description="The same for notifications created in [since, until)")
-    since: datetime | None
-    until: datetime | None
+    since: Timestamp | None
+    until: Timestamp | None
 
 
 class Health(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -16,7 +17,9 @@ from sqlalchemy import func, select
 
 from noti.gateway.pagination import encode_cursor
 from noti.gateway.schemas import json_problem
-from noti.store.models import Device, Notification
+from noti.store import records
+from noti.store.models import Device, Notification, NotificationStatus
+from noti.store.records import Outcome
 
 TOKEN = "ab" * 32
 BAD_APPS = ["com.example probe", "a\r\nX-Injected: 1", "x}:tx{", "a<script>alert(1)</script>", "a/../../etc/passwd"]
@@ -251,3 +254,36 @@ async def test_what_json_cannot_encode_is_refused_naming_its_field(
         body = raw(device_token=f'"{TOKEN}"', app=f'"{APP}"', **{field: value})
         answer = await http.post("/api/notifications/", content=body, headers={"content-type": "application/json"})
     assert fields(answer) == {f"body.{field}"}
+
+
+def timestamps(document: Any) -> list[str]:
+    """Every value of a key ending in _at, or since/until, anywhere in an answer."""
+    found: list[str] = []
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            found += [v for k, v in node.items() if (k.endswith("_at") or k in {"since", "until"}) and v is not None]
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+async def test_every_timestamp_in_every_answer_carries_its_offset(any_store: StoreGateway) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        answers = [await http.post("/api/devices/", json={"device_token": TOKEN, "app": APP})]
+        sent = await http.post("/api/notifications/", json={"device_token": TOKEN, "body": "x"})
+        with any_store.engine.begin() as connection:  # as a sender would leave it
+            records.apply_outcomes(connection, [Outcome(uuid.UUID(sent.json()["id"]), NotificationStatus.SENT)])
+        answers += [
+            await http.get(f"/api/devices/{TOKEN}/"),
+            await http.patch(f"/api/devices/{TOKEN}/", json={"tags": ["a"]}),
+            await http.get("/api/devices/"),
+            await http.get(f"/api/notifications/{sent.json()['id']}/"),
+            await http.get("/api/notifications/"),
+            await http.get("/api/notifications/stats/", params={"since": "2026-01-01T00:00:00"}),
+        ]
+    found = [moment for answer in answers for moment in timestamps(answer.json())]
+    assert len(found) >= 12
+    assert [m for m in found if datetime.fromisoformat(m).tzinfo is None] == []
