@@ -175,17 +175,16 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
         if send.idempotency_key is not None and send.fingerprint is not None:
             first_use.setdefault(send.idempotency_key, send.fingerprint)
     claimed = records.claim_idempotency_keys(connection, first_use)
-    reused = {
-        send.id
-        for send in sends
-        if send.idempotency_key in claimed and claimed[send.idempotency_key] != send.fingerprint
-    }
-    ids = [s.id for s in sends if s.idempotency_key is not None and s.id not in reused]
+    # By position, not by id: a request reusing a key has the id of the one that used it first.
+    reused = [send.idempotency_key in claimed and claimed[send.idempotency_key] != send.fingerprint for send in sends]
+    ids = [s.id for s, refused in zip(sends, reused, strict=True) if s.idempotency_key is not None and not refused]
     known: dict[uuid.UUID, NotificationStatus] = {}
     if ids:
         rows = connection.execute(select(Notification.id, Notification.status).where(Notification.id.in_(ids)))
         known = {row.id: NotificationStatus(row.status) for row in rows}
-    tokens = sorted({s.device_token for s in sends if s.id not in known and s.id not in reused})
+    tokens = sorted(
+        {s.device_token for s, refused in zip(sends, reused, strict=True) if not refused and s.id not in known}
+    )
     devices: dict[str, list[Any]] = defaultdict(list)
     if tokens:
         if connection.dialect.name == "postgresql" and _TOKEN_SAFE.fullmatch("".join(tokens)):
@@ -197,8 +196,8 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
 
     answers: list[Accepted | Exception | None] = []
     pending: dict[uuid.UUID, tuple[dict[str, Any], Send]] = {}
-    for send in sends:
-        if send.id in reused:
+    for send, refused in zip(sends, reused, strict=True):
+        if refused:
             answers.append(invalid("header.Idempotency-Key", _KEY_REUSED))
             continue
         if send.id in known:

@@ -290,3 +290,29 @@ async def test_any_mix_of_concurrent_sends_each_gets_its_own_answer(
         assert as_json_numbers(stored_columns) == as_json_numbers(expected_record(body))
         assert (record.app, record.device_id, record.status) == (entry.app, entry.device_id, "queued")
         assert (entry.device_id is not None) == (body["device_token"] in REGISTERED)
+
+
+async def test_racing_requests_with_one_idempotency_key_the_first_body_wins(
+    any_store: StoreGateway, clean_redis: redis.Redis
+) -> None:
+    bodies = {"A": {"device_token": TOKEN, "body": "A"}, "B": {"device_token": TOKEN, "body": "B"}}
+    async with any_store.client(any_store.new_key()) as http:
+        await register(http)
+        for round in range(4):
+            headers = {"Idempotency-Key": f"race-{round}"}
+            order = ["A", "B"] * 10
+            answers = await asyncio.gather(
+                *(http.post("/api/notifications/", json=bodies[which], headers=headers) for which in order)
+            )
+            by_body = {which: [a for w, a in zip(order, answers, strict=True) if w == which] for which in bodies}
+            winner = "A" if any(a.status_code == 202 for a in by_body["A"]) else "B"
+            loser = "B" if winner == "A" else "A"
+            assert sorted(a.status_code for a in by_body[winner]) == [200] * 9 + [202], [a.text for a in answers]
+            assert len({a.json()["id"] for a in by_body[winner]}) == 1
+            assert [a.status_code for a in by_body[loser]] == [422] * 10
+            assert all("Idempotency-Key" in a.json()["detail"] for a in by_body[loser])
+            id = uuid.UUID(by_body[winner][0].json()["id"])
+            with any_store.engine.connect() as connection:
+                assert connection.execute(select(Notification.body).where(Notification.id == id)).scalar() == winner
+            assert queued(clean_redis)[id].content["body"] == winner
+    assert len(queued(clean_redis)) == 4
