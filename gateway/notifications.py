@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from noti.gateway import stats
 from noti.gateway.auth import Principal, Scope
 from noti.gateway.context import gateway, require
-from noti.gateway.enqueue import Send, fingerprint, idempotent_id, new_id
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
+from noti.gateway.ids import idempotent_id, new_id
 from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
 from noti.gateway.payloads import checked_content
 from noti.gateway.routing import SlashRouter
@@ -38,6 +38,7 @@ from noti.gateway.schemas import (
     normalize_tokens,
     utc_moment,
 )
+from noti.gateway.sends import BulkSend, Send, fingerprint
 from noti.queue import Environment
 from noti.store.models import Notification, NotificationStatus
 
@@ -122,15 +123,16 @@ async def send_bulk(
     if idempotency_key:  # the same audience in another order is the same request
         audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owner_ids or ()))}
         asked = fingerprint(send="bulk", **audience, app=body.app, env=environment, content=content)
-    result = await gateway(request).enqueuer.send_bulk(
+    bulk = BulkSend(
         tokens=tokens,
         owner_ids=body.owner_ids,
         app=body.app,
         environment=environment,
         content=content,
-        idempotency_scope=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
-        idempotency_fingerprint=asked,
+        idempotency_key=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
+        fingerprint=asked,
     )
+    result = await gateway(request).enqueuer.send_bulk(bulk)
     # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
     answer = {
         "count": len(result.accepted),

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from noti.apns.payload import PUSH_TYPES
-from noti.gateway.enqueue import Accepted, Send, new_id
+from noti.gateway.ids import new_id
+from noti.gateway.sends import Accepted, Send
 from noti.queue import Credential, QueuedNotification
 from noti.store.models import Notification
 from noti.store.records import RECORD_COLUMNS
