@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -41,8 +43,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """An engine for ``url``: pooled psycopg 3 on PostgreSQL, WAL-mode SQLite otherwise."""
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection's liveness at checkout only when it sat idle ``idle_seconds``.
+
+    A connection checked in a moment ago has just worked; one that waited may have lost its
+    server (a restart, a timeout), and is then replaced before anyone uses it, as
+    ``pool_pre_ping`` would.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool discards the connection and checks out another
+            raise DisconnectionError from exc
+
+
+def make_engine(
+    url: str | URL, *, pool_size: int = 10, echo: bool = False, ping_after_idle: float | None = None
+) -> Engine:
+    """An engine for ``url``: pooled psycopg 3 on PostgreSQL, WAL-mode SQLite otherwise.
+
+    Pooled connections are checked before each use, or with ``ping_after_idle`` only once they
+    sat idle that many seconds: a busy caller (the gateway's send path) then pays no round trip
+    per checkout.
+    """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -51,15 +83,18 @@ def make_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) -> E
         engine = create_engine(parsed, echo=echo, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         parsed,
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=ping_after_idle is None,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "noti"},
     )
+    if ping_after_idle is not None:
+        _ping_when_idle(engine, ping_after_idle)
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
