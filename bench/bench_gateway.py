@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,6 +90,14 @@ class SingleResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us_per_send: float = 0.0  # the gateway process's CPU time per request: steadier than rates on a shared machine
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, children included) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _ms(text: str) -> float:
@@ -114,7 +122,10 @@ def run_wrk(url: str, key: str, seconds: int, connections: int, *, mixed: bool =
     socket_errors = re.search(r"Socket errors: (.*)", output)
     if socket_errors:
         print(f"    wrk socket errors: {socket_errors.group(1)}")
-    return SingleResult(rate, _ms(percentiles["50"]), _ms(percentiles["99"]), int(errors.group(1)) if errors else 0)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    return SingleResult(
+        rate, _ms(percentiles["50"]), _ms(percentiles["99"]), int(errors.group(1)) if errors else 0, requests
+    )
 
 
 def run_bulk(url: str, key: str, requests: int, concurrency: int) -> float:
@@ -270,10 +281,13 @@ def main() -> None:
             gateway = Gateway(database_url, redis_server.url, _free_port(), batching=batching)
             try:
                 run_wrk(gateway.url, key, 2, args.connections, mixed=mixed)  # warm-up
-                results[label] = result = run_wrk(gateway.url, key, args.seconds, args.connections, mixed=mixed)
+                cpu_before = cpu_seconds(gateway.process.pid)
+                result = run_wrk(gateway.url, key, args.seconds, args.connections, mixed=mixed)
+                cpu = (cpu_seconds(gateway.process.pid) - cpu_before) / max(result.requests, 1) * 1e6
+                results[label] = result = replace(result, cpu_us_per_send=cpu)
                 print(
                     f"  {label:<28} {result.rate:>8,.0f} sends/s   p50 {result.p50_ms:6.2f} ms   "
-                    f"p99 {result.p99_ms:6.2f} ms   errors {result.errors}"
+                    f"p99 {result.p99_ms:6.2f} ms   errors {result.errors}   gateway CPU {cpu:5.0f} us/send"
                 )
                 if batching and not mixed:
                     bulk_rate = run_bulk(gateway.url, key, args.bulk_requests, args.bulk_clients)
