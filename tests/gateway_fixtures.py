@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -75,6 +75,7 @@ class StoreGateway:
     store: str
     engine: Engine
     app: FastAPI
+    keys: dict[str, str] = field(default_factory=dict)
 
     def client(self, key: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -85,6 +86,12 @@ class StoreGateway:
 
     def new_key(self, name: str = "backend") -> str:
         return create_api_key(self.engine, name, [Scope.SEND, Scope.READ])
+
+    def key(self, name: str) -> str:
+        """The send+read key of this name, made on first use (hypothesis runs examples on one gateway)."""
+        if name not in self.keys:
+            self.keys[name] = self.new_key(name)
+        return self.keys[name]
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
