@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from noti.store import migrate, records
 from noti.store.db import make_engine
@@ -122,7 +122,7 @@ def test_records_giving_different_columns_insert_in_one_batch(
         migrate.upgrade(engine)
     titled = {"id": uuid.uuid4(), "device_token": "aa" * 32, "app": "com.example", "title": "t"}
     badged = {"id": uuid.uuid4(), "device_token": "bb" * 32, "app": "com.example", "body": "b", "badge": 1}
-    urgent = {"id": uuid.uuid4(), "device_token": "cc" * 32, "app": "com.example", "priority": 5}
+    urgent = {"id": uuid.uuid4(), "device_token": "cc" * 32, "app": "com.example", "priority": 5, "data": {"k": 1}}
     with engine.begin() as connection:
         written = records.insert_notifications(connection, [titled, badged, urgent], skip_existing=skip_existing)
     assert written == {titled["id"], badged["id"], urgent["id"]}
@@ -131,6 +131,8 @@ def test_records_giving_different_columns_insert_in_one_batch(
     assert (stored[titled["id"]].title, stored[titled["id"]].body, stored[titled["id"]].priority) == ("t", None, 10)
     assert (stored[badged["id"]].title, stored[badged["id"]].badge, stored[badged["id"]].priority) == (None, 1, 10)
     assert (stored[urgent["id"]].badge, stored[urgent["id"]].priority) == (None, 5)
+    with engine.connect() as connection:  # no data is SQL NULL, not JSON null
+        assert connection.execute(select(func.count()).where(Notification.data.is_(None))).scalar_one() == 2
 
 
 def test_insert_with_skip_existing_writes_each_record_once(clean_db: Engine) -> None:
