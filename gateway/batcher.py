@@ -38,7 +38,7 @@ class Batcher(Generic[T, R]):
             self._runner = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        """Stop taking batches; the one being handled finishes and is answered."""
+        """Stop batching; what was submitted by now is still handled and answered."""
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -46,6 +46,9 @@ class Batcher(Generic[T, R]):
             self._runner = None
         if self._handling is not None:
             await asyncio.gather(self._handling, return_exceptions=True)
+        while not self._waiting.empty():
+            count = min(self._max_size, self._waiting.qsize())
+            await self._answer([self._waiting.get_nowait() for _ in range(count)])
 
     async def submit(self, item: T) -> R:
         """``item``'s answer once its batch is handled; raises the exception meant for it."""

@@ -144,14 +144,17 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_of_its_submitters() -> N
     assert all(isinstance(a, ConnectionError) for a in answers)
 
 
-async def test_a_stopped_batcher_lets_the_batch_in_hand_finish() -> None:
+async def test_a_stopped_batcher_still_answers_everything_submitted() -> None:
     async def handle(items: list[int]) -> list[int | Exception]:
         await asyncio.sleep(0.05)
         return items
 
-    batcher: Batcher[int, int] = Batcher(handle, max_size=10, name="test")
+    batcher: Batcher[int, int] = Batcher(handle, max_size=2, name="test")
     await batcher.start()
-    pending = asyncio.ensure_future(batcher.submit(7))
+    in_hand = asyncio.ensure_future(batcher.submit(7))
     await asyncio.sleep(0.01)
+    waiting = [asyncio.ensure_future(batcher.submit(n)) for n in range(5)]
+    await asyncio.sleep(0)  # submitted, not yet taken into a batch
     await batcher.stop()
-    assert await pending == 7 and not batcher.running
+    assert await in_hand == 7 and not batcher.running
+    assert await asyncio.gather(*waiting) == list(range(5))
