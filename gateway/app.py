@@ -21,6 +21,8 @@ from noti.gateway.metrics import Metrics, MetricsMiddleware
 from noti.settings import Settings, get_settings
 from noti.store.db import make_engine
 
+_PING_AFTER_IDLE = 2.0  # seconds
+
 DESCRIPTION = """\
 Register devices and send iOS push notifications through Noti.
 
@@ -35,7 +37,11 @@ def create_app(
     """The gateway; ``engine`` and ``redis`` may be handed in (then the caller closes them)."""
     settings = settings or get_settings()
     owns_engine, owns_redis = engine is None, redis is None
-    engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    # One pool for every route; the send path checks a connection out per batch, so a liveness
+    # ping per checkout would be a round trip per batch: ping only connections that sat idle.
+    engine = engine or make_engine(
+        settings.database_url, pool_size=settings.database_pool_size, ping_after_idle=_PING_AFTER_IDLE
+    )
     redis = redis or aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     verifier = KeyVerifier(engine, settings.gateway_key_cache_seconds)
     metrics = Metrics()

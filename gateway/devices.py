@@ -79,7 +79,7 @@ def _owner_id(session: Session, external_id: str) -> int:
 
 
 def _device_id(value: Any) -> int:
-    if not isinstance(value, int) or not 0 <= value < 2**63:
+    if type(value) is not int or not 0 <= value < 2**63:  # a JSON true is a Python int too
         raise ValueError(value)
     return value
 

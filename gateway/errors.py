@@ -14,7 +14,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from noti.gateway.schemas import Error, ErrorItem
+from noti.gateway.schemas import MAX_NESTING, Error, ErrorItem
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     elif exc.status_code == 405:
         detail = "method not allowed on this route"
     elif exc.status_code == 400:  # FastAPI's answer to a body it cannot decode: same shape as other bad input
-        field = ErrorItem(field="body", message="not a JSON document in UTF-8")
-        return error_response(422, "invalid request: body: not a JSON document in UTF-8", [field])
+        message = "not a JSON document in UTF-8"
+        if isinstance(exc.__cause__, RecursionError):  # the JSON parser's own depth limit
+            message = f"nested too deeply (objects and arrays nest at most {MAX_NESTING} levels)"
+        return error_response(422, f"invalid request: body: {message}", [ErrorItem(field="body", message=message)])
     return error_response(exc.status_code, detail, headers=exc.headers)
 
 

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from noti.gateway import stats
 from noti.gateway.auth import Principal, Scope
 from noti.gateway.context import gateway, require
-from noti.gateway.enqueue import Send, fingerprint, idempotent_id, new_id
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
+from noti.gateway.ids import idempotent_id, new_id
 from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
 from noti.gateway.payloads import checked_content
 from noti.gateway.routing import SlashRouter
@@ -26,6 +26,7 @@ from noti.gateway.schemas import (
     BulkAccepted,
     BulkIn,
     Error,
+    Moment,
     NotificationAccepted,
     NotificationIn,
     NotificationOut,
@@ -35,7 +36,9 @@ from noti.gateway.schemas import (
     Token,
     normalize_token,
     normalize_tokens,
+    utc_moment,
 )
+from noti.gateway.sends import BulkSend, Send, fingerprint
 from noti.queue import Environment
 from noti.settings import Settings
 from noti.store.models import Notification, NotificationStatus
@@ -123,15 +126,16 @@ async def send_bulk(
     if idempotency_key:  # the same audience in another order is the same request
         audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owner_ids or ()))}
         asked = fingerprint(send="bulk", **audience, app=body.app, env=environment, content=content)
-    result = await gateway(request).enqueuer.send_bulk(
+    bulk = BulkSend(
         tokens=tokens,
         owner_ids=body.owner_ids,
         app=body.app,
         environment=environment,
         content=content,
-        idempotency_scope=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
-        idempotency_fingerprint=asked,
+        idempotency_key=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
+        fingerprint=asked,
     )
+    result = await gateway(request).enqueuer.send_bulk(bulk)
     # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
     answer = {
         "count": len(result.accepted),
@@ -149,14 +153,13 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
-    since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since > until:
         raise invalid("query.since", "since must not be after until")
     return since, until
 
 
-Since = Annotated[datetime | None, Query(description="Created at or after (RFC 3339; UTC when no offset)")]
-Until = Annotated[datetime | None, Query(description="Created before")]
+Since = Annotated[Moment | None, Query(description="Created at or after (RFC 3339; UTC when no offset)")]
+Until = Annotated[Moment | None, Query(description="Created before")]
 
 
 @router.get("/api/notifications/stats/", response_model=Stats, responses=_INVALID, summary="Counts and rates")
@@ -178,9 +181,7 @@ async def notification_stats(
 
 
 def _cursor_time(value: Any) -> datetime:
-    moment = _utc(datetime.fromisoformat(value))
-    assert moment is not None
-    return moment
+    return utc_moment(datetime.fromisoformat(value))
 
 
 @router.get(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,25 +20,41 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails
 
 from noti.apns.payload import device_token_problem
+from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN, bundle_id_problem
 from noti.store.models import NotificationStatus, Platform
 
 BULK_MAX = 10_000
-# Anchored: a pattern constraint matches anywhere in the value otherwise ("-not a bundle id" passed).
-_APP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]*$")
 
 Environment = Literal["sandbox", "production"]
 PushType = Literal[
     "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
     "pushtotalk", "widgets",
 ]  # fmt: skip
+
+
+def _bundle_id(value: str) -> str:
+    problem = bundle_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 App = Annotated[
     str,
-    Field(min_length=1, max_length=255, pattern=_APP.pattern, description="Bundle id (apns-topic), com.example.app"),
+    Field(
+        min_length=1,
+        max_length=BUNDLE_ID_MAX_LENGTH,
+        json_schema_extra={"pattern": BUNDLE_ID_PATTERN},
+        description="Bundle id (apns-topic), com.example.app: letters, digits, hyphens and periods",
+    ),
+    AfterValidator(_bundle_id),
 ]
 # PostgreSQL text cannot hold NUL: refuse it at the edge rather than fail in the store.
+# Patterns given to pydantic are anchored (^...$): it searches them, it does not match them whole.
 _NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=_NO_NUL)]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
@@ -44,21 +62,84 @@ ExternalId = Annotated[str, Field(min_length=1, max_length=255, pattern=_NO_NUL)
 Token = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$", description="Printable ASCII, no spaces")
 ]
+# Sent to APNs as an HTTP/2 header (apns-collapse-id): visible ASCII, spaces only inside.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def _header_value(value: str) -> str:
+    if _HEADER_VALUE.fullmatch(value) is None:
+        raise ValueError("an APNs header value is visible ASCII (spaces only inside), at most 64 bytes")
+    return value
 
 
-def _no_nul(value: Any) -> Any:
-    if _has_nul(value):
-        raise ValueError("text must not contain NUL (\\u0000) characters")
+HeaderValue = Annotated[
+    str,
+    Field(max_length=64, json_schema_extra={"pattern": f"^{_HEADER_VALUE.pattern}$"}, description="Visible ASCII"),
+    AfterValidator(_header_value),
+]
+
+
+# Query times are kept a day inside the calendar's ends: rounding to hours, or an offset,
+# must never leave it (Python's datetime stops at years 1 and 9999).
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def utc_moment(moment: datetime) -> datetime:
+    """``moment`` in UTC (without an offset: taken as UTC); ValueError outside [EARLIEST, LATEST]."""
+    try:
+        utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()} (UTC)")
+    return utc
+
+
+Moment = Annotated[datetime, AfterValidator(utc_moment)]
+
+
+def _with_offset(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# A stored time in an answer: SQLite gives them back without an offset, though all are UTC.
+Timestamp = Annotated[datetime, AfterValidator(_with_offset)]
+
+
+MAX_NESTING = 32  # levels of objects and arrays in data, content_state, attributes or a sound dict
+
+
+def json_problem(value: Any, max_nesting: int = MAX_NESTING) -> str | None:
+    """Why a JSON value from a client cannot be stored and sent, or None.
+
+    Walked with a stack rather than recursion: the value is the client's, and so is its depth.
+    """
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "text must not contain NUL (\\u0000) characters"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "NaN and Infinity are not JSON numbers"
+        elif isinstance(item, dict | list):
+            if depth == max_nesting:
+                return f"objects and arrays may nest at most {max_nesting} levels deep"
+            if isinstance(item, dict):
+                if any("\x00" in key for key in item):
+                    return "text must not contain NUL (\\u0000) characters"
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+    return None
+
+
+def _sendable_json(value: Any) -> Any:
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -167,10 +248,22 @@ class DeviceBulkOut(BaseModel):
 
 
 class DevicePatch(_Body):
-    platform: Platform | None = None
+    """The fields to change; a field left out keeps its value. Only ``owner`` may be null."""
+
+    # Absent is None; an explicit null is refused (the columns hold no null), and the schema says so.
+    platform: Platform | SkipJsonSchema[None] = None
     owner: ExternalId | None = Field(default=None, description="null detaches the device from its owner")
-    tags: list[Tag] | None = Field(default=None, max_length=100)
-    is_active: bool | None = None
+    tags: list[Tag] | SkipJsonSchema[None] = Field(default=None, json_schema_extra={"maxItems": 100})
+    is_active: bool | SkipJsonSchema[None] = None
+
+    @field_validator("platform", "tags", "is_active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null: leave the field out to keep its value")
+        if isinstance(value, list) and len(value) > 100:
+            raise ValueError("a device has at most 100 tags")
+        return value
 
 
 class DeviceOut(BaseModel):
@@ -181,9 +274,9 @@ class DeviceOut(BaseModel):
     owner: str | None
     tags: list[str]
     is_active: bool
-    last_notification_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    last_notification_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class DevicePage(BaseModel):
@@ -220,7 +313,9 @@ class Content(_Body):
     push_type: PushType = "alert"
     priority: Literal[10, 5, 1] | None = Field(default=None, description="Default 10, or 5 for background pushes")
     expiration: int | None = Field(default=None, ge=0, le=2**53, description="apns-expiration, epoch seconds")
-    collapse_id: Text | None = Field(default=None, max_length=64, description="apns-collapse-id, at most 64 bytes")
+    collapse_id: HeaderValue | None = Field(
+        default=None, max_length=64, description="apns-collapse-id, at most 64 bytes"
+    )
     interruption_level: Literal["passive", "active", "time-sensitive", "critical"] | None = None
     mutable_content: bool | None = None
     # Live Activities (push_type liveactivity)
@@ -232,14 +327,7 @@ class Content(_Body):
     attributes_type: Text | None = Field(default=None, max_length=255)
     attributes: dict[str, Any] | None = None
 
-    _data_no_nul = field_validator("data", "sound", "content_state", "attributes")(_no_nul)
-
-    @field_validator("collapse_id")
-    @classmethod
-    def _collapse_id_bytes(cls, value: str | None) -> str | None:
-        if value is not None and len(value.encode()) > 64:
-            raise ValueError("apns-collapse-id is at most 64 bytes")
-        return value
+    _sendable = field_validator("data", "sound", "content_state", "attributes")(_sendable_json)
 
     def content_fields(self) -> dict[str, Any]:
         return self.model_dump(include=set(Content.model_fields), exclude_none=True)
@@ -313,9 +401,9 @@ class NotificationOut(BaseModel):
     apns_id: str | None
     apns_reason: str | None
     status_code: int | None
-    created_at: datetime
-    queued_at: datetime | None
-    sent_at: datetime | None
+    created_at: Timestamp
+    queued_at: Timestamp | None
+    sent_at: Timestamp | None
 
 
 class NotificationPage(BaseModel):
@@ -337,8 +425,8 @@ class Counts(BaseModel):
 class Stats(BaseModel):
     overall: Counts
     window: Counts | None = Field(description="The same for notifications created in [since, until)")
-    since: datetime | None
-    until: datetime | None
+    since: Timestamp | None
+    until: Timestamp | None
 
 
 class Health(BaseModel):

@@ -40,7 +40,7 @@ from noti.store.models import (
     NotificationStatus,
     utcnow,
 )
-from noti.store.records import Outcome
+from noti.store.records import RECORD_COLUMNS, Outcome
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -62,20 +62,6 @@ CONTENT_FIELDS = {
     "interruptionLevel": "interruption_level",
     "mutableContent": "mutable_content",
 }
-RECORD_COLUMNS = [
-    "title",
-    "subtitle",
-    "body",
-    "badge",
-    "sound",
-    "category",
-    "thread_id",
-    "data",
-    "push_type",
-    "priority",
-    "expiration",
-    "collapse_id",
-]
 _RECORD_NAMESPACE = uuid.UUID("6f1c2d4e-8a7b-4c3d-9e0f-a1b2c3d4e5f6")
 
 

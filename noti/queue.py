@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
+from noti.bundle_id import bundle_id_problem
 from noti.store.models import FINAL_STATUSES
 
 Environment = Literal["sandbox", "production"]
@@ -40,7 +41,7 @@ class Credential:
     def __post_init__(self) -> None:
         if self.environment not in ENVIRONMENTS:
             raise ValueError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {self.environment!r}")
-        if not self.app or any(c in self.app for c in "{}: \t\n"):
+        if bundle_id_problem(self.app) is not None:
             raise ValueError(f"app must be a bundle id such as com.example.app, not {self.app!r}")
 
     @property

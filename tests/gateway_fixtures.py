@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,8 @@ from sqlalchemy import Engine
 from harness.procs import free_port, port_open, wait_until
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
+from noti.store import migrate
+from noti.store.db import make_engine
 
 
 @pytest.fixture
@@ -62,3 +66,50 @@ def live_gateway(clean_db: Engine, clean_redis: redis.Redis, database_url: str, 
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=30)
+
+
+@dataclass
+class StoreGateway:
+    """The gateway (lifespan running) on one store, PostgreSQL or the ``noti dev`` SQLite."""
+
+    store: str
+    engine: Engine
+    app: FastAPI
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def client(self, key: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://gateway",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
+    def new_key(self, name: str = "backend") -> str:
+        return create_api_key(self.engine, name, [Scope.SEND, Scope.READ])
+
+    def key(self, name: str) -> str:
+        """The send+read key of this name, made on first use (hypothesis runs examples on one gateway)."""
+        if name not in self.keys:
+            self.keys[name] = self.new_key(name)
+        return self.keys[name]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def any_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clean_redis: redis.Redis, redis_url: str
+) -> AsyncIterator[StoreGateway]:
+    """The gateway on each store in turn: a test using it runs once on PostgreSQL and once on SQLite."""
+    if request.param == "postgresql":
+        engine: Engine = request.getfixturevalue("clean_db")
+        url: str = request.getfixturevalue("database_url")
+    else:
+        url = f"sqlite:///{tmp_path}/noti.db"
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+    client = aioredis.Redis.from_url(redis_url)
+    app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)
+    async with app.router.lifespan_context(app):
+        yield StoreGateway(request.param, engine, app)
+    await client.aclose()
+    if request.param == "sqlite":
+        engine.dispose()

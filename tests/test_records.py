@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+import pytest
+from sqlalchemy import Engine, func, insert, select
 
 from noti.store import migrate, records
 from noti.store.db import make_engine
@@ -113,6 +115,31 @@ def test_write_path_works_on_sqlite(tmp_path: object) -> None:
         assert [a.status for a in applied] == [NotificationStatus.INVALID_TOKEN]
         assert connection.execute(select(Device.is_active)).scalar_one() is False
         assert records.status_counts(connection) == {"created": 1, "invalid_token": 1}
+
+
+@pytest.mark.parametrize("skip_existing", [False, True])
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_records_giving_different_columns_insert_in_one_batch(
+    request: pytest.FixtureRequest, tmp_path: Path, store: str, skip_existing: bool
+) -> None:
+    if store == "postgresql":
+        engine: Engine = request.getfixturevalue("clean_db")
+    else:
+        engine = make_engine(f"sqlite:///{tmp_path}/noti.db")
+        migrate.upgrade(engine)
+    titled = {"id": uuid.uuid4(), "device_token": "aa" * 32, "app": "com.example", "title": "t"}
+    badged = {"id": uuid.uuid4(), "device_token": "bb" * 32, "app": "com.example", "body": "b", "badge": 1}
+    urgent = {"id": uuid.uuid4(), "device_token": "cc" * 32, "app": "com.example", "priority": 5, "data": {"k": 1}}
+    with engine.begin() as connection:
+        written = records.insert_notifications(connection, [titled, badged, urgent], skip_existing=skip_existing)
+    assert written == {titled["id"], badged["id"], urgent["id"]}
+    with engine.connect() as connection:
+        stored = {r.id: r for r in connection.execute(select(Notification))}
+    assert (stored[titled["id"]].title, stored[titled["id"]].body, stored[titled["id"]].priority) == ("t", None, 10)
+    assert (stored[badged["id"]].title, stored[badged["id"]].badge, stored[badged["id"]].priority) == (None, 1, 10)
+    assert (stored[urgent["id"]].badge, stored[urgent["id"]].priority) == (None, 5)
+    with engine.connect() as connection:  # no data is SQL NULL, not JSON null
+        assert connection.execute(select(func.count()).where(Notification.data.is_(None))).scalar_one() == 2
 
 
 def test_insert_with_skip_existing_writes_each_record_once(clean_db: Engine) -> None:

@@ -22,7 +22,8 @@ from wtforms import Form, StringField
 
 from noti.campaigns import RECORD_COLUMNS
 from noti.gateway.context import Gateway
-from noti.gateway.enqueue import Send, new_id
+from noti.gateway.ids import new_id
+from noti.gateway.sends import Send
 from noti.gateway.errors import ApiError
 from noti.gateway.notifications import default_environment
 from noti.gateway.payloads import checked_content

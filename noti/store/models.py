@@ -36,8 +36,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
-JsonType = JSON().with_variant(JSONB(), "postgresql")
+# JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere. None is SQL NULL, not
+# JSON null: a record without data has none, however it was inserted (alone or in a batch).
+JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger ids become INTEGER there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -35,6 +35,21 @@ from noti.store.models import (
 )
 
 CREATED = "created"  # the roll-up row counting every record written
+# The content fields a delivery record keeps (the rest travels on the stream only).
+RECORD_COLUMNS = [
+    "title",
+    "subtitle",
+    "body",
+    "badge",
+    "sound",
+    "category",
+    "thread_id",
+    "data",
+    "push_type",
+    "priority",
+    "expiration",
+    "collapse_id",
+]
 _FINAL_VALUES = tuple(sorted(status.value for status in FINAL_STATUSES))
 
 
@@ -100,7 +115,7 @@ def insert_notifications(
     if not rows:
         return set()
     now = utcnow()
-    prepared = [{"created_at": now, **row} for row in rows]
+    prepared = _same_columns([{"created_at": now, **row} for row in rows])
     if skip_existing and connection.dialect.name == "postgresql":
         written = _insert_new_postgresql(connection, prepared)
         prepared = [row for row in prepared if row["id"] in written]
@@ -113,6 +128,23 @@ def insert_notifications(
         written = {row["id"] for row in prepared}
     _bump_counts(connection, Counter((hour_bucket(row["created_at"]), row["app"], CREATED) for row in prepared))
     return written
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that all give the same columns: one batched INSERT binds every row to the first row's
+    columns, so a column only some rows give takes its default (or NULL) in the others."""
+    names = dict.fromkeys(name for row in rows for name in row)
+    if all(len(row) == len(names) for row in rows):
+        return rows
+    table = Notification.__table__
+    fills = {name: _scalar_default(table.c[name]) for name in names}
+    return [row if len(row) == len(names) else {**fills, **row} for row in rows]
+
+
+def content_columns(content: Mapping[str, Any]) -> dict[str, Any]:
+    """The record columns of a notification's content: every one of them, so the records of
+    different contents insert together, with the column's default where the content has none."""
+    return {name: value if (value := content.get(name)) is not None else default for name, default in _CONTENT_DEFAULTS}
 
 
 def _insert_new_postgresql(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[uuid.UUID]:
@@ -331,6 +363,7 @@ def status_counts(
 
 
 _COPY_DEFAULTS: dict[str, Any] = {"push_type": "alert", "priority": 10, "retry_count": 0}
+_CONTENT_DEFAULTS = [(name, _scalar_default(Notification.__table__.c[name])) for name in RECORD_COLUMNS]
 _JSON_COLUMNS = frozenset({"data", "sound", "tags"})
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 _NEEDS_ESCAPE = re.compile(r"[\\\n\r\t]")

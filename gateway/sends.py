@@ -1,0 +1,283 @@
+"""Single and bulk sends, checked and ready to write, and the pure planning of their writes.
+
+Planning decides, from what the store already holds (claimed idempotency keys, records
+with the same id, the devices found), which records to insert, which stream entries to
+add and what each request is answered. It does no I/O: ``noti.gateway.writes`` reads
+and writes the store around it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from noti.gateway.errors import ApiError, invalid
+from noti.gateway.ids import idempotent_id, random_id_strings
+from noti.queue import Credential, Environment, QueuedNotification
+from noti.store import records
+from noti.store.models import NotificationStatus
+
+KEY_REUSED = "this key was used for a different request; a new request needs a new key"
+
+
+def fingerprint(**request: Any) -> str:
+    """A digest of what a request asks for, to tell its retry from another request with its key."""
+    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One single send, checked and ready to be written."""
+
+    id: uuid.UUID
+    device_token: str
+    app: str | None  # None: the registered device's app
+    environment: Environment
+    content: dict[str, Any]
+    idempotency_key: str | None = None  # "<API key prefix>:<Idempotency-Key header>"
+    fingerprint: str | None = None  # with an idempotency key: what the request asked for
+
+
+@dataclass(frozen=True, slots=True)
+class BulkSend:
+    """One bulk send, checked and ready to be written: one content to the devices of tokens or of owners."""
+
+    tokens: Sequence[str] | None  # exactly one of tokens and owner_ids is given
+    owner_ids: Sequence[str] | None
+    app: str | None  # None: devices of any app
+    environment: Environment
+    content: dict[str, Any]
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: uuid.UUID
+    status: NotificationStatus
+    replayed: bool = False  # an Idempotency-Key seen before: nothing new was queued
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    accepted: list[tuple[str, str]]  # (record id, device token)
+    not_found: list[str]
+    inactive: list[str]
+
+
+@dataclass(slots=True)
+class StreamEntries:
+    """Entries to add to one stream, and the records they stand for."""
+
+    stream: str
+    ids: list[uuid.UUID | str]
+    entries: list[dict[str, bytes]]
+
+
+@dataclass(slots=True)
+class Written:
+    """What a write did in the store: an answer per send, and the entries still to queue."""
+
+    answers: list[Accepted | Exception]
+    entries: list[StreamEntries] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=1024)
+def stream_for(app: str, environment: Environment) -> str:
+    """The transactional stream of (app, environment); ValueError when ``app`` is no bundle id."""
+    return Credential(app, environment).transactional_stream
+
+
+def _record(
+    id: uuid.UUID | str, token: str, app: str, device_id: int | None, content: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    # Every content column, set or not: the records of a batch are inserted by one statement.
+    return {
+        "id": id,
+        "device_id": device_id,
+        "device_token": token,
+        "app": app,
+        "status": NotificationStatus.QUEUED,
+        "queued_at": now,
+        **records.content_columns(content),
+    }
+
+
+# --- single sends ---
+
+
+def first_uses(sends: Iterable[Send]) -> dict[str, str]:
+    """Each idempotency key of a batch with the fingerprint of the first request using it."""
+    first: dict[str, str] = {}
+    for send in sends:
+        if send.idempotency_key is not None and send.fingerprint is not None:
+            first.setdefault(send.idempotency_key, send.fingerprint)
+    return first
+
+
+def reusing(sends: Sequence[Send], claimed: Mapping[str, str]) -> list[bool]:
+    """Per send, whether its key was claimed by a different request (``claimed``: key → fingerprint).
+
+    By position, not by id: every request with one key has the same id.
+    """
+    return [
+        s.idempotency_key is not None and claimed.get(s.idempotency_key, s.fingerprint) != s.fingerprint for s in sends
+    ]
+
+
+def resolve(send: Send, devices: Sequence[Any]) -> tuple[str, int | None] | ApiError:
+    """The app and device id a single send goes to, or why it cannot go (``devices``: those with its token)."""
+    matching = [d for d in devices if send.app is None or d.app == send.app]
+    if not matching:
+        if send.app is None:
+            return invalid(
+                "body.device_token", "no device is registered with this token: register it or give app (bundle id)"
+            )
+        return send.app, None
+    if len(matching) > 1:
+        return invalid("body.app", "this token is registered for several apps: give app to choose one")
+    device = matching[0]
+    if not device.is_active:
+        return invalid("body.device_token", "the device is inactive (APNs reported its token invalid); not sent")
+    return device.app, device.id
+
+
+@dataclass(slots=True)
+class SendPlan:
+    """The records a batch of single sends inserts, and the answers decided before the insert."""
+
+    answers: list[Accepted | ApiError | None]  # None: the insert decides (written, or a replay)
+    rows: dict[uuid.UUID, tuple[dict[str, Any], Send]]
+
+
+def plan_sends(
+    sends: Sequence[Send],
+    reused: Sequence[bool],
+    known: Mapping[uuid.UUID, NotificationStatus],
+    devices: Mapping[str, Sequence[Any]],
+    now: datetime,
+) -> SendPlan:
+    """What to insert for ``sends``, given what the store holds: ``known`` records with their ids and
+    the ``devices`` with their tokens."""
+    plan = SendPlan(answers=[], rows={})
+    for send, refused in zip(sends, reused, strict=True):
+        if refused:
+            plan.answers.append(invalid("header.Idempotency-Key", KEY_REUSED))
+            continue
+        if send.id in known:
+            plan.answers.append(None)
+            continue
+        if send.id in plan.rows:  # the same idempotent request twice in this batch: the first one queues
+            plan.answers.append(Accepted(send.id, NotificationStatus.QUEUED, replayed=True))
+            continue
+        target = resolve(send, devices.get(send.device_token, ()))
+        if isinstance(target, ApiError):
+            plan.answers.append(target)
+            continue
+        app, device_id = target
+        try:
+            stream_for(app, send.environment)
+        except ValueError:  # a device registered before bundle ids were checked
+            plan.answers.append(invalid("body.app", f"the device's app {app!r} is not a bundle id; register it again"))
+            continue
+        row = _record(send.id, send.device_token, app, device_id, send.content, now)
+        plan.rows[send.id] = ({**row, "idempotency_key": send.idempotency_key}, send)
+        plan.answers.append(None)
+    return plan
+
+
+def settle_sends(
+    sends: Sequence[Send], plan: SendPlan, written: set[uuid.UUID], known: Mapping[uuid.UUID, NotificationStatus]
+) -> Written:
+    """Each send's answer once the insert wrote ``written`` (``known``: records stored before, or by a
+    concurrent request that won), and the stream entries of what was written."""
+    answers: list[Accepted | Exception] = []
+    for send, answer in zip(sends, plan.answers, strict=True):
+        if answer is not None:
+            answers.append(answer)
+        elif send.id in written:
+            answers.append(Accepted(send.id, NotificationStatus.QUEUED))
+        else:
+            answers.append(Accepted(send.id, known.get(send.id, NotificationStatus.QUEUED), replayed=True))
+    by_stream: dict[str, StreamEntries] = {}
+    for id in written:
+        row, send = plan.rows[id]
+        stream = stream_for(row["app"], send.environment)
+        queued = by_stream.get(stream) or by_stream.setdefault(stream, StreamEntries(stream, [], []))
+        queued.ids.append(id)
+        message = QueuedNotification(id, row["device_token"], row["app"], send.content, device_id=row["device_id"])
+        queued.entries.append(message.encode())
+    return Written(answers, list(by_stream.values()))
+
+
+# --- bulk sends ---
+
+
+@dataclass(slots=True)
+class BulkPlan:
+    """The records of a bulk send: per device what differs, once what they share."""
+
+    rows: list[dict[str, Any]]  # id, device_id, device_token, app
+    shared: dict[str, Any]  # status, queued_at and the content columns
+    not_found: list[str]
+    inactive: list[str]
+    fresh_ids: bool  # random ids: no record can exist yet (the COPY path)
+
+
+def plan_bulk(
+    bulk: BulkSend,
+    found: Sequence[Any],
+    now: datetime,
+    new_ids: Callable[[int], list[str]] = random_id_strings,
+) -> BulkPlan:
+    """The records for the devices ``found`` (with ``external_id`` when the audience is owners)."""
+    wanted = list(dict.fromkeys(bulk.tokens if bulk.tokens is not None else bulk.owner_ids or ()))
+    reached = {row.device_token if bulk.tokens is not None else row.external_id for row in found}
+    active = [device for device in found if device.is_active]
+    ids: list[uuid.UUID | str]
+    if bulk.idempotency_key is not None:
+        ids = [idempotent_id(bulk.idempotency_key, "bulk", f"{d.app}/{d.device_token}") for d in active]
+    else:
+        ids = list(new_ids(len(active)))
+    shared = _record("", "", "", None, bulk.content, now)
+    for name in ("id", "device_id", "device_token", "app"):
+        del shared[name]
+    return BulkPlan(
+        rows=[
+            {"id": id, "device_id": d.id, "device_token": d.device_token, "app": d.app}
+            for id, d in zip(ids, active, strict=True)
+        ],
+        shared=shared,
+        not_found=[item for item in wanted if item not in reached],
+        inactive=[row.device_token for row in found if not row.is_active],
+        fresh_ids=bulk.idempotency_key is None,
+    )
+
+
+def bulk_entries(bulk: BulkSend, rows: Sequence[Mapping[str, Any]]) -> list[StreamEntries]:
+    """The stream entries of a bulk send's written ``rows``: one batch per app, the content encoded once."""
+    by_app: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_app[row["app"]].append(row)
+    return [
+        StreamEntries(
+            stream_for(app, bulk.environment),
+            [row["id"] for row in app_rows],
+            QueuedNotification.encode_many(
+                [row["id"] for row in app_rows],
+                [row["device_token"] for row in app_rows],
+                [row["device_id"] for row in app_rows],
+                app=app,
+                content=bulk.content,
+            ),
+        )
+        for app, app_rows in by_app.items()
+    ]

@@ -1,0 +1,321 @@
+"""Concurrent single sends share micro-batches: whatever their shapes and keys, none fails another."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, NamedTuple
+
+import httpx
+import pytest
+import redis
+from gateway_fixtures import StoreGateway
+from gateway_support import APP
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from noti.apns.payload import PUSH_TYPES
+from noti.gateway.ids import new_id
+from noti.gateway.sends import Accepted, Send
+from noti.queue import Credential, QueuedNotification
+from noti.store.models import Notification
+from noti.store.records import RECORD_COLUMNS
+
+TOKEN = "ab" * 32
+STREAM = Credential(APP, "sandbox").transactional_stream
+
+
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+async def register(http: httpx.AsyncClient, token: str = TOKEN) -> None:
+    response = await http.post("/api/devices/", json={"device_token": token, "app": APP})
+    assert response.status_code == 201, response.text
+
+
+def queued(r: redis.Redis, stream: str = STREAM) -> dict[uuid.UUID, QueuedNotification]:
+    messages = [QueuedNotification.decode(fields) for _, fields in r.xrange(stream)]
+    return {message.id: message for message in messages}
+
+
+async def test_concurrent_sends_of_different_shapes_all_succeed(
+    any_store: StoreGateway, clean_redis: redis.Redis
+) -> None:
+    async with any_store.client(any_store.new_key()) as http:
+        await register(http)
+        shapes = [{"device_token": TOKEN, "title": "t"}, {"device_token": TOKEN, "body": "b", "badge": 1}]
+        responses = await asyncio.gather(*(http.post("/api/notifications/", json=shapes[n % 2]) for n in range(40)))
+    assert [r.status_code for r in responses] == [202] * 40, {r.text for r in responses}
+    sent = {uuid.UUID(r.json()["id"]): shapes[n % 2] for n, r in enumerate(responses)}
+    with any_store.engine.connect() as connection:
+        stored = {row.id: row for row in connection.execute(select(Notification))}
+    messages = queued(clean_redis)
+    assert set(stored) == set(messages) == set(sent)
+    for id, body in sent.items():
+        assert (stored[id].title, stored[id].body, stored[id].badge) == (
+            body.get("title"),
+            body.get("body"),
+            body.get("badge"),
+        )
+        assert messages[id].content == {"push_type": "alert", **{k: v for k, v in body.items() if k != "device_token"}}
+
+
+INVALID = {
+    "an app that is no bundle id": b'{"device_token": "%s", "app": "com.example probe", "body": "x"}' % TOKEN.encode(),
+    "data nested 254 deep": b'{"device_token": "%s", "body": "x", "data": %s}'
+    % (TOKEN.encode(), b'{"a":' * 253 + b"1" + b"}" * 253),
+    "NaN in data": b'{"device_token": "%s", "body": "x", "data": {"score": NaN}}' % TOKEN.encode(),
+    "Infinity in data": b'{"device_token": "%s", "body": "x", "data": {"n": [1, -Infinity]}}' % TOKEN.encode(),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+async def test_an_invalid_send_fails_alone_beside_valid_sends_from_another_key(
+    any_store: StoreGateway, clean_redis: redis.Redis, case: str
+) -> None:
+    async with any_store.client(any_store.new_key("good")) as good, any_store.client(any_store.new_key("bad")) as bad:
+        await register(good)
+        await good.get("/api/notifications/stats/")
+        await bad.get("/api/notifications/stats/")  # both keys verified: their sends meet in one batch
+        valid = [good.post("/api/notifications/", json={"device_token": TOKEN, "body": str(n)}) for n in range(40)]
+        hostile = bad.post("/api/notifications/", content=INVALID[case], headers={"content-type": "application/json"})
+        answers = await asyncio.gather(*valid[:20], hostile, *valid[20:])  # the hostile one amid the batch
+    refused = answers.pop(20)
+    assert [r.status_code for r in answers] == [202] * 40, {r.text for r in answers}
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] in {"body.app", "body.data"}
+    assert len(queued(clean_redis)) == 40
+    with any_store.engine.connect() as connection:
+        assert len(connection.execute(select(Notification.id)).all()) == 40
+
+
+async def test_a_send_the_store_refuses_in_a_batch_fails_alone(
+    any_store: StoreGateway, clean_redis: redis.Redis
+) -> None:
+    """What no check foresaw (here: a record id already stored) fails its own send, not its batch."""
+    enqueuer = any_store.app.state.gateway.enqueuer
+    taken = await enqueuer.send(Send(new_id(), TOKEN, APP, "sandbox", {"push_type": "alert", "body": "first"}))
+    batch = [Send(new_id(), TOKEN, APP, "sandbox", {"push_type": "alert", "body": str(n)}) for n in range(20)]
+    batch.insert(10, Send(taken.id, TOKEN, APP, "sandbox", {"push_type": "alert", "body": "again"}))
+    answers = await asyncio.gather(*(enqueuer.send(send) for send in batch), return_exceptions=True)
+    refused = answers.pop(10)
+    assert isinstance(refused, IntegrityError)
+    assert all(isinstance(answer, Accepted) for answer in answers), answers
+    assert len(queued(clean_redis)) == 21
+    with any_store.engine.connect() as connection:
+        stored = dict(connection.execute(select(Notification.id, Notification.body)).all())
+    assert len(stored) == 21 and stored[taken.id] == "first"
+
+
+# --- property: any mix of sends, drawn from the whole NotificationIn schema ---
+
+OTHER_APP = "com.example.other"
+REGISTERED = [f"{n:02x}" * 32 for n in (0xA1, 0xA2, 0xA3)]
+ALERT_FIELDS = ["title", "subtitle", "body", "title_loc_key", "title_loc_args", "subtitle_loc_key"]
+ALERT_FIELDS += ["subtitle_loc_args", "loc_key", "loc_args", "launch_image"]
+
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
+ascii_id = st.from_regex(r"\A[!-~]([ -~]{0,20}[!-~])?\Z")
+epoch = st.integers(0, 2**53)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | text
+json_scalars |= st.floats(allow_nan=False, allow_infinity=False)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8
+)
+json_objects = st.dictionaries(text, json_values, max_size=4)
+
+OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
+    **{name: text for name in ("title", "subtitle", "body", "title_loc_key", "subtitle_loc_key", "loc_key")},
+    **{name: st.lists(text, max_size=3) for name in ("title_loc_args", "subtitle_loc_args", "loc_args")},
+    "launch_image": text,
+    "badge": st.integers(0, 2**31 - 1),
+    "sound": text
+    | st.fixed_dictionaries({"name": text}, optional={"critical": st.sampled_from([0, 1]), "volume": st.floats(0, 1)}),
+    "category": text,
+    "thread_id": text,
+    "data": json_objects.filter(lambda data: "aps" not in data),
+    "content_available": st.booleans(),
+    "relevance_score": st.floats(0, 1),
+    "target_content_id": text,
+    "filter_criteria": text,
+    "push_type": st.sampled_from(sorted(PUSH_TYPES)),
+    "priority": st.sampled_from([10, 5, 1]),
+    "expiration": epoch,
+    "collapse_id": ascii_id,
+    "interruption_level": st.sampled_from(["passive", "active", "time-sensitive", "critical"]),
+    "mutable_content": st.booleans(),
+    "event": st.sampled_from(["start", "update", "end"]),
+    "content_state": json_objects,
+    "timestamp": epoch,
+    "dismissal_date": epoch,
+    "stale_date": epoch,
+    "attributes_type": text,
+    "attributes": json_objects,
+    "environment": st.sampled_from(["sandbox", "production"]),
+}
+
+
+@st.composite
+def valid_sends(draw: st.DrawFn) -> dict[str, Any]:
+    """A send the gateway must accept: any subset of the optional fields, to a registered device or not."""
+    chosen = draw(st.sets(st.sampled_from(sorted(OPTIONAL))))
+    body: dict[str, Any] = {name: draw(OPTIONAL[name]) for name in sorted(chosen)}
+    if body.get("push_type") == "background":  # carries no alert, by Apple's rules
+        body = {name: value for name, value in body.items() if name not in ALERT_FIELDS}
+    if draw(st.booleans()):
+        body["device_token"] = draw(st.sampled_from(REGISTERED))
+        if draw(st.booleans()):
+            body["app"] = APP
+    else:
+        body["device_token"] = draw(st.binary(min_size=32, max_size=32)).hex()
+        body["app"] = draw(st.sampled_from([APP, OTHER_APP]))
+    return body
+
+
+def _raw(body: str) -> bytes:
+    return body.replace("T", REGISTERED[0]).encode()
+
+
+# Each refused by its own 422 naming the field; bodies as bytes, since some are JSON only Python reads.
+INVALID_SENDS: list[tuple[bytes, str]] = [
+    (_raw('{"device_token": "T", "data": %s}' % ('{"a":' * 253 + "1" + "}" * 253)), "body.data"),
+    (_raw('{"device_token": "T", "content_state": %s}' % ("[" * 40 + "]" * 40)), "body.content_state"),
+    (_raw('{"device_token": "T", "sound": {"name": "a", "volume": %s}}' % ("[" * 40 + "]" * 40)), "body.sound"),
+    (_raw('{"device_token": "T", "data": {"x": NaN}}'), "body.data"),
+    (_raw('{"device_token": "T", "attributes": {"x": [Infinity]}}'), "body.attributes"),
+    (_raw('{"device_token": "T", "data": {"k\\u0000": 1}}'), "body.data"),
+    (_raw('{"device_token": "T", "push_type": "background", "title": "t"}'), "body.push_type"),
+    (_raw('{"device_token": "T", "data": {"blob": "%s"}}' % ("y" * 4100)), "body"),
+    (_raw('{"device_token": "T", "sound": {"volume": 1}}'), "body.sound"),
+    (_raw('{"device_token": "T", "data": {"aps": {}}}'), "body.data"),
+    (_raw('{"device_token": "T", "collapse_id": "\\ud800"}'), "body.collapse_id"),
+    (_raw('{"device_token": "T", "collapse_id": "%s"}' % ("\u00e9" * 32)), "body.collapse_id"),
+    (_raw('{"device_token": "T", "app": "com.example probe"}'), "body.app"),
+    (_raw('{"device_token": "T", "app": "x}:tx{"}'), "body.app"),
+    (_raw('{"device_token": "T", "priority": 7}'), "body.priority"),
+    (_raw('{"device_token": "T", "bogus": 1}'), "body.bogus"),
+    (_raw('{"device_token": "abc", "app": "com.example.app"}'), "body.device_token"),
+]
+
+
+def as_json_numbers(value: Any) -> Any:
+    """``value`` with every number a float: JSON has one number type, and PostgreSQL's jsonb keeps a
+    float's decimal text (6.1e16 comes back as the integer 61000000000000000)."""
+    if isinstance(value, dict):
+        return {key: as_json_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_json_numbers(item) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def expected_record(body: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"push_type": "alert", "priority": 10}
+    return {name: body.get(name, defaults.get(name)) for name in RECORD_COLUMNS}
+
+
+class Mix(NamedTuple):
+    # (API key, a valid body or an INVALID_SENDS index, whether it carries a fresh Idempotency-Key)
+    sends: list[tuple[int, dict[str, Any] | int, bool]]
+
+
+mixes = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        valid_sends() | st.integers(0, len(INVALID_SENDS) - 1),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=24,
+).map(Mix)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(mix=mixes)
+async def test_any_mix_of_concurrent_sends_each_gets_its_own_answer(
+    any_store: StoreGateway, clean_redis: redis.Redis, mix: Mix
+) -> None:
+    clients = [any_store.client(any_store.key(f"mix-{n}")) for n in range(3)]
+    for token in REGISTERED:  # registered again each example: an update, answered 200
+        response = await clients[0].post("/api/devices/", json={"device_token": token, "app": APP})
+        assert response.status_code in (200, 201), response.text
+
+    def post(key: int, body: dict[str, Any] | int, idempotent: bool) -> Any:
+        headers = {"Idempotency-Key": str(uuid.uuid4())} if idempotent else {}
+        if isinstance(body, int):
+            headers["content-type"] = "application/json"
+            return clients[key].post("/api/notifications/", content=INVALID_SENDS[body][0], headers=headers)
+        return clients[key].post("/api/notifications/", json=body, headers=headers)
+
+    try:
+        answers = await asyncio.gather(*(post(*send) for send in mix.sends))
+    finally:
+        for http in clients:
+            await http.aclose()
+
+    accepted: dict[uuid.UUID, dict[str, Any]] = {}
+    for (_, body, _), answer in zip(mix.sends, answers, strict=True):
+        if isinstance(body, int):
+            assert answer.status_code == 422, (INVALID_SENDS[body][0][:200], answer.text)
+            assert answer.json()["errors"][0]["field"] == INVALID_SENDS[body][1], answer.text
+        else:
+            assert answer.status_code == 202, (body, answer.text)
+            accepted[uuid.UUID(answer.json()["id"])] = body
+    with any_store.engine.connect() as connection:
+        stored = connection.execute(select(Notification).where(Notification.id.in_(list(accepted)))).all()
+    entries = [
+        QueuedNotification.decode(fields)
+        for app in (APP, OTHER_APP)
+        for environment in ("sandbox", "production")
+        for _, fields in clean_redis.xrange(Credential(app, environment).transactional_stream)
+    ]
+    queued_here = [entry for entry in entries if entry.id in accepted]
+    assert sorted(row.id for row in stored) == sorted(accepted)
+    assert sorted(entry.id for entry in queued_here) == sorted(accepted)
+    records_by_id = {row.id: row for row in stored}
+    for entry in queued_here:
+        body = accepted[entry.id]
+        content = {k: v for k, v in body.items() if k not in {"device_token", "app", "environment"}}
+        assert entry.content == {"push_type": "alert", **content}
+        assert entry.device_token == body["device_token"]
+        assert entry.app == body.get("app", APP)
+        record = records_by_id[entry.id]
+        stored_columns = {name: getattr(record, name) for name in RECORD_COLUMNS}
+        assert as_json_numbers(stored_columns) == as_json_numbers(expected_record(body))
+        assert (record.app, record.device_id, record.status) == (entry.app, entry.device_id, "queued")
+        assert (entry.device_id is not None) == (body["device_token"] in REGISTERED)
+
+
+async def test_racing_requests_with_one_idempotency_key_the_first_body_wins(
+    any_store: StoreGateway, clean_redis: redis.Redis
+) -> None:
+    bodies = {"A": {"device_token": TOKEN, "body": "A"}, "B": {"device_token": TOKEN, "body": "B"}}
+    async with any_store.client(any_store.new_key()) as http:
+        await register(http)
+        for round in range(4):
+            headers = {"Idempotency-Key": f"race-{round}"}
+            order = ["A", "B"] * 10
+            answers = await asyncio.gather(
+                *(http.post("/api/notifications/", json=bodies[which], headers=headers) for which in order)
+            )
+            by_body = {which: [a for w, a in zip(order, answers, strict=True) if w == which] for which in bodies}
+            winner = "A" if any(a.status_code == 202 for a in by_body["A"]) else "B"
+            loser = "B" if winner == "A" else "A"
+            assert sorted(a.status_code for a in by_body[winner]) == [200] * 9 + [202], [a.text for a in answers]
+            assert len({a.json()["id"] for a in by_body[winner]}) == 1
+            assert [a.status_code for a in by_body[loser]] == [422] * 10
+            assert all("Idempotency-Key" in a.json()["detail"] for a in by_body[loser])
+            id = uuid.UUID(by_body[winner][0].json()["id"])
+            with any_store.engine.connect() as connection:
+                assert connection.execute(select(Notification.body).where(Notification.id == id)).scalar() == winner
+            assert queued(clean_redis)[id].content["body"] == winner
+    assert len(queued(clean_redis)) == 4
