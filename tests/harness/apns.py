@@ -55,12 +55,22 @@ class SimulatorProcess:
         """Change fault injection (fields of noti.apns.simulator.Faults)."""
         self._control("POST", "/faults", changes)
 
+    def register_devices(self, devices: dict[str, list[str]]) -> None:
+        """Turn the device registry on: only these tokens exist, each for its topics (``{token: [topic, ...]}``)."""
+        self._control("POST", "/devices", {"devices": devices})
+
+    def clear_devices(self) -> None:
+        """Turn the device registry off: every well-formed token exists, for every topic."""
+        self._control("DELETE", "/devices")
+
     def reset(self) -> None:
-        """Clear the counters and every fault."""
+        """Clear the counters, every fault and the device registry."""
         self._control("POST", "/reset")
+        self.clear_devices()
         self.set_faults(
             latency_ms=0.0, latency_jitter_ms=0.0, rate_429=0.0, rate_500=0.0, rate_503=0.0,
             goaway_after=0, goaway_reason="Shutdown", drop_rate=0.0, unregistered=[], bad_tokens=[],
+            expired_tokens=[],
         )  # fmt: skip
 
     def sender_env(self) -> dict[str, str]:

@@ -1,0 +1,168 @@
+"""The simulator's HTTP/2 side: one asyncio protocol per client connection, on jh2 (h2's Rust-backed fork)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from typing import Any, cast
+
+import orjson
+from jh2.config import H2Configuration
+from jh2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
+from jh2.settings import SettingCodes
+
+from noti.apns.h2 import CountingH2Connection, H2Protocol
+from noti.apns.simulator.rules import Answer, Request, judge
+from noti.apns.simulator.state import State
+
+APPLE_MAX_CONCURRENT_STREAMS = 1000
+_ERROR_HEADERS = (("content-type", "application/json"),)
+
+
+def certificate_topics(peercert: dict[str, Any] | None) -> tuple[str, ...]:
+    """The bundle ids a provider certificate may push to: its subject's UID, as in Apple's certificates."""
+    if not peercert:
+        return ()
+    return tuple(value for rdn in peercert.get("subject", ()) for name, value in rdn if name == "userId")
+
+
+class _Stream:
+    __slots__ = ("body", "duplicates", "headers")
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        self.headers = dict(headers)
+        self.duplicates = len(self.headers) != len(headers)
+        self.body = b""
+
+
+class APNsProtocol(H2Protocol):
+    """One client connection: HTTP/2 frames in, Apple's answers out."""
+
+    def __init__(self, state: State, max_concurrent_streams: int, sandbox: bool = True) -> None:
+        self.state = state
+        # Requests are validated as Apple's HTTP/2 layer would; our own constant, lowercase
+        # response headers need no second pass.
+        config = H2Configuration(
+            client_side=False,
+            header_encoding="utf-8",
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = CountingH2Connection(config=config)
+        self.max_concurrent_streams = max_concurrent_streams
+        self.sandbox = sandbox  # the development environment also answers with apns-unique-id
+        self.streams: dict[int, _Stream] = {}
+        self.transport: asyncio.Transport | None = None
+        self.served = 0
+        self.closing = False
+        self.cert_topics: tuple[str, ...] = ()
+        self.team_id: str | None = None  # of the first provider token accepted on this connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.cert_topics = certificate_topics(self.transport.get_extra_info("peercert"))
+        self.h2.initiate_connection()
+        self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
+        self.transport.write(self.h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after our GOAWAY: the client will resend what we did not process elsewhere
+        try:
+            events = self.h2.receive_data(data)
+        except Exception:  # a protocol error: Apple closes the connection too
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        streams = self.streams
+        for event in events:
+            kind = type(event)
+            if kind is RequestReceived:
+                streams[event.stream_id] = _Stream(event.headers)
+            elif kind is DataReceived:
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body += event.data
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif kind is StreamEnded:
+                self._request_complete(event.stream_id)
+            elif kind is StreamReset:
+                streams.pop(event.stream_id, None)
+                self.h2.forget(event.stream_id)
+            elif kind is ConnectionTerminated:
+                self._abort()
+                return
+        self._flush()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+
+    def _request_complete(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None or self.closing:
+            return
+        state = self.state
+        faults = state.faults
+        if faults.drop_rate and random.random() < faults.drop_rate:
+            state.by_outcome["Dropped"] += 1
+            self._abort()
+            return
+        headers = stream.headers
+        now = time.time()
+        answer = judge(
+            Request(headers, stream.body, self.cert_topics, self.team_id, stream.duplicates), state.directory, now
+        )
+        if answer.team_id is not None:
+            self.team_id = answer.team_id
+            state.provider_tokens.add(headers["authorization"][7:].strip())
+        if answer.status == 200 and (faults.rate_429 or faults.rate_500 or faults.rate_503):
+            answer = faults.injected(random.random()) or answer
+        state.by_outcome[answer.reason or "Success"] += 1
+        state.by_token[headers.get(":path", "").rpartition("/")[2].lower()] += 1
+        self.served += 1
+        goaway = bool(faults.goaway_after) and self.served >= faults.goaway_after
+        if goaway:
+            self.closing = True
+        delay = faults.latency_ms + (random.random() * faults.latency_jitter_ms if faults.latency_jitter_ms else 0.0)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(
+                delay / 1000, self._respond, stream_id, answer, headers.get("apns-id"), goaway
+            )
+        else:
+            self._respond(stream_id, answer, headers.get("apns-id"), goaway)
+
+    def _respond(self, stream_id: int, answer: Answer, apns_id: str | None, goaway: bool) -> None:
+        if self.transport is None:
+            return
+        h2 = self.h2
+        response_headers = [(":status", str(answer.status)), ("apns-id", apns_id or str(uuid.uuid4()))]
+        try:
+            if answer.reason is None:
+                if self.sandbox:  # what the Push Notifications Console looks a delivery up by
+                    response_headers.append(("apns-unique-id", str(uuid.uuid4())))
+                h2.send_headers(stream_id, response_headers, end_stream=True)
+            else:
+                body = answer.body()
+                response_headers.extend(_ERROR_HEADERS)
+                response_headers.append(("content-length", str(len(body))))
+                h2.send_headers(stream_id, response_headers)
+                h2.send_data(stream_id, body, end_stream=True)
+            if goaway:
+                # Like Apple's Shutdown: streams above stream_id were not processed and may be retried.
+                debug = orjson.dumps({"reason": self.state.faults.goaway_reason})
+                h2.close_connection(error_code=0, last_stream_id=stream_id, additional_data=debug)
+        except Exception:  # the stream or connection went away meanwhile
+            return
+        h2.forget(stream_id)
+        self._flush_soon()
+        if goaway and self.transport is not None:
+            transport = self.transport
+            asyncio.get_running_loop().call_later(0.05, transport.close)
