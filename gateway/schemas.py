@@ -18,7 +18,7 @@ _APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")
 Environment = Literal["sandbox", "production"]
 PushType = Literal[
     "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
-    "pushtotalk", "widgets",
+    "pushtotalk", "widgets", "controls",
 ]  # fmt: skip
 App = Annotated[
     str,
