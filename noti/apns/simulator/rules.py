@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -35,6 +35,8 @@ TOKEN_MAX_AGE = 3600  # seconds Apple accepts a provider token after its iat
 DEVICE_PATH = "/3/device/"
 PRIORITIES = frozenset({"10", "5", "1"})
 HEX_DIGITS = frozenset("0123456789abcdef")
+# apns-id: "a canonical UUID ... in the form 8-4-4-4-12" (Apple), in either case.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}").fullmatch
 AUTHENTICATION_REASONS = frozenset(
     {"MissingProviderToken", "InvalidProviderToken", "ExpiredProviderToken", "UnrelatedKeyIdInToken"}
 )
@@ -142,8 +144,7 @@ class Directory:
     bad_tokens: frozenset[str] = frozenset()  # tokens answered 400 BadDeviceToken
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One POST as it arrived: pseudo-headers included, and what the connection knows of its client."""
 
     headers: Mapping[str, str]
@@ -174,22 +175,15 @@ class Answer(NamedTuple):
 ACCEPTED = Answer(200)
 
 
-def topics_for(bundle_ids: Iterable[str], push_type: str) -> set[str]:
-    """The apns-topic values a credential of these bundle ids may use for this push type."""
-    return {bundle + TOPIC_SUFFIXES.get(push_type, "") for bundle in bundle_ids}
-
-
 def device_token(path: str) -> str:
     """The device token a request path names (lower case), or "" when there is none."""
     return path[len(DEVICE_PATH) :].lower() if path.startswith(DEVICE_PATH) else ""
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+def topic_allowed(topic: str, push_type: str, bundle_ids: tuple[str, ...]) -> bool:
+    """Whether a credential of these bundle ids may push this push type to ``topic`` (without building a set)."""
+    suffix = TOPIC_SUFFIXES.get(push_type, "")
+    return topic.endswith(suffix) and topic[: len(topic) - len(suffix)] in bundle_ids
 
 
 def judge(request: Request, directory: Directory, now: float) -> Answer:
@@ -231,7 +225,7 @@ def judge(request: Request, directory: Directory, now: float) -> Answer:
         topic = request.cert_topics[0]  # Apple defaults to a single-topic certificate's subject
     if not topic:
         return Answer(400, "MissingTopic", team_id=team_id)
-    if topic not in topics_for(bundle_ids, push_type) or (push_type == "location" and team_id is None):
+    if not topic_allowed(topic, push_type, bundle_ids) or (push_type == "location" and team_id is None):
         # Not this credential's to push to (location pushes take token auth only).
         return Answer(400, "TopicDisallowed", team_id=team_id)
     priority = headers.get("apns-priority", "10")
@@ -244,7 +238,7 @@ def judge(request: Request, directory: Directory, now: float) -> Answer:
     if collapse_id is not None and len(collapse_id.encode()) > MAX_COLLAPSE_ID:
         return Answer(400, "BadCollapseId", team_id=team_id)
     apns_id = headers.get("apns-id")
-    if apns_id is not None and not _is_uuid(apns_id):
+    if apns_id is not None and not _CANONICAL_UUID(apns_id):
         return Answer(400, "BadMessageId", team_id=team_id)
 
     if len(token) < 64 or len(token) % 2 or not HEX_DIGITS.issuperset(token):

@@ -76,6 +76,7 @@ class State:
         self.by_outcome: Counter[str] = Counter()
         self.by_token: Counter[str] = Counter()
         self.provider_tokens: set[str] = set()
+        self.resets = 0  # how many times the counters were cleared
         self._apply_faults()
 
     def _apply_faults(self) -> None:
@@ -104,6 +105,7 @@ class State:
         self.directory.devices = None
 
     def reset(self) -> None:
+        self.resets += 1
         self.by_outcome.clear()
         self.by_token.clear()
         self.provider_tokens.clear()
