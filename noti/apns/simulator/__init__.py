@@ -3,12 +3,14 @@
 It checks what Apple checks (device token, headers, topic against the key's bundle ids,
 the ES256 provider token's signature — raw R||S or DER — and age, payload JSON and size, and,
 with a device registry, whether APNs issued the token and for which topic) and answers with
-Apple's status codes and reasons. It is a bare asyncio protocol on jh2, so it is not the
-bottleneck of what it measures; ``workers`` processes may share one port with SO_REUSEPORT.
+Apple's status codes and reasons. It frames HTTP/2 itself on a bare asyncio protocol (with
+jh2's Rust HPACK), about 25 µs of CPU per notification, so it is not the bottleneck of what it
+measures; ``workers`` processes may share one port with SO_REUSEPORT.
 
 - ``rules``: Apple's rules, ``judge(request, directory, now) -> Answer`` (pure)
 - ``state``: faults, what one process knows and counts
-- ``protocol``: the HTTP/2 server protocol
+- ``wire``: HTTP/2 server framing (settings, flow control, streams, GOAWAY)
+- ``protocol``: one client connection: requests to judge, answers, faults, counters
 - ``control``: the control commands and their HTTP JSON API
 - ``server``: ``Simulator`` (listeners, workers, certificates), ``start``
 - ``cli``: ``noti apns-sim``

@@ -1,4 +1,4 @@
-"""The simulator's HTTP/2 side: one asyncio protocol per client connection, on jh2 (h2's Rust-backed fork)."""
+"""The simulator's HTTP/2 side: one asyncio protocol per client connection, framed by ``wire``."""
 
 from __future__ import annotations
 
@@ -11,17 +11,13 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
-from jh2.config import H2Configuration
-from jh2.errors import ErrorCodes
-from jh2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
-from jh2.settings import SettingCodes
 
-from noti.apns.h2 import CountingH2Connection, H2Protocol
 from noti.apns.simulator.rules import Answer, Request, judge
 from noti.apns.simulator.state import State
+from noti.apns.simulator.wire import PROTOCOL_ERROR, ServerConnection
 
 APPLE_MAX_CONCURRENT_STREAMS = 1000
-_ERROR_HEADERS = (("content-type", "application/json"),)
+_CONTENT_TYPE = (b"content-type", b"application/json")
 _PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":authority"})
 _REQUIRED_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path"})
 _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
@@ -58,7 +54,7 @@ def malformed(headers: Sequence[tuple[bytes, bytes]]) -> bool:
         return True
     names: tuple[bytes, ...]
     values: tuple[bytes, ...]
-    names, values = zip(*headers, strict=True)  # type: ignore[assignment]
+    names, values = zip(*headers, strict=True)
     misshapen = _SHAPES.get(names)
     if misshapen is None:
         misshapen = _misshapen(names)
@@ -94,48 +90,26 @@ def certificate_topics(peercert: dict[str, Any] | None) -> tuple[str, ...]:
     return tuple(value for rdn in peercert.get("subject", ()) for name, value in rdn if name == "userId")
 
 
-class _Stream:
-    __slots__ = ("body", "duplicates", "headers")
-
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.headers = {name.decode(): value.decode() for name, value in headers}
-        self.duplicates = len(self.headers) != len(headers)
-        self.body = b""
-
-
-class APNsProtocol(H2Protocol):
+class APNsProtocol(asyncio.Protocol):
     """One client connection: HTTP/2 frames in, Apple's answers out."""
 
     def __init__(self, state: State, max_concurrent_streams: int, sandbox: bool = True) -> None:
         self.state = state
-        # Requests are validated as Apple's HTTP/2 layer would, by malformed() in one pass rather
-        # than by jh2's chain of generators (a fifth of the CPU per request); our own constant,
-        # lowercase response headers need no second pass.
-        config = H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = CountingH2Connection(config=config)
-        self.max_concurrent_streams = max_concurrent_streams
+        self.h2 = ServerConnection(self._request, max_concurrent_streams)
         self.sandbox = sandbox  # the development environment also answers with apns-unique-id
-        self.streams: dict[int, _Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.served = 0
         self.closing = False
         self.cert_topics: tuple[str, ...] = ()
         self.team_id: str | None = None  # of the first provider token accepted on this connection
         self._counted: tuple[str, int] | None = None  # the provider token last counted, and when
+        self._flush_scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.cert_topics = certificate_topics(self.transport.get_extra_info("peercert"))
-        self.h2.initiate_connection()
-        self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
-        self.transport.write(self.h2.data_to_send())
+        self.h2.start()
+        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -143,60 +117,49 @@ class APNsProtocol(H2Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # after our GOAWAY: the client will resend what we did not process elsewhere
-        try:
-            events = self.h2.receive_data(data)
-        except Exception:  # a protocol error: Apple closes the connection too
-            self._flush()
-            if self.transport is not None:
-                self.transport.close()
-            return
-        streams = self.streams
-        for event in events:
-            kind = type(event)
-            if kind is RequestReceived:
-                if malformed(event.headers):
-                    self.h2.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
-                    self.h2.forget(event.stream_id)
-                    continue
-                try:
-                    streams[event.stream_id] = _Stream(event.headers)
-                except UnicodeDecodeError:
-                    self.h2.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
-                    self.h2.forget(event.stream_id)
-            elif kind is DataReceived:
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body += event.data
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif kind is StreamEnded:
-                self._request_complete(event.stream_id)
-            elif kind is StreamReset:
-                streams.pop(event.stream_id, None)
-                self.h2.forget(event.stream_id)
-            elif kind is ConnectionTerminated:
-                self._abort()
-                return
+        self.h2.receive(data)
         self._flush()
+        if self.h2.closed and self.transport is not None:
+            self.transport.close()  # after a protocol error (our GOAWAY is out) or the client's GOAWAY
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.transport is not None and self.h2.out:
+            self.transport.write(self.h2.take())
+
+    def _flush_soon(self) -> None:
+        """Write once per loop iteration: answers made together share one TLS record."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
 
-    def _request_complete(self, stream_id: int) -> None:
-        stream = self.streams.pop(stream_id, None)
-        if stream is None or self.closing:
+    def _request(self, stream_id: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self.closing:
+            return
+        if malformed(raw_headers):
+            self.h2.reset(stream_id, PROTOCOL_ERROR)
+            return
+        try:
+            headers = {name.decode(): value.decode() for name, value in raw_headers}
+        except UnicodeDecodeError:
+            self.h2.reset(stream_id, PROTOCOL_ERROR)
             return
         state = self.state
         faults = state.faults
         if faults.drop_rate and random.random() < faults.drop_rate:
             state.by_outcome["Dropped"] += 1
             self._abort()
+            self.closing = True
             return
-        headers = stream.headers
-        now = time.time()
         answer = judge(
-            Request(headers, stream.body, self.cert_topics, self.team_id, stream.duplicates), state.directory, now
+            Request(headers, body, self.cert_topics, self.team_id, len(headers) != len(raw_headers)),
+            state.directory,
+            time.time(),
         )
         if answer.team_id is not None:
             self.team_id = answer.team_id
@@ -215,35 +178,32 @@ class APNsProtocol(H2Protocol):
         delay = faults.latency_ms + (random.random() * faults.latency_jitter_ms if faults.latency_jitter_ms else 0.0)
         if delay > 0:
             asyncio.get_running_loop().call_later(
-                delay / 1000, self._respond, stream_id, answer, headers.get("apns-id"), goaway
+                delay / 1000, self._respond, stream_id, answer, headers.get("apns-id"), goaway, True
             )
         else:
-            self._respond(stream_id, answer, headers.get("apns-id"), goaway)
+            self._respond(stream_id, answer, headers.get("apns-id"), goaway, False)
 
-    def _respond(self, stream_id: int, answer: Answer, apns_id: str | None, goaway: bool) -> None:
+    def _respond(self, stream_id: int, answer: Answer, apns_id: str | None, goaway: bool, later: bool) -> None:
         if self.transport is None:
             return
         h2 = self.h2
-        response_headers = [(":status", str(answer.status)), ("apns-id", apns_id or new_id())]
-        try:
-            if answer.reason is None:
-                if self.sandbox:  # what the Push Notifications Console looks a delivery up by
-                    response_headers.append(("apns-unique-id", new_id()))
-                h2.send_headers(stream_id, response_headers, end_stream=True)
-            else:
-                body = answer.body()
-                response_headers.extend(_ERROR_HEADERS)
-                response_headers.append(("content-length", str(len(body))))
-                h2.send_headers(stream_id, response_headers)
-                h2.send_data(stream_id, body, end_stream=True)
-            if goaway:
-                # Like Apple's Shutdown: streams above stream_id were not processed and may be retried.
-                debug = orjson.dumps({"reason": self.state.faults.goaway_reason})
-                h2.close_connection(error_code=0, last_stream_id=stream_id, additional_data=debug)
-        except Exception:  # the stream or connection went away meanwhile
-            return
-        h2.forget(stream_id)
-        self._flush_soon()
-        if goaway and self.transport is not None:
+        response_headers = [(b":status", _STATUS[answer.status]), (b"apns-id", (apns_id or new_id()).encode())]
+        if answer.reason is None:
+            if self.sandbox:  # what the Push Notifications Console looks a delivery up by
+                response_headers.append((b"apns-unique-id", new_id().encode()))
+            h2.respond(stream_id, response_headers)
+        else:
+            body = answer.body()
+            response_headers.append(_CONTENT_TYPE)
+            response_headers.append((b"content-length", str(len(body)).encode()))
+            h2.respond(stream_id, response_headers, body)
+        if goaway:
+            # Like Apple's Shutdown: streams above stream_id were not processed and may be retried.
+            h2.goaway(0, stream_id, orjson.dumps({"reason": self.state.faults.goaway_reason}))
             transport = self.transport
             asyncio.get_running_loop().call_later(0.05, transport.close)
+        if later or goaway:
+            self._flush_soon()  # otherwise data_received writes it
+
+
+_STATUS = {status: str(status).encode() for status in (200, 400, 403, 404, 405, 410, 413, 429, 500, 503)}
