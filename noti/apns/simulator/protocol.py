@@ -124,7 +124,7 @@ class APNsProtocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self.transport is not None and self.h2.out:
+        if self.transport is not None and self.h2.out and not self.transport.is_closing():
             self.transport.write(self.h2.take())
 
     def _flush_soon(self) -> None:
