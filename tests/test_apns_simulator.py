@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness.apns import SimulatorProcess
+from harness.apns import OTHER_BUNDLE_ID, SimulatorProcess
 from noti.apns import simulator as apns_simulator_module
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
@@ -141,6 +141,24 @@ async def test_with_a_device_registry_tokens_belong_to_their_topics(
     assert await send(voip_token, apns_push_type="voip", apns_topic=f"{apns_simulator.bundle_id}.voip") == (200, None)
     apns_simulator.clear_devices()
     assert await send("ef" * 32) == (200, None)
+
+
+async def test_a_sender_with_another_apps_bundle_id_meets_device_token_not_for_topic(
+    apns_simulator: SimulatorProcess,
+) -> None:
+    apns_simulator.register_devices({DEVICE: [apns_simulator.bundle_id]})
+    client = APNsClient(
+        OTHER_BUNDLE_ID,  # an app of the same team, so the topic itself is allowed
+        endpoint=apns_simulator.url,
+        tokens=ProviderTokens(load_signing_key(apns_simulator.private_key_pem), apns_simulator.key_id,
+                              apns_simulator.team_id),
+        ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path),
+    )  # fmt: skip
+    try:
+        wrong = await client.send(DEVICE, NotificationContent(title="x"))
+    finally:
+        await client.aclose()
+    assert (wrong.status_code, wrong.reason) == (400, "DeviceTokenNotForTopic")
 
 
 async def test_the_control_plane_answers_json_errors(apns_simulator: SimulatorProcess) -> None:

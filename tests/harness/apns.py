@@ -22,6 +22,9 @@ from harness.procs import free_port
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
 BUNDLE_ID = "com.example.app"
+# Another app of the same team: the key may push to its topic, but BUNDLE_ID's devices are not its
+# own, so (with the device registry on) a sender misconfigured with it gets DeviceTokenNotForTopic.
+OTHER_BUNDLE_ID = "com.example.other"
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...]
     )
     command = [
         sys.executable, "-m", "noti.apns.simulator", "--port", str(free_port()), "--control-port", str(free_port()),
-        "--workers", str(workers), "--register", f"{TEAM_ID}:{KEY_ID}:{BUNDLE_ID}:{key_path}", *extra,
+        "--workers", str(workers), "--register", f"{TEAM_ID}:{KEY_ID}:{BUNDLE_ID},{OTHER_BUNDLE_ID}:{key_path}", *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None
