@@ -22,7 +22,7 @@ from jh2.events import (
 from jh2.settings import SettingCodes
 
 from noti.apns.simulator.protocol import malformed
-from noti.apns.simulator.wire import HEADERS, PREFACE, ServerConnection, frame
+from noti.apns.simulator.wire import HEADERS, PREFACE, ServerConnection, encode_headers, frame
 
 REQUEST = [(":method", "POST"), (":scheme", "https"), (":path", "/3/device/" + "ab" * 32), (":authority", "apns")]
 
@@ -233,3 +233,11 @@ GOOD = [(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/3/device/ab
 def test_malformed_requests_are_recognised(headers: list[tuple[bytes, bytes]], bad: bool) -> None:
     assert malformed(headers) is bad
     assert malformed(headers) is bad  # the cached verdict agrees
+
+
+@pytest.mark.parametrize("status", [b"200", b"400", b"403", b"410", b"500", b"503"])
+def test_answers_encode_to_hpack_any_decoder_reads(status: bytes) -> None:
+    headers = [(b":status", status), (b"apns-id", b"x" * 36), (b"content-length", b"1" * 200)]
+    decoder = Decoder()
+    for announce in (True, False):
+        assert decoder.decode(encode_headers(headers, announce), True) == [(*header, False) for header in headers]

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jh2._hazmat import Decoder, Encoder, HPACKError, OversizedHeaderListError
+from jh2._hazmat import Decoder, HPACKError, OversizedHeaderListError
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -82,7 +82,7 @@ class ServerConnection:
         self._decoder = Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
         self._decoder.max_allowed_table_size = 4096
-        self._encoder = Encoder()
+        self._announce_table = True  # the next header block starts with "dynamic table size: 0"
         self._received = 0  # connection-level bytes not yet refilled
         self._send_window = DEFAULT_WINDOW  # connection-level, for our DATA
         self._initial_send_window = DEFAULT_WINDOW
@@ -259,7 +259,7 @@ class ServerConnection:
                     raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self._peer_max_frame = value
             elif code == SETTINGS_HEADER_TABLE_SIZE:
-                self._encoder.header_table_size = value
+                self._announce_table = True
         self.out += frame(SETTINGS, ACK, 0)
         self._send_pending()
 
@@ -287,7 +287,8 @@ class ServerConnection:
         stream = self.streams.get(stream_id)
         if stream is None or self.closed:
             return  # reset by the client meanwhile
-        block = self._encoder.encode([(name, value, False) for name, value in headers], True)
+        block = encode_headers(headers, self._announce_table)
+        self._announce_table = False
         if len(block) > self._peer_max_frame:
             raise ValueError("response header block larger than a frame")  # ours are a few dozen bytes
         if not body:
@@ -328,6 +329,41 @@ class ServerConnection:
         data = bytes(self.out)
         self.out.clear()
         return data
+
+
+# HPACK (RFC 7541) for our answers, which never repeat a value worth indexing: static-table
+# statuses, every other field a literal never added to the dynamic table (so ours stays empty,
+# and no client setting can make it too large), no Huffman coding. Cheaper than a general encoder.
+_STATUS_INDEX = {b"200": 8, b"204": 9, b"206": 10, b"304": 11, b"400": 12, b"404": 13, b"500": 14}
+_TABLE_SIZE_ZERO = b"\x20"
+
+
+def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = bytearray([first | limit])
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_headers(headers: list[tuple[bytes, bytes]], announce_table_size: bool = False) -> bytes:
+    """An HPACK header block of ``headers``; ``announce_table_size`` opens it with a table size update to 0."""
+    block = bytearray(_TABLE_SIZE_ZERO if announce_table_size else b"")
+    for name, value in headers:
+        if name == b":status" and value in _STATUS_INDEX:
+            block.append(0x80 | _STATUS_INDEX[value])
+            continue
+        if name == b":status":
+            block += b"\x08"  # literal without indexing, name :status (static index 8)
+        else:
+            block += b"\x00" + _integer(len(name), 7) + name
+        block += _integer(len(value), 7) + value
+    return bytes(block)
 
 
 def _unpad(payload: bytes) -> bytes:
