@@ -161,6 +161,25 @@ async def test_a_sender_with_another_apps_bundle_id_meets_device_token_not_for_t
     assert (wrong.status_code, wrong.reason) == (400, "DeviceTokenNotForTopic")
 
 
+async def test_provider_token_churn_is_throttled_when_asked(
+    http: httpx.AsyncClient, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(token_update_min_seconds=1200.0)
+    key = load_signing_key(apns_simulator.private_key_pem)
+    first, second = (
+        f"bearer {mint(key, apns_simulator.key_id, apns_simulator.team_id, int(time.time()) - age)}" for age in (60, 30)
+    )
+
+    async def send(authorization: str) -> tuple[int, str | None]:
+        headers = _headers(apns_simulator, authorization=authorization)
+        response = await http.post(f"/3/device/{DEVICE}", content=ALERT, headers=headers)
+        return response.status_code, response.json()["reason"] if response.content else None
+
+    assert await send(first) == (200, None)
+    assert await send(second) == (429, "TooManyProviderTokenUpdates")  # a new token a minute after the last
+    assert await send(first) == (200, None)  # the team's token still works
+
+
 async def test_the_control_plane_answers_json_errors(apns_simulator: SimulatorProcess) -> None:
     async with httpx.AsyncClient(base_url=apns_simulator.control_url) as control:
         missing = await control.get("/nothing")

@@ -73,7 +73,7 @@ class SimulatorProcess:
         self.set_faults(
             latency_ms=0.0, latency_jitter_ms=0.0, rate_429=0.0, rate_500=0.0, rate_503=0.0,
             goaway_after=0, goaway_reason="Shutdown", drop_rate=0.0, unregistered=[], bad_tokens=[],
-            expired_tokens=[],
+            expired_tokens=[], token_update_min_seconds=0.0,
         )  # fmt: skip
 
     def sender_env(self) -> dict[str, str]:

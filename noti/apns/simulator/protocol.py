@@ -156,10 +156,11 @@ class APNsProtocol(asyncio.Protocol):
             self._abort()
             self.closing = True
             return
+        now = time.time()
         answer = judge(
             Request(headers, body, self.cert_topics, self.team_id, len(headers) != len(raw_headers)),
             state.directory,
-            time.time(),
+            now,
         )
         if answer.team_id is not None:
             self.team_id = answer.team_id
@@ -167,6 +168,12 @@ class APNsProtocol(asyncio.Protocol):
             if counted != self._counted:  # a client sends one token for many requests
                 self._counted = counted
                 state.provider_tokens.add(counted[0][7:].strip())
+        if (
+            answer.team_id is not None
+            and faults.token_update_min_seconds
+            and state.token_update_refused(answer.team_id, headers["authorization"], now)
+        ):
+            answer = Answer(429, "TooManyProviderTokenUpdates")
         if answer.status == 200 and (faults.rate_429 or faults.rate_500 or faults.rate_503):
             answer = faults.injected(random.random()) or answer
         state.by_outcome[answer.reason or "Success"] += 1

@@ -25,6 +25,9 @@ class Faults:
     unregistered: list[str] = field(default_factory=list)  # tokens answered 410 Unregistered
     bad_tokens: list[str] = field(default_factory=list)  # tokens answered 400 BadDeviceToken
     expired_tokens: list[str] = field(default_factory=list)  # tokens answered 410 ExpiredToken
+    # A team's new provider token within this many seconds of its previous one gets 429
+    # TooManyProviderTokenUpdates (Apple: refresh no more often than every 20 minutes). 0: any.
+    token_update_min_seconds: float = 0.0
 
     def update(self, changes: dict[str, Any]) -> Faults:
         known = {f.name for f in fields(self)}
@@ -77,6 +80,7 @@ class State:
         self.by_token: Counter[str] = Counter()
         self.provider_tokens: set[str] = set()
         self.resets = 0  # how many times the counters were cleared
+        self.team_tokens: dict[str, tuple[str, float]] = {}  # team → (its provider token, since when)
         self._apply_faults()
 
     def _apply_faults(self) -> None:
@@ -104,8 +108,18 @@ class State:
         """Turn the registry off: every well-formed token exists again, for every topic."""
         self.directory.devices = None
 
+    def token_update_refused(self, team_id: str, token: str, now: float) -> bool:
+        """Whether ``token`` is a provider token update Apple would throttle (and if not, the team's token now)."""
+        current = self.team_tokens.get(team_id)
+        if current is not None and current[0] != token and now - current[1] < self.faults.token_update_min_seconds:
+            return True
+        if current is None or current[0] != token:
+            self.team_tokens[team_id] = (token, now)
+        return False
+
     def reset(self) -> None:
         self.resets += 1
+        self.team_tokens.clear()
         self.by_outcome.clear()
         self.by_token.clear()
         self.provider_tokens.clear()
