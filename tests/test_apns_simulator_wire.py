@@ -21,8 +21,7 @@ from jh2.events import (
 )
 from jh2.settings import SettingCodes
 
-from noti.apns.simulator.protocol import malformed
-from noti.apns.simulator.wire import HEADERS, PREFACE, ServerConnection, encode_headers, frame
+from noti.apns.simulator.wire import HEADERS, PREFACE, ServerConnection, encode_headers, frame, malformed
 
 REQUEST = [(":method", "POST"), (":scheme", "https"), (":path", "/3/device/" + "ab" * 32), (":authority", "apns")]
 

@@ -7,62 +7,16 @@ import itertools
 import random
 import secrets
 import time
-from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
 
 from noti.apns.simulator.rules import Answer, Request, judge
 from noti.apns.simulator.state import State
-from noti.apns.simulator.wire import PROTOCOL_ERROR, ServerConnection
+from noti.apns.simulator.wire import PROTOCOL_ERROR, ServerConnection, malformed
 
 APPLE_MAX_CONCURRENT_STREAMS = 1000
 _CONTENT_TYPE = (b"content-type", b"application/json")
-_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":authority"})
-_REQUIRED_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path"})
-_CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-
-
-def _misshapen(names: tuple[bytes, ...]) -> bool:
-    pseudo: set[bytes] = set()
-    regular = False
-    for name in names:
-        if not name or name.lower() != name:
-            return True
-        if name[0] == 58:  # ":"
-            if regular or name in pseudo or name not in _PSEUDO_HEADERS:
-                return True
-            pseudo.add(name)
-        else:
-            regular = True
-            if name in _CONNECTION_HEADERS:
-                return True
-    return not pseudo >= _REQUIRED_PSEUDO_HEADERS
-
-
-_SHAPES: dict[tuple[bytes, ...], bool] = {}  # a client sends the same header names in the same order every time
-
-
-def malformed(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    """Whether a request's header block breaks HTTP/2's rules (RFC 9113 §8.2, §8.3), so the stream is reset.
-
-    jh2's checks at a fraction of the cost: names non-empty and lower-case, pseudo-headers known,
-    once each and first, the three a request needs, no connection-specific header, ``te`` only
-    ``trailers``. Values with surrounding whitespace are left to judge, which refuses those it reads.
-    """
-    if not headers:
-        return True
-    names: tuple[bytes, ...]
-    values: tuple[bytes, ...]
-    names, values = zip(*headers, strict=True)
-    misshapen = _SHAPES.get(names)
-    if misshapen is None:
-        misshapen = _misshapen(names)
-        if len(_SHAPES) < 1024:
-            _SHAPES[names] = misshapen
-    if misshapen:
-        return True
-    return b"te" in names and values[names.index(b"te")] != b"trailers"
 
 
 class _Ids:

@@ -4,15 +4,16 @@ The simulator once ran on jh2's general state machine, which cost most of its CP
 (a stream object, a dozen events and frame objects each way). APNs traffic is narrow: a client
 opens streams with one HEADERS (maybe CONTINUATION) and one or two DATA frames, and the server
 answers with one HEADERS frame and, on errors, one small DATA frame. This module frames exactly
-that over a byte buffer, with jh2's Rust HPACK codec, and keeps what the protocol requires:
-SETTINGS and their ACK, PING, flow control both ways, RST_STREAM, GOAWAY, stream id order,
-SETTINGS_MAX_CONCURRENT_STREAMS and frame size limits, and connection errors for the rest.
+that over a byte buffer (jh2's Rust HPACK decoder in, a few-line HPACK encoder out) and keeps
+what the protocol requires: SETTINGS and their ACK, PING, flow control both ways, RST_STREAM,
+GOAWAY, stream id order, SETTINGS_MAX_CONCURRENT_STREAMS and frame size limits, malformed
+requests refused (``malformed``), and connection errors for the rest.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from jh2._hazmat import Decoder, HPACKError, OversizedHeaderListError
@@ -31,6 +32,53 @@ MAX_BODY = 65_536  # bytes of a request body kept; APNs refuses anything over 51
 _HEADER = struct.Struct(">BHBBL")  # length as 1 + 2 bytes, type, flags, stream id
 _U32 = struct.Struct(">L")
 _WINDOW_REFILL = 32_768  # send WINDOW_UPDATE once this much was received
+
+
+_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":authority"})
+_REQUIRED_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path"})
+_CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+
+
+def _misshapen(names: tuple[bytes, ...]) -> bool:
+    pseudo: set[bytes] = set()
+    regular = False
+    for name in names:
+        if not name or name.lower() != name:
+            return True
+        if name[0] == 58:  # ":"
+            if regular or name in pseudo or name not in _PSEUDO_HEADERS:
+                return True
+            pseudo.add(name)
+        else:
+            regular = True
+            if name in _CONNECTION_HEADERS:
+                return True
+    return not pseudo >= _REQUIRED_PSEUDO_HEADERS
+
+
+_SHAPES: dict[tuple[bytes, ...], bool] = {}  # a client sends the same header names in the same order every time
+
+
+def malformed(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's header block breaks HTTP/2's rules (RFC 9113 §8.2, §8.3), so the stream is reset.
+
+    jh2's checks at a fraction of the cost: names non-empty and lower-case, pseudo-headers known,
+    once each and first, the three a request needs, no connection-specific header, ``te`` only
+    ``trailers``. Values with surrounding whitespace are left to judge, which refuses those it reads.
+    """
+    if not headers:
+        return True
+    names: tuple[bytes, ...]
+    values: tuple[bytes, ...]
+    names, values = zip(*headers, strict=True)
+    misshapen = _SHAPES.get(names)
+    if misshapen is None:
+        misshapen = _misshapen(names)
+        if len(_SHAPES) < 1024:
+            _SHAPES[names] = misshapen
+    if misshapen:
+        return True
+    return b"te" in names and values[names.index(b"te")] != b"trailers"
 
 
 class ConnectionError_(Exception):
