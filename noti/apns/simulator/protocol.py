@@ -116,18 +116,14 @@ class APNsProtocol(asyncio.Protocol):
             state.directory,
             now,
         )
-        if answer.team_id is not None:
+        if answer.team_id is not None:  # accepted by provider token
             self.team_id = answer.team_id
-            counted = (headers["authorization"], state.resets)
-            if counted != self._counted:  # a client sends one token for many requests
-                self._counted = counted
-                state.provider_tokens.add(counted[0][7:].strip())
-        if (
-            answer.team_id is not None
-            and faults.token_update_min_seconds
-            and state.token_update_refused(answer.team_id, headers["authorization"], now)
-        ):
-            answer = Answer(429, "TooManyProviderTokenUpdates")
+            authorization = headers["authorization"]
+            if (authorization, state.resets) != self._counted:  # a client sends one token for many requests
+                self._counted = (authorization, state.resets)
+                state.provider_tokens.add(authorization[7:].strip())
+            if faults.token_update_min_seconds and state.token_update_refused(answer.team_id, authorization, now):
+                answer = Answer(429, "TooManyProviderTokenUpdates")
         if answer.status == 200 and (faults.rate_429 or faults.rate_500 or faults.rate_503):
             answer = faults.injected(random.random()) or answer
         state.by_outcome[answer.reason or "Success"] += 1
