@@ -37,9 +37,6 @@ PRIORITIES = frozenset({"10", "5", "1"})
 HEX_DIGITS = frozenset("0123456789abcdef")
 # apns-id: "a canonical UUID ... in the form 8-4-4-4-12" (Apple), in either case.
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}").fullmatch
-AUTHENTICATION_REASONS = frozenset(
-    {"MissingProviderToken", "InvalidProviderToken", "ExpiredProviderToken", "UnrelatedKeyIdInToken"}
-)
 _VERIFIED_CACHE = 10_000  # provider tokens remembered; APNs sees one per key every 20-60 minutes
 
 
@@ -173,11 +170,6 @@ class Answer(NamedTuple):
 
 
 ACCEPTED = Answer(200)
-
-
-def device_token(path: str) -> str:
-    """The device token a request path names (lower case), or "" when there is none."""
-    return path[len(DEVICE_PATH) :].lower() if path.startswith(DEVICE_PATH) else ""
 
 
 def topic_allowed(topic: str, push_type: str, bundle_ids: tuple[str, ...]) -> bool:
