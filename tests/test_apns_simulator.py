@@ -353,3 +353,15 @@ def test_the_cli_starts_and_prints_where_it_listens(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_cli_refuses_a_key_that_is_not_p256_in_one_line(tmp_path: Path) -> None:
+    key_file = tmp_path / "AuthKey.p8"
+    key_file.write_text("not a key\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "noti.apns.simulator", "--port", "0", "--register", f"T:K:com.example.app:{key_file}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"Invalid value for --register: {key_file}" in result.stderr

@@ -13,7 +13,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS
-from noti.apns.simulator.rules import RegisteredKey
+from noti.apns.simulator.rules import Keyring, RegisteredKey
 from noti.apns.simulator.server import SimulatorConfig, start
 from noti.apns.simulator.state import Faults
 
@@ -41,13 +41,18 @@ def _parse_key(spec: str) -> RegisteredKey:
         team_id, key_id, bundles, pem_file = spec.split(":", 3)
     except ValueError:
         raise click.BadParameter("expected TEAM:KID:BUNDLE[,BUNDLE...]:PUBLIC_OR_PRIVATE_KEY_FILE") from None
-    pem = Path(pem_file).read_bytes()
-    if b"PRIVATE KEY" in pem:
-        private = serialization.load_pem_private_key(pem, password=None)
-        pem = private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    return RegisteredKey(team_id, key_id, tuple(bundles.split(",")), pem.decode())
+    try:
+        pem = Path(pem_file).read_bytes()
+        if b"PRIVATE KEY" in pem:
+            private = serialization.load_pem_private_key(pem, password=None)
+            pem = private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        key = RegisteredKey(team_id, key_id, tuple(bundles.split(",")), pem.decode())
+        Keyring([key])  # refuses what is not a P-256 key
+    except (OSError, ValueError, TypeError) as exc:
+        raise click.BadParameter(f"{pem_file}: {exc}", param_hint="--register") from None
+    return key
 
 
 @click.command("apns-sim")
