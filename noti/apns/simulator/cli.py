@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS
 from noti.apns.simulator.rules import Keyring, RegisteredKey
 from noti.apns.simulator.server import SimulatorConfig, start
-from noti.apns.simulator.state import Faults
+from noti.apns.simulator.state import Faults, parse_devices
 
 
 def _read_tokens(path: Path | None) -> list[str]:
@@ -31,8 +31,12 @@ def _read_devices(path: Path | None) -> dict[str, list[str]] | None:
         devices = json.loads(path.read_text())
     except ValueError as exc:
         raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="--devices") from None
-    if not isinstance(devices, dict):
-        raise click.BadParameter('expected {"<token>": ["<topic>", ...]}', param_hint="--devices")
+    try:
+        if not isinstance(devices, dict):
+            raise ValueError('expected {"<token>": ["<topic>", ...]}')
+        parse_devices(devices)
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--devices") from None
     return devices
 
 
