@@ -32,7 +32,7 @@ BULK_MAX = 10_000
 Environment = Literal["sandbox", "production"]
 PushType = Literal[
     "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
-    "pushtotalk", "widgets",
+    "pushtotalk", "widgets", "controls",
 ]  # fmt: skip
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import typing
+from pathlib import Path
+
 import orjson
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from noti.apns.payload import (
+    PUSH_TYPES,
     InvalidNotification,
     NotificationContent,
     PayloadTooLarge,
@@ -15,6 +20,9 @@ from noti.apns.payload import (
     build_payload,
     validate_device_token,
 )
+from noti.gateway.schemas import PushType
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_alert_payload_puts_custom_data_at_top_level() -> None:
@@ -82,6 +90,7 @@ def test_oversize_payload_error_names_limit_and_size() -> None:
     [
         ({"collapse_id": "c" * 65}, "collapse_id"),
         ({"priority": 7}, "priority"),
+        ({"push_type": "background", "priority": 10}, "priority"),
         ({"push_type": "sms"}, "push_type"),
         ({"badge": -1}, "badge"),
         ({"badge": True}, "badge"),
@@ -94,6 +103,48 @@ def test_invalid_fields_are_named(fields: dict[str, object], field: str) -> None
     with pytest.raises(InvalidNotification) as error:
         NotificationContent.from_dict(fields)
     assert error.value.field == field
+
+
+# Apple, "Sending notification requests to APNs", apns-push-type: the topic each push type is sent to.
+@pytest.mark.parametrize(
+    ("push_type", "topic"),
+    [
+        ("alert", "com.example.app"),
+        ("background", "com.example.app"),
+        ("voip", "com.example.app.voip"),
+        ("complication", "com.example.app.complication"),
+        ("fileprovider", "com.example.app.pushkit.fileprovider"),
+        ("liveactivity", "com.example.app.push-type.liveactivity"),
+        ("location", "com.example.app.location-query"),
+        ("pushtotalk", "com.example.app.voip-ptt"),
+        ("widgets", "com.example.app.push-type.widgets"),
+        ("controls", "com.example.app.push-type.controls"),
+        ("mdm", "com.example.app"),
+    ],
+)
+def test_each_push_type_goes_to_apples_topic(push_type: str, topic: str) -> None:
+    assert push_type in PUSH_TYPES
+    content = NotificationContent(push_type=push_type, data={"x": 1})
+    assert build_headers(content, "com.example.app")["apns-topic"] == topic
+
+
+def test_every_push_type_apple_documents_is_known() -> None:
+    documented = {"alert", "background", "voip", "complication", "fileprovider", "liveactivity", "location", "mdm",
+                  "pushtotalk", "widgets", "controls"}  # fmt: skip
+    assert documented == PUSH_TYPES
+
+
+def test_widget_and_control_reloads_say_content_changed() -> None:
+    for push_type in ("widgets", "controls"):
+        payload = orjson.loads(build_payload(NotificationContent(push_type=push_type)))
+        assert payload == {"aps": {"content-changed": True}}
+
+
+def test_the_api_and_the_crd_offer_the_push_types_the_client_sends() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "notificationcampaigns.noti.dev.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert set(spec["properties"]["notification"]["properties"]["pushType"]["enum"]) == PUSH_TYPES
+    assert set(typing.get_args(PushType)) == PUSH_TYPES
 
 
 def test_device_token_validation_says_why() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import subprocess
@@ -17,8 +18,9 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness.apns import SimulatorProcess
+from harness.apns import OTHER_BUNDLE_ID, SimulatorProcess
 from noti.apns import simulator as apns_simulator_module
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
@@ -67,6 +69,8 @@ def _expired_token(simulator: SimulatorProcess) -> str:
         ("expired-token", 403, "ExpiredProviderToken"),
         ("unregistered-key", 403, "InvalidProviderToken"),
         ("other-bundle", 400, "TopicDisallowed"),
+        ("background-priority-10", 400, "BadPriority"),
+        ("widgets-without-its-suffix", 400, "TopicDisallowed"),
         ("bad-push-type", 400, "InvalidPushType"),
         ("priority-7", 400, "BadPriority"),
         ("collapse-id-65-bytes", 400, "BadCollapseId"),
@@ -85,6 +89,8 @@ async def test_requests_apple_refuses_get_apples_reason(
         "expired-token": lambda: _headers(apns_simulator, authorization=_expired_token(apns_simulator)),
         "unregistered-key": lambda: _headers(apns_simulator, authorization=_impostor_token(apns_simulator)),
         "other-bundle": lambda: _headers(apns_simulator, apns_topic="com.other.app"),
+        "background-priority-10": lambda: _headers(apns_simulator, apns_push_type="background", apns_priority="10"),
+        "widgets-without-its-suffix": lambda: _headers(apns_simulator, apns_push_type="widgets"),
         "bad-push-type": lambda: _headers(apns_simulator, apns_push_type="banner"),
         "priority-7": lambda: _headers(apns_simulator, apns_priority="7"),
         "collapse-id-65-bytes": lambda: _headers(apns_simulator, apns_collapse_id="c" * 65),
@@ -101,6 +107,98 @@ async def test_requests_apple_refuses_get_apples_reason(
     assert (response.status_code, response.json()["reason"]) == (status, reason)
     assert response.http_version == "HTTP/2"
     assert apns_simulator.counters()["by_outcome"] == {reason: 1}
+
+
+async def test_a_provider_token_signed_in_der_is_accepted_as_apple_does(
+    http: httpx.AsyncClient, apns_simulator: SimulatorProcess
+) -> None:
+    raw = _headers(apns_simulator)["authorization"].removeprefix("bearer ")
+    head, claims, signature = raw.split(".")
+    r_s = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    der = encode_dss_signature(int.from_bytes(r_s[:32], "big"), int.from_bytes(r_s[32:], "big"))
+    token = f"{head}.{claims}.{base64.urlsafe_b64encode(der).rstrip(b'=').decode()}"
+    response = await http.post(
+        f"/3/device/{DEVICE}", content=ALERT, headers=_headers(apns_simulator, authorization=f"bearer {token}")
+    )
+    assert response.status_code == 200
+
+
+async def test_with_a_device_registry_tokens_belong_to_their_topics(
+    http: httpx.AsyncClient, apns_simulator: SimulatorProcess
+) -> None:
+    voip_token = "cd" * 32
+    apns_simulator.register_devices(
+        {DEVICE: [apns_simulator.bundle_id], voip_token: [f"{apns_simulator.bundle_id}.voip"]}
+    )
+
+    async def send(device: str, **changes: str) -> tuple[int, str | None]:
+        response = await http.post(f"/3/device/{device}", content=ALERT, headers=_headers(apns_simulator, **changes))
+        return response.status_code, response.json()["reason"] if response.content else None
+
+    assert await send(DEVICE) == (200, None)
+    assert await send("ef" * 32) == (400, "BadDeviceToken")  # well-formed, but never issued
+    assert await send(voip_token) == (400, "DeviceTokenNotForTopic")
+    assert await send(voip_token, apns_push_type="voip", apns_topic=f"{apns_simulator.bundle_id}.voip") == (200, None)
+    apns_simulator.clear_devices()
+    assert await send("ef" * 32) == (200, None)
+
+
+async def test_a_sender_with_another_apps_bundle_id_meets_device_token_not_for_topic(
+    apns_simulator: SimulatorProcess,
+) -> None:
+    apns_simulator.register_devices({DEVICE: [apns_simulator.bundle_id]})
+    client = APNsClient(
+        OTHER_BUNDLE_ID,  # an app of the same team, so the topic itself is allowed
+        endpoint=apns_simulator.url,
+        tokens=ProviderTokens(load_signing_key(apns_simulator.private_key_pem), apns_simulator.key_id,
+                              apns_simulator.team_id),
+        ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path),
+    )  # fmt: skip
+    try:
+        wrong = await client.send(DEVICE, NotificationContent(title="x"))
+    finally:
+        await client.aclose()
+    assert (wrong.status_code, wrong.reason) == (400, "DeviceTokenNotForTopic")
+
+
+async def test_provider_token_churn_is_throttled_when_asked(
+    http: httpx.AsyncClient, apns_simulator: SimulatorProcess
+) -> None:
+    apns_simulator.set_faults(token_update_min_seconds=1200.0)
+    key = load_signing_key(apns_simulator.private_key_pem)
+    first, second = (
+        f"bearer {mint(key, apns_simulator.key_id, apns_simulator.team_id, int(time.time()) - age)}" for age in (60, 30)
+    )
+
+    async def send(authorization: str) -> tuple[int, str | None]:
+        headers = _headers(apns_simulator, authorization=authorization)
+        response = await http.post(f"/3/device/{DEVICE}", content=ALERT, headers=headers)
+        return response.status_code, response.json()["reason"] if response.content else None
+
+    assert await send(first) == (200, None)
+    assert await send(second) == (429, "TooManyProviderTokenUpdates")  # a new token a minute after the last
+    assert await send(first) == (200, None)  # the team's token still works
+
+
+async def test_the_control_plane_answers_json_errors(apns_simulator: SimulatorProcess) -> None:
+    async with httpx.AsyncClient(base_url=apns_simulator.control_url) as control:
+        missing = await control.get("/nothing")
+        wrong_method = await control.get("/faults")
+        not_json = await control.post("/faults", content=b"{")
+        bad_devices = await control.post("/devices", json={"devices": {DEVICE: "com.example.app"}})
+        slash = await control.get("/counters/")
+    assert (missing.status_code, missing.json()) == (404, {"error": "no such control route: GET /nothing"})
+    assert wrong_method.status_code == 404
+    assert not_json.status_code == 400 and "error" in not_json.json()
+    assert bad_devices.status_code == 400 and DEVICE in bad_devices.json()["error"]
+    assert slash.status_code == 200 and slash.json()["total"] == 0
+
+
+async def test_sandbox_successes_carry_an_apns_unique_id(
+    http: httpx.AsyncClient, apns_simulator: SimulatorProcess
+) -> None:
+    response = await http.post(f"/3/device/{DEVICE}", content=ALERT, headers=_headers(apns_simulator))
+    assert uuid.UUID(response.headers["apns-unique-id"]) != uuid.UUID(response.headers["apns-id"])
 
 
 async def test_a_5000_byte_voip_notification_is_accepted(
@@ -255,3 +353,15 @@ def test_the_cli_starts_and_prints_where_it_listens(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_cli_refuses_a_key_that_is_not_p256_in_one_line(tmp_path: Path) -> None:
+    key_file = tmp_path / "AuthKey.p8"
+    key_file.write_text("not a key\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "noti.apns.simulator", "--port", "0", "--register", f"T:K:com.example.app:{key_file}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"Invalid value for --register: {key_file}" in result.stderr

@@ -10,7 +10,7 @@ from harness.apns import SimulatorProcess
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
 from noti.apns.reasons import Outcome
-from noti.apns.simulator import _merge_counters
+from noti.apns.simulator.control import merge_counters
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport
 
@@ -71,9 +71,9 @@ async def test_a_connection_that_ran_out_of_stream_ids_is_replaced(apns_simulato
 
 def test_workers_that_saw_different_provider_tokens_count_two() -> None:
     worker = {"by_outcome": {"Success": 1}, "by_token": {TOKEN: 1}, "provider_tokens": 1}
-    merged = _merge_counters([worker | {"provider_token_ids": ["a"]}, worker | {"provider_token_ids": ["b"]}])
+    merged = merge_counters([worker | {"provider_token_ids": ["a"]}, worker | {"provider_token_ids": ["b"]}])
     assert merged["provider_tokens"] == 2
-    same = _merge_counters([worker | {"provider_token_ids": ["a"]}, worker | {"provider_token_ids": ["a"]}])
+    same = merge_counters([worker | {"provider_token_ids": ["a"]}, worker | {"provider_token_ids": ["a"]}])
     assert same["provider_tokens"] == 1
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = [
     "noti", "noti.gateway.app", "noti.sender.service", "noti.operator.handlers", "noti.store.records",
-    "noti.apns.client",
+    "noti.apns.client", "noti.apns.simulator.cli",
 ]  # fmt: skip
 
 

@@ -22,12 +22,12 @@ from wtforms import Form, StringField
 
 from noti.campaigns import RECORD_COLUMNS
 from noti.gateway.context import Gateway
-from noti.gateway.ids import new_id
-from noti.gateway.sends import Send
 from noti.gateway.errors import ApiError
+from noti.gateway.ids import new_id
 from noti.gateway.notifications import default_environment
 from noti.gateway.payloads import checked_content
 from noti.gateway.schemas import DeviceIn, ExternalId, NotificationIn
+from noti.gateway.sends import Send
 from noti.store.models import ApiKey, Device, DeviceOwner, Notification, NotificationStatus
 
 STATUS_COLORS = {

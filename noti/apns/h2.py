@@ -1,4 +1,4 @@
-"""What our HTTP/2 client and the APNs simulator share on top of jh2."""
+"""What our HTTP/2 client adds to jh2 (the simulator frames HTTP/2 itself: noti.apns.simulator.wire)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ PUSH_TYPES = frozenset(
         "location",
         "pushtotalk",
         "widgets",
+        "controls",
     }
 )
 # apns-topic is the bundle id plus a suffix for some push types.
@@ -31,7 +32,11 @@ TOPIC_SUFFIXES = {
     "liveactivity": ".push-type.liveactivity",
     "location": ".location-query",
     "pushtotalk": ".voip-ptt",
+    "widgets": ".push-type.widgets",
+    "controls": ".push-type.controls",
 }
+# WidgetKit and control reloads carry only this: "aps": {"content-changed": true}.
+RELOAD_PUSH_TYPES = frozenset({"widgets", "controls"})
 INTERRUPTION_LEVELS = frozenset({"passive", "active", "time-sensitive", "critical"})
 LIVE_ACTIVITY_EVENTS = frozenset({"start", "update", "end"})
 MAX_PAYLOAD = 4096
@@ -251,6 +256,8 @@ def _check(content: NotificationContent) -> None:
         raise InvalidNotification("data", "custom data must not use the reserved key 'aps'")
     if content.push_type == "background" and content.has_alert:
         raise InvalidNotification("push_type", "a background notification carries no alert; use push_type alert")
+    if content.push_type == "background" and content.priority == 10:
+        raise InvalidNotification("priority", "a background notification uses priority 5 (APNs refuses 10)")
 
 
 def payload_dict(content: NotificationContent) -> dict[str, Any]:
@@ -267,6 +274,8 @@ def payload_dict(content: NotificationContent) -> dict[str, Any]:
         aps["content-available"] = 1
     if content.mutable_content:
         aps["mutable-content"] = 1
+    if content.push_type in RELOAD_PUSH_TYPES:
+        aps["content-changed"] = True
     return {**(content.data or {}), "aps": aps}
 
 

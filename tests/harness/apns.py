@@ -22,6 +22,9 @@ from harness.procs import free_port
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
 BUNDLE_ID = "com.example.app"
+# Another app of the same team: the key may push to its topic, but BUNDLE_ID's devices are not its
+# own, so (with the device registry on) a sender misconfigured with it gets DeviceTokenNotForTopic.
+OTHER_BUNDLE_ID = "com.example.other"
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,22 @@ class SimulatorProcess:
         """Change fault injection (fields of noti.apns.simulator.Faults)."""
         self._control("POST", "/faults", changes)
 
+    def register_devices(self, devices: dict[str, list[str]]) -> None:
+        """Turn the device registry on: only these tokens exist, each for its topics (``{token: [topic, ...]}``)."""
+        self._control("POST", "/devices", {"devices": devices})
+
+    def clear_devices(self) -> None:
+        """Turn the device registry off: every well-formed token exists, for every topic."""
+        self._control("DELETE", "/devices")
+
     def reset(self) -> None:
-        """Clear the counters and every fault."""
+        """Clear the counters, every fault and the device registry."""
         self._control("POST", "/reset")
+        self.clear_devices()
         self.set_faults(
             latency_ms=0.0, latency_jitter_ms=0.0, rate_429=0.0, rate_500=0.0, rate_503=0.0,
             goaway_after=0, goaway_reason="Shutdown", drop_rate=0.0, unregistered=[], bad_tokens=[],
+            expired_tokens=[], token_update_min_seconds=0.0,
         )  # fmt: skip
 
     def sender_env(self) -> dict[str, str]:
@@ -85,7 +98,7 @@ def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...]
     )
     command = [
         sys.executable, "-m", "noti.apns.simulator", "--port", str(free_port()), "--control-port", str(free_port()),
-        "--workers", str(workers), "--register", f"{TEAM_ID}:{KEY_ID}:{BUNDLE_ID}:{key_path}", *extra,
+        "--workers", str(workers), "--register", f"{TEAM_ID}:{KEY_ID}:{BUNDLE_ID},{OTHER_BUNDLE_ID}:{key_path}", *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None

@@ -1,0 +1,5 @@
+"""``python -m noti.apns.simulator``: the same as ``noti apns-sim``."""
+
+from noti.apns.simulator.cli import main
+
+main()
