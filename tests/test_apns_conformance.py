@@ -3,9 +3,9 @@
 Each case runs against both and asserts two things: the client reports exactly what the server
 decided (status, reason, apns-id, 410 timestamp; per request from Pushy's decision log, as counts
 from the simulator's counters), and the server decided what Apple documents ("Handling notification
-responses from APNs", "Establishing a token-based connection to APNs"). Where Noti's simulator still
-differs from Apple the simulator parameter is a strict xfail naming the defect (issue 14), so it
-flips when fixed; where Pushy 0.15 differs from Apple the case says so and expects Pushy's answer.
+responses from APNs", "Establishing a token-based connection to APNs"). Both run with a device
+registry (only known tokens exist, each for the app's topics); where Pushy 0.15 differs from Apple
+the case says so and expects Pushy's answer.
 """
 
 from __future__ import annotations
@@ -27,16 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from harness.apns import SimulatorProcess
 from harness.pushy import Decision, PushyServer
 from noti.apns.client import APNsClient, APNsResult, client_ssl_context
-from noti.apns.payload import MAX_PAYLOAD, MAX_VOIP_PAYLOAD, PUSH_TYPES, NotificationContent
+from noti.apns.payload import MAX_PAYLOAD, MAX_VOIP_PAYLOAD, PUSH_TYPES, NotificationContent, topic_for
 from noti.apns.reasons import Outcome
 from noti.apns.tokens import ProviderTokens, load_signing_key
 
 PUSHY, SIMULATOR = "pushy", "simulator"
-
-
-def simulator_defect(reason: str) -> pytest.ParameterSet:
-    """The simulator parameter, expected to fail until the named defect is fixed (then the xfail flips)."""
-    return pytest.param(SIMULATOR, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 BOTH = [PUSHY, SIMULATOR]
@@ -112,9 +107,13 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
         simulator: SimulatorProcess = request.getfixturevalue("apns_simulator")
         expired = {secrets.token_hex(32): 0 for _ in range(3)}
         simulator.set_faults(unregistered=list(expired))
+        known = tuple(secrets.token_hex(32) for _ in range(600))
+        # Its device registry on, as Pushy's: only these tokens exist, each for the app's topics.
+        topics = sorted({topic_for(simulator.bundle_id, push_type) for push_type in PUSH_TYPES})
+        simulator.register_devices({token: topics for token in (*known, *expired)})
         subject = Server(
             SIMULATOR, simulator.url, simulator.ca_path, simulator.team_id, simulator.key_id, simulator.bundle_id,
-            simulator.key_path, tuple(secrets.token_hex(32) for _ in range(600)), expired, simulator=simulator,
+            simulator.key_path, known, expired, simulator=simulator,
         )  # fmt: skip
     try:
         yield subject
@@ -181,10 +180,11 @@ CONTENT_BY_PUSH_TYPE: dict[str, NotificationContent] = {
     "location": NotificationContent(push_type="location", data={"query": "where"}),
     "pushtotalk": NotificationContent(push_type="pushtotalk", data={"channel": "team"}),
     "widgets": NotificationContent(push_type="widgets", content_available=True),
+    "controls": NotificationContent(push_type="controls", content_available=True),
 }
-# Pushy 0.15's PushType enum predates the widgets push type (WidgetKit, iOS 26) and answers it
-# InvalidPushType; Apple accepts it.
-PUSHY_PUSH_TYPE_DEVIATIONS = {"widgets": "InvalidPushType"}
+# Pushy 0.15's PushType enum predates the widgets and controls push types (WidgetKit) and answers
+# them InvalidPushType; Apple accepts them.
+PUSHY_PUSH_TYPE_DEVIATIONS = {"widgets": "InvalidPushType", "controls": "InvalidPushType"}
 
 
 def test_every_push_type_has_a_case() -> None:
@@ -231,11 +231,6 @@ async def test_malformed_device_token_is_bad_device_token_and_deactivates(server
     assert (result.status_code, result.reason, result.outcome) == (400, "BadDeviceToken", Outcome.INVALID_TOKEN)
 
 
-@pytest.mark.parametrize(
-    "server",
-    [PUSHY, simulator_defect("the simulator has no device registry: it accepts any well-formed token (issue 14, 6)")],
-    indirect=True,
-)
 async def test_unknown_well_formed_device_token_is_refused(server: Server) -> None:
     """Apple: BadDeviceToken for a token it never issued (or of the other environment)."""
     result = await send(server.client(), secrets.token_hex(32))
@@ -260,11 +255,6 @@ async def test_expired_device_token_is_unregistered_with_the_time_it_went_invali
         assert before - 1000 <= result.timestamp <= int(time.time() * 1000) + 1000
 
 
-@pytest.mark.parametrize(
-    "server",
-    [PUSHY, simulator_defect("the simulator answers a wrong topic TopicDisallowed (issue 14, defect 6)")],
-    indirect=True,
-)
 async def test_token_sent_with_another_apps_topic_is_device_token_not_for_topic(server: Server) -> None:
     """Apple: DeviceTokenNotForTopic, "the device token doesn't match the specified topic"."""
     result = await send(server.client(bundle_id="com.example.other"), server.known_tokens[0])
@@ -316,11 +306,6 @@ async def test_expired_provider_token_is_refreshed_once_and_the_notification_res
     assert_client_reports(server, [result], server_said=Counter({"ExpiredProviderToken": 1, "Success": 1}))
 
 
-@pytest.mark.parametrize(
-    "server",
-    [PUSHY, simulator_defect("the simulator refuses DER-encoded ES256 signatures, Apple accepts them (issue 14, 6)")],
-    indirect=True,
-)
 async def test_provider_token_with_a_der_encoded_signature_is_accepted(server: Server) -> None:
     key = server.signing_key
     token = der_signed_token(key, server.key_id, server.team_id, int(time.time()))
