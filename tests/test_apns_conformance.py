@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from apns_support import FixedTokens, StaleFirstTokens, der_signed_token
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from harness.apns import SimulatorProcess
 from harness.pushy import Decision, PushyServer
+from harness.tokens import FixedTokens, StaleFirstTokens, der_signed_token
 from noti.apns.client import APNsClient, APNsResult, client_ssl_context
 from noti.apns.payload import MAX_PAYLOAD, MAX_VOIP_PAYLOAD, PUSH_TYPES, NotificationContent, topic_for
 from noti.apns.reasons import Outcome

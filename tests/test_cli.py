@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from gateway_support import APP, Keys
 
+from harness.gateway import APP, Keys
 from harness.procs import free_port
 from noti import __version__
 from noti.devices_cli import COLUMNS, Progress, Totals, file_format

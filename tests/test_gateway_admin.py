@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from gateway_support import APP
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
+from harness.gateway import APP
 from noti.gateway.auth import Scope, create_api_key
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus

@@ -12,10 +12,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from gateway_support import APP, Keys, gateway_settings
 from sqlalchemy import Engine, func, select
 from starlette.datastructures import Headers
 
+from harness.gateway import APP, Keys, gateway_settings
 from noti.gateway.admin.dashboard import bars
 from noti.gateway.admin.guard import cross_origin
 from noti.gateway.admin.views import date_range, short_token

@@ -7,9 +7,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 from fastapi import FastAPI
-from gateway_support import APP, Keys, gateway_settings
 from sqlalchemy import Engine, select
 
+from harness.gateway import APP, Keys, gateway_settings
 from noti.cli import cli
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key, revoke_api_key

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import orjson
-from gateway_support import APP, Keys, bulk_batches, check_bulk_registration
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine, func, select
 
+from harness.gateway import APP, Keys, bulk_batches, check_bulk_registration
 from noti.store.models import DeviceOwner
 
 TOKEN = "ab" * 32

@@ -11,10 +11,9 @@ import httpx
 import pytest
 import redis
 from fastapi import FastAPI
-from gateway_fixtures import StoreGateway
-from gateway_support import APP
 from sqlalchemy import func, select
 
+from harness.gateway import APP, StoreGateway
 from noti.gateway.pagination import encode_cursor
 from noti.gateway.schemas import json_problem
 from noti.store import records

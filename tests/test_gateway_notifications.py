@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import redis
-from gateway_support import APP
 from sqlalchemy import Engine, func, select, update
 
+from harness.gateway import APP
 from noti.queue import Credential, QueuedNotification
 from noti.store.models import Notification
 

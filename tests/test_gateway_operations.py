@@ -8,9 +8,9 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from gateway_support import APP, gateway_settings
 from sqlalchemy import Engine
 
+from harness.gateway import APP, gateway_settings
 from noti.gateway.app import create_app
 
 TOKEN = "cd" * 32

@@ -9,13 +9,12 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 import redis
-from gateway_fixtures import StoreGateway
-from gateway_support import APP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from harness.gateway import APP, StoreGateway
 from noti.apns.payload import PUSH_TYPES
 from noti.gateway.ids import new_id
 from noti.gateway.sends import Accepted, Send

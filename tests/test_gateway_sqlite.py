@@ -11,9 +11,9 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
-from gateway_support import APP, bulk_batches, check_bulk_registration, gateway_settings
 from hypothesis import HealthCheck, given, settings
 
+from harness.gateway import APP, bulk_batches, check_bulk_registration, gateway_settings
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
 from noti.queue import Credential

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from gateway_support import APP
 from sqlalchemy import Engine
 
+from harness.gateway import APP
 from noti.gateway import stats
 from noti.store import records
 from noti.store.models import NotificationStatus

@@ -16,12 +16,12 @@ import pytest
 import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from sender_support import enqueue, final_count
 from sqlalchemy import Engine
 
 from harness.apns import SimulatorProcess
 from harness.k8s import k8s_binary
 from harness.procs import free_port
+from harness.sender import enqueue, final_count
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
 

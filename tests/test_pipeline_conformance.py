@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from gateway_support import APP
-from sender_support import wait_for_final
 from sqlalchemy import Engine, select
 
+from harness.gateway import APP
 from harness.pushy import Decision, PushyServer
+from harness.sender import wait_for_final
 from noti.queue import CONSUMER_GROUP, Credential
 from noti.store.models import Device, Notification
 

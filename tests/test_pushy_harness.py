@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from apns_support import FixedTokens, b64url_decode, der_signed_token
 
 from harness import pushy
 from harness.pushy import REPO, PushyServer, jar_path, pushy_jar
+from harness.tokens import FixedTokens, b64url_decode, der_signed_token
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
 from noti.apns.tokens import load_signing_key, mint

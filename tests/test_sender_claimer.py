@@ -6,10 +6,10 @@ import asyncio
 
 import redis
 import redis.asyncio as aioredis
-from sender_support import credential_of, enqueue
 from sqlalchemy import Engine
 
 from harness.apns import SimulatorProcess
+from harness.sender import credential_of, enqueue
 from noti.queue import CONSUMER_GROUP, QueuedNotification
 from noti.sender.claimer import Claimer
 from noti.store import records

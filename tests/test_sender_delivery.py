@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sender_support import credential_of, enqueue, final_count, statuses
 from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
 from harness.procs import free_port
+from harness.sender import credential_of, enqueue, final_count, statuses
 from noti.queue import CampaignProgress, QueuedNotification, campaign_counters
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from sender_support import credential_of, enqueue, final_count, statuses, wait_for_final
 from sqlalchemy import Engine, select
 
 from harness.apns import SimulatorProcess
+from harness.sender import credential_of, enqueue, final_count, statuses, wait_for_final
 from harness.services import PostgresServer, RedisServer
 from noti.queue import CONSUMER_GROUP, QueuedNotification
 from noti.store import records

@@ -1,4 +1,4 @@
-"""Helpers shared by the sender tests: queue notifications the way the gateway does, wait for records."""
+"""Helpers the sender tests share: queue notifications the way the gateway does, wait for records."""
 
 from __future__ import annotations
 
