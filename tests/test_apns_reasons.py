@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from noti.apns.reasons import REASONS, Outcome, classify
+from noti.apns.reasons import REASONS, STATUS_OF_REASON, Outcome, classify
 
 DOCUMENTED = {
     400: ["BadCollapseId", "BadDeviceToken", "BadExpirationDate", "BadMessageId", "BadPriority", "BadTopic",
           "DeviceTokenNotForTopic", "DuplicateHeaders", "IdleTimeout", "InvalidPushType", "MissingDeviceToken",
           "MissingTopic", "PayloadEmpty", "TopicDisallowed"],
     403: ["BadCertificate", "BadCertificateEnvironment", "ExpiredProviderToken", "Forbidden", "InvalidProviderToken",
-          "MissingProviderToken"],
+          "MissingProviderToken", "UnrelatedKeyIdInToken", "BadEnvironmentKeyInToken"],
     404: ["BadPath"], 405: ["MethodNotAllowed"], 410: ["ExpiredToken", "Unregistered"], 413: ["PayloadTooLarge"],
     429: ["TooManyProviderTokenUpdates", "TooManyRequests"], 500: ["InternalServerError"],
     503: ["ServiceUnavailable", "Shutdown"],
 }  # fmt: skip
 
 
-def test_every_documented_reason_is_in_the_table() -> None:
-    assert {reason for reasons in DOCUMENTED.values() for reason in reasons} <= set(REASONS)
+def test_the_table_holds_exactly_the_documented_reasons_with_their_status_codes() -> None:
+    documented = {reason: status for status, reasons in DOCUMENTED.items() for reason in reasons}
+    assert set(REASONS) == set(documented)  # both ways: nothing missing, nothing made up
+    assert documented == STATUS_OF_REASON
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(status, reason) for status, reasons in DOCUMENTED.items() for reason in reasons]
+)
+def test_each_documented_answer_is_classified_by_its_reason(status: int, reason: str) -> None:
+    assert classify(status, reason) is REASONS[reason]
 
 
 @pytest.mark.parametrize(

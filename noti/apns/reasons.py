@@ -70,6 +70,54 @@ REASONS: dict[str, Classification] = {
     "Shutdown": _c(R, "the APNs server is shutting down", 0.5),
 }
 
+# The HTTP status Apple answers each reason with ("Handling notification responses from APNs").
+# fmt: off
+STATUS_OF_REASON: dict[str, int] = {
+    **dict.fromkeys(
+        [
+            "BadCollapseId",
+            "BadDeviceToken",
+            "BadExpirationDate",
+            "BadMessageId",
+            "BadPriority",
+            "BadTopic",
+            "DeviceTokenNotForTopic",
+            "DuplicateHeaders",
+            "IdleTimeout",
+            "InvalidPushType",
+            "MissingDeviceToken",
+            "MissingTopic",
+            "PayloadEmpty",
+            "TopicDisallowed",
+        ],
+        400,
+    ),  # fmt: skip
+    **dict.fromkeys(
+        [
+            "BadCertificate",
+            "BadCertificateEnvironment",
+            "ExpiredProviderToken",
+            "Forbidden",
+            "InvalidProviderToken",
+            "MissingProviderToken",
+            "UnrelatedKeyIdInToken",
+            "BadEnvironmentKeyInToken",
+        ],
+        403,
+    ),  # fmt: skip
+    "BadPath": 404,
+    "MethodNotAllowed": 405,
+    "ExpiredToken": 410,
+    "Unregistered": 410,
+    "PayloadTooLarge": 413,
+    "TooManyProviderTokenUpdates": 429,
+    "TooManyRequests": 429,
+    "InternalServerError": 500,
+    "ServiceUnavailable": 503,
+    "Shutdown": 503,
+}
+# fmt: on
+
 _BY_STATUS: dict[int, Classification] = {
     400: _c(P, "bad request"),
     403: _c(C, "forbidden"),
