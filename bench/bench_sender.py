@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import redis
 from _services import PostgresServer, RedisServer
-from sender_support import enqueue, final_count, statuses
 
 from harness.apns import start_simulator, stop_simulator
 from harness.procs import free_port, wait_until
+from harness.sender import enqueue, final_count, statuses
 from noti.store import migrate
 from noti.store.db import make_engine
 

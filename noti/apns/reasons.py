@@ -71,40 +71,29 @@ REASONS: dict[str, Classification] = {
 }
 
 # The HTTP status Apple answers each reason with ("Handling notification responses from APNs").
-# fmt: off
 STATUS_OF_REASON: dict[str, int] = {
-    **dict.fromkeys(
-        [
-            "BadCollapseId",
-            "BadDeviceToken",
-            "BadExpirationDate",
-            "BadMessageId",
-            "BadPriority",
-            "BadTopic",
-            "DeviceTokenNotForTopic",
-            "DuplicateHeaders",
-            "IdleTimeout",
-            "InvalidPushType",
-            "MissingDeviceToken",
-            "MissingTopic",
-            "PayloadEmpty",
-            "TopicDisallowed",
-        ],
-        400,
-    ),  # fmt: skip
-    **dict.fromkeys(
-        [
-            "BadCertificate",
-            "BadCertificateEnvironment",
-            "ExpiredProviderToken",
-            "Forbidden",
-            "InvalidProviderToken",
-            "MissingProviderToken",
-            "UnrelatedKeyIdInToken",
-            "BadEnvironmentKeyInToken",
-        ],
-        403,
-    ),  # fmt: skip
+    "BadCollapseId": 400,
+    "BadDeviceToken": 400,
+    "BadExpirationDate": 400,
+    "BadMessageId": 400,
+    "BadPriority": 400,
+    "BadTopic": 400,
+    "DeviceTokenNotForTopic": 400,
+    "DuplicateHeaders": 400,
+    "IdleTimeout": 400,
+    "InvalidPushType": 400,
+    "MissingDeviceToken": 400,
+    "MissingTopic": 400,
+    "PayloadEmpty": 400,
+    "TopicDisallowed": 400,
+    "BadCertificate": 403,
+    "BadCertificateEnvironment": 403,
+    "ExpiredProviderToken": 403,
+    "Forbidden": 403,
+    "InvalidProviderToken": 403,
+    "MissingProviderToken": 403,
+    "UnrelatedKeyIdInToken": 403,
+    "BadEnvironmentKeyInToken": 403,
     "BadPath": 404,
     "MethodNotAllowed": 405,
     "ExpiredToken": 410,
@@ -116,7 +105,6 @@ STATUS_OF_REASON: dict[str, int] = {
     "ServiceUnavailable": 503,
     "Shutdown": 503,
 }
-# fmt: on
 
 _BY_STATUS: dict[int, Classification] = {
     400: _c(P, "bad request"),
