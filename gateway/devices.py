@@ -9,8 +9,6 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import Engine, Select, delete, exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -43,6 +41,7 @@ from noti.gateway.schemas import (
     Token,
     normalize_token,
 )
+from noti.store.db import upsert_insert
 from noti.store.devices import DeviceFields, Registered, upsert_devices
 from noti.store.models import Device, DeviceOwner, Platform, utcnow
 
@@ -67,13 +66,13 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _insert(session: Session) -> Any:
-    return pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+def _insert(session: Session, table: Any) -> Any:
+    return upsert_insert(_dialect(session), table)
 
 
 def _owner_id(session: Session, external_id: str) -> int:
     """The owner with this external id, created when new (safe against a concurrent create)."""
-    statement = _insert(session)(DeviceOwner).values(external_id=external_id, created_at=utcnow(), updated_at=utcnow())
+    statement = _insert(session, DeviceOwner).values(external_id=external_id, created_at=utcnow(), updated_at=utcnow())
     session.execute(statement.on_conflict_do_nothing(index_elements=["external_id"]))
     return int(session.execute(select(DeviceOwner.id).where(DeviceOwner.external_id == external_id)).scalar_one())
 

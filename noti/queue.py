@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
@@ -159,7 +159,6 @@ class QueuedNotification:
     device_id: int | None = None
     campaign: str | None = None
     attempt: int = 0  # delivery attempts already made
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> dict[str, bytes]:
         """The stream entry fields for XADD."""
@@ -174,8 +173,6 @@ class QueuedNotification:
             body["device_id"] = self.device_id
         if self.campaign is not None:
             body["campaign"] = self.campaign
-        if self.extra:
-            body["extra"] = self.extra
         return {"v": _VERSION, "n": orjson.dumps(body)}
 
     @staticmethod
@@ -222,24 +219,12 @@ class QueuedNotification:
                 device_id=body.get("device_id"),
                 campaign=body.get("campaign"),
                 attempt=int(body.get("attempt", 0)),
-                extra=body.get("extra", {}),
             )
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             raise MessageError(f"malformed notification message: {exc}") from None
 
     def next_attempt(self) -> QueuedNotification:
         return replace(self, attempt=self.attempt + 1)
-
-    def to_bytes(self) -> bytes:
-        """A compact single-value form, for the retry set's members."""
-        return orjson.dumps({k: v.decode() for k, v in self.encode().items()})
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> QueuedNotification:
-        try:
-            return cls.decode(orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
-            raise MessageError(f"malformed retry entry: {exc}") from None
 
 
 # XADD many messages to KEYS[1] in one call. ARGV[1] packs them: per message the number of

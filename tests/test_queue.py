@@ -27,7 +27,7 @@ def test_message_round_trips_through_a_real_stream(clean_redis: redis.Redis) -> 
     clean_redis.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
     [(_, [(_, fields)])] = clean_redis.xread({credential.transactional_stream: 0})  # type: ignore[misc]
     assert QueuedNotification.decode(fields) == message
-    assert QueuedNotification.from_bytes(message.next_attempt().to_bytes()).attempt == 1
+    assert QueuedNotification.decode(message.next_attempt().encode()).attempt == 1
 
 
 def test_other_versions_and_garbage_are_rejected_with_a_reason() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
-from sqlalchemy.orm import Session, sessionmaker
 
 SUPPORTED_URLS = "postgresql://user:password@host/database or sqlite:///path/to/noti.db"
 
@@ -43,10 +42,6 @@ def normalize_url(url: str | URL) -> URL:
 def safe_url(url: str | URL) -> str:
     """The URL with its password hidden, for messages and logs."""
     return normalize_url(url).render_as_string(hide_password=True)
-
-
-def is_sqlite(url: str | URL) -> bool:
-    return normalize_url(url).get_backend_name() == "sqlite"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -127,5 +122,9 @@ def _engine(parsed: URL, *, pool_size: int, echo: bool, create: bool, ping_after
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def upsert_insert(dialect: str, table: Any) -> Any:
+    """An INSERT of ``table`` that takes ON CONFLICT clauses, in ``dialect``'s form (PostgreSQL or SQLite)."""
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select, text, tuple_
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from noti.store.db import upsert_insert
 from noti.store.models import Device, DeviceOwner, Platform, utcnow
 
 # SQLite binds at most 32,766 variables per statement; lookups by key stay well below.
@@ -124,12 +124,14 @@ def _upsert_generic(
     owner_ids: dict[str, int] = {}
     if owners:
         rows = [{"external_id": o, "is_active": True, "created_at": now, "updated_at": now} for o in owners]
-        connection.execute(sqlite_insert(DeviceOwner).on_conflict_do_nothing(index_elements=["external_id"]), rows)
+        connection.execute(
+            upsert_insert("sqlite", DeviceOwner).on_conflict_do_nothing(index_elements=["external_id"]), rows
+        )
         for start in range(0, len(owners), _SQLITE_CHUNK):
             chunk = owners[start : start + _SQLITE_CHUNK]
             found = select(DeviceOwner.external_id, DeviceOwner.id).where(DeviceOwner.external_id.in_(chunk))
             owner_ids.update({row.external_id: row.id for row in connection.execute(found)})
-    statement: Any = sqlite_insert(Device)
+    statement: Any = upsert_insert("sqlite", Device)
     changed = ("platform", "owner_id", "tags", "is_active", "updated_at")
     statement = statement.on_conflict_do_update(
         index_elements=["app", "device_token"], set_={name: statement.excluded[name] for name in changed}

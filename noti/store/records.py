@@ -20,9 +20,8 @@ import orjson
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from noti.store.db import upsert_insert
 from noti.store.models import (
     FINAL_STATUSES,
     CampaignCount,
@@ -98,7 +97,7 @@ def _bump_counts(connection: Connection, counts: Counter[tuple[datetime, str, st
 def _upsert_adding(dialect: str, table: Any, key: tuple[str, ...]) -> Any:
     """INSERT of counter rows that adds ``count`` to a row already there. Built once: constructing
     an upsert costs more than the cached compile it leads to."""
-    statement: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    statement: Any = upsert_insert(dialect, table)
     return statement.on_conflict_do_update(
         index_elements=list(key), set_={"count": table.count + statement.excluded.count}
     )
@@ -120,7 +119,7 @@ def insert_notifications(
         written = _insert_new_postgresql(connection, prepared)
         prepared = [row for row in prepared if row["id"] in written]
     elif skip_existing:
-        statement: Any = sqlite_insert(Notification).on_conflict_do_nothing(index_elements=["id"])
+        statement: Any = upsert_insert("sqlite", Notification).on_conflict_do_nothing(index_elements=["id"])
         written = {row[0] for row in connection.execute(statement.returning(Notification.id), prepared)}
         prepared = [row for row in prepared if row["id"] in written]
     else:
@@ -205,7 +204,7 @@ def claim_idempotency_keys(connection: Connection, fingerprints: Mapping[str, st
     if not fingerprints:
         return {}
     now = utcnow()
-    statement: Any = (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(IdempotencyKey)
+    statement: Any = upsert_insert(connection.dialect.name, IdempotencyKey)
     statement = statement.on_conflict_do_nothing(index_elements=["key"]).returning(IdempotencyKey.key)
     rows = [{"key": key, "fingerprint": value, "created_at": now} for key, value in fingerprints.items()]
     stored = set(connection.execute(statement, rows).scalars())
