@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -31,10 +32,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dire
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:
-        try:
+        with contextlib.suppress(RuntimeError):
             writer.close()
-        except RuntimeError:
-            pass
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: tuple[str, int]) -> None:
