@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 
 CHUNK = 1 << 16
@@ -73,7 +74,8 @@ async def main(upstream: tuple[str, int]) -> None:
         if line.strip() == b"reset":
             counters.update(up=0, down=0, connections=0)
         print(json.dumps(counters), flush=True)
-    server.close()
+    # Our parent is done: leave without cancelling the tunnels still open (nothing to flush).
+    os._exit(0)
 
 
 if __name__ == "__main__":
