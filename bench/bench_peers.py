@@ -62,6 +62,15 @@ LABELS = {
     "noti-sender": "noti sender (stream → APNs → PostgreSQL)",
     "gorush": "gorush 1.22.0 (REST → queue → APNs)",
 }
+SHORT_LABELS = {  # the plots' axis
+    "noti": "Noti\nAPNsClient",
+    "httpx": "httpx\n(stock HTTP/2)",
+    "aioapns": "aioapns 4",
+    "pushy": "Pushy 0.15.4\n(Java)",
+    "apns2": "apns2 0.25\n(Go)",
+    "noti-sender": "noti sender\n(full server)",
+    "gorush": "gorush 1.22\n(full server)",
+}
 SERVERS = ("simulator", "pushy")
 SERVER_LABELS = {"simulator": "Noti simulator (accept)", "pushy": "Pushy MockApnsServer (accept-all)"}
 CONNECTIONS = 2
@@ -362,7 +371,7 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
     content = json.loads(setup.payload.read_bytes())["aps"]["alert"]
     extra = {key: value for key, value in json.loads(setup.payload.read_bytes()).items() if key != "aps"}
     enqueue(
-        engine, client, _Credential(setup.bundle), [f"{i:064x}" for i in range(count)], with_devices=True,  # type: ignore[arg-type]
+        engine, client, _Credential(setup.bundle), [f"{i:064x}" for i in range(count)], with_devices=True,
         content={"title": content["title"], "body": content["body"], **({"data": extra} if extra else {})},
     )  # fmt: skip
     health_port = free_port()
@@ -580,6 +589,7 @@ class Row:
     server_cpu_us: float
     peak_rss_mb: float
     wire_bytes: float | None
+    wire_connections: float | None  # TCP connections opened per measured relay run (handshakes)
     cpu_vs_noti: float = 0.0
     rate_vs_noti: float = 0.0
     rates: list[float] = field(default_factory=list)
@@ -596,13 +606,15 @@ def summarize(runs: list[Run], wire_runs: list[Run]) -> list[Row]:
     for server in dict.fromkeys(run.server for run in runs):
         for peer in dict.fromkeys(run.peer for run in runs if run.server == server):
             mine = [run for run in runs if run.server == server and run.peer == peer]
-            wired = [run.wire_bytes / run.sent for run in [*mine, *wire_runs] if run.server == server
-                     and run.peer == peer and run.wire_bytes is not None]  # fmt: skip
+            relayed = [run for run in [*mine, *wire_runs] if run.server == server and run.peer == peer]
+            wired = [run.wire_bytes / run.sent for run in relayed if run.wire_bytes is not None]
+            opened = [run.wire_connections for run in relayed if run.wire_connections is not None]
             rows.append(Row(
                 peer, server, len(mine), sum(run.sent for run in mine), sum(run.ok for run in mine),
                 statistics.median(run.rate for run in mine), statistics.median(run.cpu_us for run in mine),
                 statistics.median(run.server_cpu_us for run in mine),
                 max(run.peak_rss_mb for run in mine), statistics.median(wired) if wired else None,
+                statistics.median(opened) if opened else None,
                 rates=[run.rate for run in mine], cpus=[run.cpu_us for run in mine],
             ))  # fmt: skip
     for row in rows:
@@ -622,15 +634,16 @@ def table(rows: list[Row], server: str) -> list[str]:
     """A Markdown table of one server's rows."""
     lines = [
         "| peer | notif/s | CPU µs/notif (peer) | vs Noti | server CPU µs/notif | peak RSS MB | bytes/notif "
-        "| ok/sent |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| new conns | ok/sent |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.server != server:
             continue
         lines.append(
             f"| {row.label} | {row.rate:,.0f} | {row.cpu_us:,.0f} | {row.cpu_vs_noti:.2f}× | "  # noqa: RUF001
-            f"{row.server_cpu_us:,.0f} | {row.peak_rss_mb:,.0f} | {_fmt(row.wire_bytes)} | {row.ok:,}/{row.sent:,} |"
+            f"{row.server_cpu_us:,.0f} | {row.peak_rss_mb:,.0f} | {_fmt(row.wire_bytes)} | "
+            f"{_fmt(row.wire_connections)} | {row.ok:,}/{row.sent:,} |"
         )
     return lines
 
@@ -659,7 +672,10 @@ def plot(rows: list[Row], directory: Path) -> list[Path]:
             positions = [p + (index - (len(servers) - 1) / 2) * width for p in range(len(peers))]
             bars = axes.bar(positions, values, width, label=SERVER_LABELS[server])
             axes.bar_label(bars, labels=[f"{value:,.0f}" for value in values], fontsize=8, padding=2)
-        axes.set_xticks(range(len(peers)), [LABELS[peer].replace(" (", "\n(") for peer in peers], fontsize=8)
+        axes.set_xticks(range(len(peers)), [SHORT_LABELS[peer] for peer in peers], fontsize=9)
+        clients = sum(peer in CLIENTS for peer in peers)
+        if 0 < clients < len(peers):  # APNs clients on the left, full servers on the right
+            axes.axvline(clients - 0.5, color="grey", linestyle=":", linewidth=1)
         axes.set_title(title)
         axes.legend(title="APNs server", fontsize=8)
         axes.spines[["top", "right"]].set_visible(False)
@@ -688,6 +704,7 @@ def write_report(
         " (client processes: from the go signal to exit; `noti sender`: from serving to the last final record,"
         " so its connecting is included; gorush: from the first REST request to the last answer, its REST"
         " intake included).",
+        "- **new conns**: TCP (so TLS) connections the peer opened during a measured relay run, after its warm-up.",
         "- **server CPU µs/notif**: the APNs server's processes (the simulator's workers included) over the same run.",
         "- **vs Noti**: the peer's CPU per notification over Noti's (`APNsClient` for clients, `noti sender` for"
         " full servers), against the same server.",
