@@ -496,9 +496,10 @@ def run_gorush(server: Server, setup: Setup, count: int, *, round_: int) -> Run:
     config = _gorush_config(setup.directory, setup, port, server.relay.port, count)
     # gorush calls Apple's sandbox host; our certificate names it too, and Go trusts SSL_CERT_FILE.
     env = {**os.environ, "SSL_CERT_FILE": str(setup.ca)}
+    log = (setup.directory / f"gorush-{server.name}-{round_}.log").open("w")  # its request log, off the console
     process = subprocess.Popen(
         [str(setup.peers_dir / "gorush"), "-c", str(config)], env=env, cwd=setup.directory,
-        stdout=subprocess.DEVNULL, text=True,
+        stdout=log, stderr=log, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     payload = json.loads(setup.payload.read_bytes())
@@ -535,7 +536,7 @@ def run_gorush(server: Server, setup: Setup, count: int, *, round_: int) -> Run:
                         raise RuntimeError(f"gorush exited with {process.returncode}")
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"gorush: only {sum(delivered()):,} of {total:,} answered")
-                    time.sleep(0.02)
+                    time.sleep(0.05)  # each poll costs gorush a little CPU (and a log line)
 
             wait_until(serving, timeout=30, what="gorush")
             warmup = min(WARMUP, count)
@@ -562,6 +563,7 @@ def run_gorush(server: Server, setup: Setup, count: int, *, round_: int) -> Run:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+        log.close()
 
 
 def run_peer(peer: str, server: Server, setup: Setup, count: int, *, via_relay: bool, round_: int) -> Run:
@@ -901,8 +903,12 @@ def main(argv: list[str] | None = None) -> int:
             f"- {os.cpu_count()} cores shared with other engineers' tests while this ran: figures are noisy;"
             " rounds are interleaved so that noise spreads over every peer, and medians are shown.",
             "- The peers and the APNs servers share the same cores, so a fast client competes with its server.",
-            "- gorush: Go's HTTP/2 transport opens one connection (more only when the server's stream limit is"
-            " reached); its traffic crosses the relay's CONNECT proxy in every run, whose CPU is nobody's here.",
+            "- gorush's traffic crosses the relay's CONNECT proxy in every run (the relay's CPU is nobody's here)."
+            " With a proxy configured gorush swaps apns2's HTTP/2 transport for `http.Transport` +"
+            " `http2.ConfigureTransports`, which under 1,000 pushes in flight keeps opening new TLS connections"
+            ' ("new conns"): its CPU and bytes per notification include those handshakes, an upper bound.',
+            "- Pushy's JVM is warmed by the same 500 notifications as every client; its JIT still compiles during"
+            " the measured run and that CPU is its process's. A larger --count amortises it.",
             "- Pushy's client is given JWS-form (raw R||S) provider-token signatures by a JCA provider in"
             " bench/peers/pushy-client (Pushy 0.15 signs in DER form, which Noti's simulator refuses).",
         ]

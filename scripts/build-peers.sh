@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the peers bench/bench_peers.py measures Noti against, from the registries alone, into a
-# cache keyed by their pinned versions (bench/peers/versions.env) and a hash of bench/peers/, and
-# reuses them on later runs:
+# cache keyed by their pinned versions (bench/peers/versions.env) and a hash of bench/peers/'s
+# sources (not its Python or Markdown files), and reuses them on later runs:
 #   apns2-load            our load client on sideshow/apns2 (Go module proxy; bench/peers/apns2)
 #   gorush                gorush's full server (Go module proxy; wrapper module bench/peers/gorush)
 #   noti-pushy-peer.jar   our load client on Pushy's ApnsClient and Pushy's MockApnsServer in
@@ -14,7 +14,7 @@ peers="$root/bench/peers"
 
 # shellcheck source=../bench/peers/versions.env
 source "$peers/versions.env"
-sources=$(cd "$peers" && find . -type f ! -name '*.py' ! -name '*.pyc' ! -path '*/target/*' | LC_ALL=C sort \
+sources=$(cd "$peers" && find . -type f ! -name '*.py' ! -name '*.pyc' ! -name '*.md' ! -path '*/target/*' | LC_ALL=C sort \
     | while read -r f; do printf '%s\n' "$f"; cat "$f"; done | sha256sum | cut -c1-12)
 key="apns2-${APNS2_VERSION}_gorush-${GORUSH_VERSION}_pushy-${PUSHY_VERSION}_netty-${NETTY_VERSION}_src-${sources}"
 dir="${NOTI_CACHE_DIR:-$HOME/.cache/noti}/peers/$key"
