@@ -30,7 +30,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dire
             counters[direction] += len(data)
             writer.write(data)
             await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.IncompleteReadError, RuntimeError):  # RuntimeError: the other side closed
         pass
     finally:
         with contextlib.suppress(RuntimeError):
