@@ -87,6 +87,8 @@ async def _client_main(options: argparse.Namespace, key_pem: bytes) -> None:
 
     content = NotificationContent(title="Flash sale", body="Everything must go", data={"deeplink": "app://sale"})
     payload = build_payload(content)
+    if options.payload_bytes:  # bench_peers.py's, which every peer sends; the headers stay this content's
+        payload = options.payload_bytes
     key = load_signing_key(key_pem)
     tokens = [f"{i:064x}" for i in range(options.count)]
     send: Callable[[int], Awaitable[bool]]
@@ -239,7 +241,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=3, help="client processes for the capacity run")
     parser.add_argument("--workers", type=int, default=2, help="simulator worker processes")
     parser.add_argument("--client", choices=KINDS, help=argparse.SUPPRESS)
-    for hidden in ("--url", "--ca", "--key", "--key-id", "--team-id", "--bundle"):
+    for hidden in ("--url", "--ca", "--key", "--key-id", "--team-id", "--bundle", "--payload"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     options = parser.parse_args()
 
@@ -247,6 +249,7 @@ def main() -> None:
 
     if options.client:
         options.kind = options.client
+        options.payload_bytes = Path(options.payload).read_bytes() if options.payload else None
         uvloop.run(_client_main(options, Path(options.key).read_bytes()))
         return
 

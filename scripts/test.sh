@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian machine, then runs
 # ruff, mypy and pytest against real PostgreSQL, Redis, kube-apiserver/etcd, the APNs simulator and
-# Pushy's mock APNs server.
+# Pushy's mock APNs server, and the Go and Java peers of bench/bench_peers.py.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k records).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +27,9 @@ NOTI_K8S_BIN_DIR=$(scripts/build-k8s-bins.sh | tail -n 1)
 export NOTI_K8S_BIN_DIR
 NOTI_PUSHY_JAR=$(scripts/build-pushy.sh | tail -n 1)
 export NOTI_PUSHY_JAR
+# The Go and Java peers bench/bench_peers.py (and tests/test_bench_peers.py) measure Noti against.
+NOTI_PEERS_DIR=$(scripts/build-peers.sh | tail -n 1)
+export NOTI_PEERS_DIR
 
 .venv/bin/ruff check .
 scripts/typecheck.sh
