@@ -105,7 +105,7 @@ def test_every_problem_of_a_manifest_is_reported_with_its_path() -> None:
         "spec.audience.tags: must be an array",
         "spec.notification.badge: -1 is less than the minimum of 0",
         "spec.notification.pushType: 'push' is not one of ['alert', 'background', 'voip', 'liveactivity', "
-        "'complication', 'fileprovider', 'mdm', 'location', 'pushtotalk', 'widgets']",
+        "'complication', 'fileprovider', 'mdm', 'location', 'pushtotalk', 'widgets', 'controls']",
         "spec.ratePerSecond: must be an integer",
     }, problems
 
