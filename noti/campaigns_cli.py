@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from noti.campaigns import CampaignError, CampaignSpec, FanOutResult, fan_out
 from noti.campaigns import progress as campaign_progress
-from noti.devstack import DataDir, DevError
+from noti.dev.datadir import DataDir, DevError
 from noti.queue import CampaignProgress, Credential
 from noti.settings import get_settings
 from noti.store.db import make_engine

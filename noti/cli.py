@@ -14,7 +14,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
     "apns-sim": "noti.apns.simulator:main",
     "campaign": "noti.campaigns_cli:campaign",
-    "dev": "noti.dev:dev",
+    "dev": "noti.dev.cli:dev",
     "send": "noti.send:send",
     "devices": "noti.devices_cli:devices",
     "gateway": "noti.gateway.cli:gateway",

@@ -46,7 +46,7 @@ class Direct:
 
 def _dev_credential(data_dir: str, app: str | None) -> Direct:
     """The running dev stack's credential and simulator, from its ``running.json``."""
-    from noti.devstack import DataDir, DevError
+    from noti.dev.datadir import DataDir, DevError
 
     try:
         stack = DataDir.at(data_dir).read_runtime()

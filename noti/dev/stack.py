@@ -1,9 +1,10 @@
-"""``noti dev``: gateway, sender and APNs simulator in one process, on SQLite and an embedded Redis."""
+"""The dev stack: gateway, sender and APNs simulator in one process, on SQLite and an embedded Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -22,17 +23,9 @@ from noti.apns.simulator import Simulator
 from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
 from noti.campaigns import RECORD_COLUMNS
-from noti.devstack import (
-    DataDir,
-    DevError,
-    EmbeddedRedis,
-    RuntimeInfo,
-    create_private,
-    dev_signing_key,
-    ensure_port_free,
-    limit_malloc_arenas,
-    return_idle_memory,
-)
+from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev_signing_key
+from noti.dev.embedded_redis import EmbeddedRedis
+from noti.dev.memory import limit_malloc_arenas, return_idle_memory
 from noti.queue import Credential, QueuedNotification
 from noti.settings import Settings
 from noti.store import migrate
@@ -52,29 +45,6 @@ class DevOptions:
     data_dir: str
     app: str
     sim_port: int
-
-
-@click.command("dev")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address the gateway listens on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Gateway port.")
-@click.option("--data-dir", envvar="NOTI_DATA_DIR", default=".noti", show_default=True, help="Where data is kept.")
-@click.option("--app", default="com.example.noti", show_default=True, help="Bundle id of the dev credential.")
-@click.option(
-    "--sim-port", default=0, type=click.IntRange(0, 65535), help="APNs simulator port (default: any free port)."
-)
-def dev(host: str, port: int, data_dir: str, app: str, sim_port: int) -> None:
-    """Run gateway, sender and APNs simulator in one process (SQLite and an embedded Redis by default).
-
-    NOTI_DATABASE_URL and NOTI_REDIS_URL, when set, put it on real PostgreSQL and Redis instead.
-    """
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    try:
-        asyncio.run(DevStack(DevOptions(host, port, data_dir, app, sim_port)).run())
-    except DevError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -309,3 +279,17 @@ class DevStack:
                 "Ctrl-C stops it; the next start keeps the data.",
             ]
         )
+
+
+def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
+    """Fail with a clear message when ``port`` is taken (0 means any free port)."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DevError(f"port {port} for the {what} is in use: stop what uses it or pass {option}") from None
+            raise DevError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}") from None

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from noti.devstack import EmbeddedRedis
+from noti.dev.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture
