@@ -13,10 +13,10 @@ from noti import __version__
 COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
     "apns-sim": "noti.apns.simulator:main",
-    "campaign": "noti.campaigns_cli:campaign",
+    "campaign": "noti.commands.campaign:campaign",
     "dev": "noti.dev.cli:dev",
-    "send": "noti.send:send",
-    "devices": "noti.devices_cli:devices",
+    "send": "noti.commands.send:send",
+    "devices": "noti.commands.devices:devices",
     "gateway": "noti.gateway.cli:gateway",
     "apikey": "noti.gateway.cli:apikey",
     "sender": "noti.sender.cli:sender",

@@ -19,7 +19,7 @@ import pytest
 from harness.gateway import APP, Keys
 from harness.procs import free_port
 from noti import __version__
-from noti.devices_cli import COLUMNS, Progress, Totals, file_format
+from noti.commands.devices import COLUMNS, Progress, Totals, file_format
 from noti.gateway.schemas import DeviceIn
 from noti.store import migrate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from noti.campaigns import CampaignSpec
-from noti.campaigns_cli import Snapshot, Throughput, _load, progress_line, rate_and_eta
+from noti.commands.campaign import Snapshot, Throughput, _load, progress_line, rate_and_eta
 from noti.queue import CampaignProgress
 
 
