@@ -377,7 +377,7 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
     health_port = free_port()
     env = {
         **os.environ, "NOTI_APNS_TEAM_ID": setup.team_id, "NOTI_APNS_KEY_ID": setup.key_id,
-        "NOTI_APNS_KEY_FILE": str(setup.key_path), "NOTI_APNS_TOPIC": setup.bundle,
+        "NOTI_APNS_KEY_FILE": str(setup.key_path), "NOTI_APNS_BUNDLE_ID": setup.bundle,
         "NOTI_APNS_ENVIRONMENT": "sandbox", "NOTI_APNS_ENDPOINT": server.url(via_relay=via_relay),
         "NOTI_APNS_CA_FILE": str(setup.ca), "NOTI_DATABASE_URL": url, "NOTI_REDIS_URL": setup.redis.url,
         "NOTI_SENDER_HEALTH_PORT": str(health_port), "NOTI_LOG_LEVEL": "WARNING",

@@ -23,7 +23,7 @@ from noti.gateway.writes import write_bulk, write_sends
 from noti.queue import XADD_MANY, pack_entries
 from noti.store import records
 from noti.store.models import NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 
 def _store_unavailable(exc: Exception) -> bool:
@@ -121,7 +121,7 @@ class Enqueuer:
             # The records exist but no sender will see them: close them as failed, so stats and
             # history tell the truth, and let the caller know (503).
             outcomes = [
-                Outcome(uuid.UUID(str(id)), NotificationStatus.FAILED, apns_reason="QueueUnavailable")
+                RecordUpdate(uuid.UUID(str(id)), NotificationStatus.FAILED, apns_reason="QueueUnavailable")
                 for queued in entries
                 for id in queued.ids
             ]
@@ -130,6 +130,6 @@ class Enqueuer:
         if self.on_queued is not None:
             self.on_queued(sum(len(queued.ids) for queued in entries))
 
-    def _fail(self, outcomes: list[Outcome]) -> None:
+    def _fail(self, outcomes: list[RecordUpdate]) -> None:
         with self.engine.begin() as connection:
             records.apply_outcomes(connection, outcomes)

@@ -21,7 +21,7 @@ import orjson
 
 from noti.gateway.errors import ApiError, invalid
 from noti.gateway.ids import idempotent_id, random_id_strings
-from noti.queue import Credential, Environment, QueuedNotification
+from noti.queue import Environment, QueuedNotification, StreamKeys
 from noti.store import records
 from noti.store.models import NotificationStatus
 
@@ -93,7 +93,7 @@ class Written:
 @functools.lru_cache(maxsize=1024)
 def stream_for(app: str, environment: Environment) -> str:
     """The transactional stream of (app, environment); ValueError when ``app`` is no bundle id."""
-    return Credential(app, environment).transactional_stream
+    return StreamKeys(app, environment).transactional_stream
 
 
 def _record(

@@ -23,8 +23,8 @@ from noti import crd_schema
 from noti.queue import (
     XADD_CHUNK,
     CampaignProgress,
-    Credential,
     QueuedNotification,
+    StreamKeys,
     campaign_counters,
     campaign_fanout_cursor,
     campaign_settings,
@@ -40,7 +40,7 @@ from noti.store.models import (
     NotificationStatus,
     utcnow,
 )
-from noti.store.records import RECORD_COLUMNS, Outcome
+from noti.store.records import RECORD_COLUMNS, RecordUpdate
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -217,7 +217,7 @@ class FanOutResult:
 async def fan_out(
     engine: Engine,
     redis: aioredis.Redis,
-    credential: Credential,
+    credential: StreamKeys,
     spec: CampaignSpec,
     *,
     chunk_size: int = 1000,
@@ -305,7 +305,7 @@ CANCELLED = "CampaignDeleted"  # apns_reason of the records a deleted campaign l
 
 
 async def cancel(
-    engine: Engine, redis: aioredis.Redis, campaign: str, credential: Credential | None = None, *, chunk: int = 1000
+    engine: Engine, redis: aioredis.Redis, campaign: str, credential: StreamKeys | None = None, *, chunk: int = 1000
 ) -> int:
     """Stop a campaign for good: its queue goes, its unsent records become ``failed``
     (reason ``CampaignDeleted``), its counts go. Returns how many records it closed.
@@ -343,7 +343,7 @@ def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
         with engine.begin() as connection:
             rows = connection.execute(query.order_by(Notification.created_at, Notification.id).limit(chunk)).all()
             outcomes = [
-                Outcome(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED)
+                RecordUpdate(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED)
                 for row in rows
                 if row.status not in FINAL_STATUSES
             ]

@@ -90,7 +90,7 @@ def sender_deployment(
         "NOTI_APNS_TEAM_ID": spec.team_id,
         "NOTI_APNS_KEY_ID": spec.key_id,
         "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{spec.private_key.key}",
-        "NOTI_APNS_TOPIC": spec.bundle_id,
+        "NOTI_APNS_BUNDLE_ID": spec.bundle_id,
         "NOTI_APNS_ENVIRONMENT": spec.environment,
         "NOTI_SENDER_RATE_PER_SECOND": str(pool.rate_per_second),
         "NOTI_SENDER_HEALTH_PORT": str(HEALTH_PORT),

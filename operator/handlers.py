@@ -49,7 +49,7 @@ from noti.operator.deployment import (
 from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
-from noti.queue import Credential, campaign_settings
+from noti.queue import StreamKeys, campaign_settings
 from noti.settings import Settings
 from noti.store.db import make_engine
 
@@ -62,9 +62,9 @@ DIGEST_ANNOTATION = "noti.dev/applied-digest"  # of the Deployment the operator 
 log = logging.getLogger("noti.operator")
 
 
-def credential_queue(spec: Mapping[str, Any]) -> Credential:
+def stream_keys(spec: Mapping[str, Any]) -> StreamKeys:
     typed = CredentialSpec.from_spec(spec)
-    return Credential(typed.bundle_id, typed.environment)
+    return StreamKeys(typed.bundle_id, typed.environment)
 
 
 class Operator:
@@ -192,7 +192,7 @@ class Operator:
             await asyncio.to_thread(self._apply_budget, budget)
             self._budgets[body["metadata"]["uid"]] = budget
 
-        queue = credential_queue(spec)
+        queue = stream_keys(spec)
         backlog = await self._backlog(queue)
         pool = CredentialSpec.from_spec(spec).senders
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
@@ -285,7 +285,7 @@ class Operator:
             _content_type="application/apply-patch+yaml",
         )  # fmt: skip
 
-    async def _backlog(self, queue: Credential) -> int:
+    async def _backlog(self, queue: StreamKeys) -> int:
         """Notifications waiting for this credential's senders: in its streams (acked entries are
         deleted, so a stream's length is what is left) and in its retry set."""
         members: set[bytes] = await self.redis.smembers(queue.campaigns)  # type: ignore[assignment]
@@ -353,7 +353,7 @@ class Operator:
                     return
                 if step.action is Action.FAN_OUT and credential is not None and fanning_out is None:
                     fanning_out = asyncio.create_task(
-                        campaigns.fan_out(self.engine, self.redis, credential_queue(credential["spec"]), campaign),
+                        campaigns.fan_out(self.engine, self.redis, stream_keys(credential["spec"]), campaign),
                         name=f"fan-out {namespace}/{name}",
                     )
                 await stopped.wait(step.wait or self.settings.operator_interval_seconds)

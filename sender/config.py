@@ -6,16 +6,16 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noti.queue import Credential
+from noti.queue import StreamKeys
 
 
 class SenderConfig(BaseSettings):
     """Read from ``NOTI_*`` environment variables; the operator sets the ``NOTI_APNS_*`` ones."""
 
-    model_config = SettingsConfigDict(env_prefix="NOTI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NOTI_", extra="ignore", populate_by_name=True)
 
     credential: str = Field(default="default/dev", description="namespace/name of the APNsCredential served.")
     apns_team_id: str = Field(default="", description="Apple team id (token auth).")
@@ -23,7 +23,12 @@ class SenderConfig(BaseSettings):
     apns_key_file: Path | None = Field(default=None, description="The .p8 signing key (a mounted Secret).")
     apns_cert_file: Path | None = Field(default=None, description="Certificate auth instead: .pem or .p12 file.")
     apns_cert_password: str | None = Field(default=None, description="Password of a .p12 certificate.")
-    apns_topic: str = Field(default="", description="The app's bundle id (apns-topic).")
+    # NOTI_APNS_TOPIC was this setting's name: it holds the bundle id, not the topic (which gets ".voip" and
+    # the like appended per push type). Still read, for one release.
+    apns_bundle_id: str = Field(
+        default="", validation_alias=AliasChoices("NOTI_APNS_BUNDLE_ID", "NOTI_APNS_TOPIC"),
+        description="The app's bundle id; each push type's apns-topic is made from it.",
+    )  # fmt: skip
     apns_environment: str = Field(default="production", description="sandbox or production.")
     apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
     apns_ca_file: Path | None = Field(default=None, description="Extra CA to trust (the simulator's certificate).")
@@ -47,14 +52,14 @@ class SenderConfig(BaseSettings):
     )
 
     @property
-    def queue(self) -> Credential:
-        return Credential(self.apns_topic, self.apns_environment)  # type: ignore[arg-type]
+    def queue(self) -> StreamKeys:
+        return StreamKeys(self.apns_bundle_id, self.apns_environment)  # type: ignore[arg-type]
 
     def problems(self) -> list[str]:
         """What is missing or contradictory, as sentences for the user."""
         found = []
-        if not self.apns_topic:
-            found.append("NOTI_APNS_TOPIC (the app's bundle id) is not set")
+        if not self.apns_bundle_id:
+            found.append("NOTI_APNS_BUNDLE_ID (the app's bundle id) is not set")
         if self.apns_environment not in ("sandbox", "production"):
             found.append("NOTI_APNS_ENVIRONMENT must be sandbox or production")
         if self.apns_cert_file is None:

@@ -17,14 +17,14 @@ from redis.exceptions import RedisError
 
 from noti.apns.client import APNsClient, APNsResult
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
-from noti.queue import CONSUMER_GROUP, Credential, MessageError, QueuedNotification
+from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification, StreamKeys
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
 from noti.sender.policy import Finish, Limits, Retry, StopCredential, decide
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import retry_member
 from noti.store.models import NotificationStatus, utcnow
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 log = logging.getLogger(__name__)
 # Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
@@ -44,7 +44,7 @@ class Deliverer:
         self,
         client: APNsClient,
         redis: aioredis.Redis,
-        queue: Credential,
+        queue: StreamKeys,
         recorder: Recorder,
         metrics: SenderMetrics,
         limits: Limits,
@@ -116,7 +116,7 @@ class Deliverer:
         result: APNsResult | None = None,
         reason: str | None = None,
     ) -> None:
-        outcome = Outcome(
+        outcome = RecordUpdate(
             id=message.id,
             status=status,
             retry_count=message.attempt,

@@ -65,7 +65,7 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
             key, config.apns_key_id, config.apns_team_id, redis=redis, redis_key=config.queue.provider_token
         )
     return APNsClient(
-        config.apns_topic,
+        config.apns_bundle_id,
         environment=config.apns_environment,
         endpoint=config.apns_endpoint,
         tokens=tokens,

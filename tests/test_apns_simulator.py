@@ -138,7 +138,10 @@ async def test_with_a_device_registry_tokens_belong_to_their_topics(
     assert await send(DEVICE) == (200, None)
     assert await send("ef" * 32) == (400, "BadDeviceToken")  # well-formed, but never issued
     assert await send(voip_token) == (400, "DeviceTokenNotForTopic")
-    assert await send(voip_token, apns_push_type="voip", apns_topic=f"{apns_simulator.bundle_id}.voip") == (200, None)
+    assert await send(voip_token, apns_push_type="voip", apns_topic=f"{apns_simulator.bundle_id}.voip") == (
+        200,
+        None,
+    )
     apns_simulator.clear_devices()
     assert await send("ef" * 32) == (200, None)
 

@@ -21,7 +21,7 @@ from harness.gateway import APP
 from noti.gateway.auth import Scope, create_api_key
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -60,7 +60,7 @@ def seed(engine: Engine) -> None:
         records.apply_outcomes(
             connection,
             [
-                Outcome(row["id"], status, apns_reason=reasons.get(status))
+                RecordUpdate(row["id"], status, apns_reason=reasons.get(status))
                 for row, status in zip(rows, outcomes, strict=False)
             ],
         )
@@ -158,7 +158,7 @@ def seed_history(engine: Engine) -> tuple[int, int]:
             id = uuid.uuid4()
             created = now - timedelta(hours=hours_ago)
             rows.append({"id": id, "device_token": f"{n:064x}", "app": APP, "title": "News", "created_at": created})
-            outcomes.append(Outcome(id, NotificationStatus.FAILED if n % 7 == 6 else NotificationStatus.SENT))
+            outcomes.append(RecordUpdate(id, NotificationStatus.FAILED if n % 7 == 6 else NotificationStatus.SENT))
     with engine.begin() as connection:
         records.insert_notifications(connection, rows)
         records.apply_outcomes(connection, outcomes)

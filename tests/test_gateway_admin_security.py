@@ -22,11 +22,11 @@ from noti.gateway.admin.views import date_range, short_token
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key, revoke_api_key
 from noti.gateway.schemas import Counts
-from noti.queue import Credential
+from noti.queue import StreamKeys
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 TOKEN = "ab" * 32
 HERE = "http://gateway"
@@ -244,7 +244,7 @@ async def test_dashboard_lists_and_resend_work_on_sqlite(
     with engine.begin() as connection:
         records.insert_notifications(connection, [{"id": failed_id, "device_token": TOKEN, "app": APP, "title": "t"}])
         records.apply_outcomes(
-            connection, [Outcome(failed_id, NotificationStatus.FAILED, apns_reason="InternalServerError")]
+            connection, [RecordUpdate(failed_id, NotificationStatus.FAILED, apns_reason="InternalServerError")]
         )
     client = aioredis.Redis.from_url(redis_url)
     app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)
@@ -259,7 +259,7 @@ async def test_dashboard_lists_and_resend_work_on_sqlite(
             assert "InternalServerError" in listed.text and f"{TOKEN[:8]}…{TOKEN[-4:]}" in listed.text
             resent = await http.post(f"/admin/notification/resend/{failed_id}")
             assert resent.status_code == 303
-            assert clean_redis.xlen(Credential(APP, "sandbox").transactional_stream) == 1
+            assert clean_redis.xlen(StreamKeys(APP, "sandbox").transactional_stream) == 1
     finally:
         await client.aclose()
         engine.dispose()

@@ -18,7 +18,7 @@ from noti.gateway.pagination import encode_cursor
 from noti.gateway.schemas import json_problem
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 TOKEN = "ab" * 32
 BAD_APPS = ["com.example probe", "a\r\nX-Injected: 1", "x}:tx{", "a<script>alert(1)</script>", "a/../../etc/passwd"]
@@ -274,7 +274,7 @@ async def test_every_timestamp_in_every_answer_carries_its_offset(any_store: Sto
         answers = [await http.post("/api/devices/", json={"device_token": TOKEN, "app": APP})]
         sent = await http.post("/api/notifications/", json={"device_token": TOKEN, "body": "x"})
         with any_store.engine.begin() as connection:  # as a sender would leave it
-            records.apply_outcomes(connection, [Outcome(uuid.UUID(sent.json()["id"]), NotificationStatus.SENT)])
+            records.apply_outcomes(connection, [RecordUpdate(uuid.UUID(sent.json()["id"]), NotificationStatus.SENT)])
         answers += [
             await http.get(f"/api/devices/{TOKEN}/"),
             await http.patch(f"/api/devices/{TOKEN}/", json={"tags": ["a"]}),

@@ -18,12 +18,12 @@ from harness.gateway import APP, StoreGateway
 from noti.apns.payload import PUSH_TYPES
 from noti.gateway.ids import new_id
 from noti.gateway.sends import Accepted, Send
-from noti.queue import Credential, QueuedNotification
+from noti.queue import QueuedNotification, StreamKeys
 from noti.store.models import Notification
 from noti.store.records import RECORD_COLUMNS
 
 TOKEN = "ab" * 32
-STREAM = Credential(APP, "sandbox").transactional_stream
+STREAM = StreamKeys(APP, "sandbox").transactional_stream
 
 
 def nested(depth: int) -> dict[str, object]:
@@ -275,7 +275,7 @@ async def test_any_mix_of_concurrent_sends_each_gets_its_own_answer(
         QueuedNotification.decode(fields)
         for app in (APP, OTHER_APP)
         for environment in ("sandbox", "production")
-        for _, fields in clean_redis.xrange(Credential(app, environment).transactional_stream)
+        for _, fields in clean_redis.xrange(StreamKeys(app, environment).transactional_stream)
     ]
     queued_here = [entry for entry in entries if entry.id in accepted]
     assert sorted(row.id for row in stored) == sorted(accepted)

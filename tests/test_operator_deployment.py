@@ -67,7 +67,7 @@ def test_passes_the_identity_and_the_pool_settings_as_env() -> None:
     values = env(sender_deployment(credential(environment="sandbox", senders={"ratePerSecond": 50}), "SHA256:x", IMAGE))
     assert values["NOTI_CREDENTIAL"] == "team-a/shop"
     assert (values["NOTI_APNS_TEAM_ID"], values["NOTI_APNS_KEY_ID"]) == ("ABCDE12345", "KEY1234567")
-    assert (values["NOTI_APNS_TOPIC"], values["NOTI_APNS_ENVIRONMENT"]) == ("com.example.shop", "sandbox")
+    assert (values["NOTI_APNS_BUNDLE_ID"], values["NOTI_APNS_ENVIRONMENT"]) == ("com.example.shop", "sandbox")
     assert values["NOTI_SENDER_RATE_PER_SECOND"] == "50"
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 from harness.gateway import APP
 from harness.pushy import Decision, PushyServer
 from harness.sender import wait_for_final
-from noti.queue import CONSUMER_GROUP, Credential
+from noti.queue import CONSUMER_GROUP, StreamKeys
 from noti.store.models import Device, Notification
 
 STATUS_OF = {200: "sent", 400: "invalid_token", 410: "invalid_token"}  # what Pushy answers these tokens
@@ -113,5 +113,5 @@ async def test_every_record_ends_as_pushy_decided_once_and_only_dead_devices_are
     dead = {decision.device_token for decision in decisions if decision.reason in {"Unregistered", "BadDeviceToken"}}
     assert inactive == dead == set(expired + bad)
 
-    stream = Credential(APP, "sandbox").transactional_stream
+    stream = StreamKeys(APP, "sandbox").transactional_stream
     assert clean_redis.xpending(stream, CONSUMER_GROUP)["pending"] == 0

@@ -11,13 +11,13 @@ import redis
 from sqlalchemy import Engine, func, insert, select
 
 from harness.apns import SimulatorProcess
-from noti.queue import Credential, QueuedNotification
+from noti.queue import QueuedNotification, StreamKeys
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
 
 
-def credential_of(simulator: SimulatorProcess) -> Credential:
-    return Credential(simulator.bundle_id, "sandbox")
+def stream_keys_of(simulator: SimulatorProcess) -> StreamKeys:
+    return StreamKeys(simulator.bundle_id, "sandbox")
 
 
 def enqueue(
@@ -59,7 +59,7 @@ def enqueue(
     for start in range(0, len(rows), 2000):
         with engine.begin() as connection:
             records.insert_notifications(connection, rows[start : start + 2000])
-    stream = credential_of(simulator).transactional_stream
+    stream = stream_keys_of(simulator).transactional_stream
     pipe = client.pipeline(transaction=False)
     for row in rows:
         message = QueuedNotification(
