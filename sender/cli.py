@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 
 import click
 
+from noti.loops import install_uvloop
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender, SenderError
 
@@ -19,10 +19,7 @@ def sender(credential: str) -> None:
 
     The credential itself comes from NOTI_APNS_* variables (set by the operator on the Deployment).
     """
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
+    install_uvloop()
     try:
         config = SenderConfig(credential=credential)
         asyncio.run(_serve(config))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import click
 
 from noti.dev.datadir import DevError
 from noti.dev.stack import DevOptions, DevStack
+from noti.loops import install_uvloop
 
 
 @click.command("dev")
@@ -24,10 +24,7 @@ def dev(host: str, port: int, data_dir: str, app: str, sim_port: int) -> None:
 
     NOTI_DATABASE_URL and NOTI_REDIS_URL, when set, put it on real PostgreSQL and Redis instead.
     """
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
+    install_uvloop()
     try:
         asyncio.run(DevStack(DevOptions(host, port, data_dir, app, sim_port)).run())
     except DevError as exc:

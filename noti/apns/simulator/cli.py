@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS
 from noti.apns.simulator.rules import Keyring, RegisteredKey
 from noti.apns.simulator.server import SimulatorConfig, start
 from noti.apns.simulator.state import Faults, parse_devices
+from noti.loops import install_uvloop
 
 
 def _read_tokens(path: Path | None) -> list[str]:
@@ -166,10 +166,7 @@ def main(
         await stop.wait()
         await simulator.stop()
 
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
+    install_uvloop()
     asyncio.run(serve())
 
 

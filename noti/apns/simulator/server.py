@@ -26,6 +26,7 @@ from noti.apns.simulator.control import ControlServer, apply, merge_counters
 from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS, APNsProtocol
 from noti.apns.simulator.rules import RegisteredKey
 from noti.apns.simulator.state import Faults, State
+from noti.loops import install_uvloop
 
 
 @dataclass
@@ -234,10 +235,7 @@ async def _apply_async(state: State, name: str, argument: Any) -> Any:
 
 def _worker_main(config: SimulatorConfig, conn: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
+    install_uvloop()
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
