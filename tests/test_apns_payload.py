@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -11,7 +12,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from noti.apns.client import ENDPOINTS
 from noti.apns.payload import (
+    INTERRUPTION_LEVELS,
     PUSH_TYPES,
     InvalidNotification,
     NotificationContent,
@@ -20,7 +23,9 @@ from noti.apns.payload import (
     build_payload,
     validate_device_token,
 )
-from noti.gateway.schemas import PushType
+from noti.gateway.schemas import Environment as ApiEnvironment
+from noti.gateway.schemas import NotificationIn, PushType
+from noti.queue import ENVIRONMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,6 +150,19 @@ def test_the_api_and_the_crd_offer_the_push_types_the_client_sends() -> None:
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert set(spec["properties"]["notification"]["properties"]["pushType"]["enum"]) == PUSH_TYPES
     assert set(typing.get_args(PushType)) == PUSH_TYPES
+
+
+def test_the_api_and_the_crds_offer_the_interruption_levels_and_environments_the_client_knows() -> None:
+    def spec_of(name: str) -> dict[str, Any]:
+        crd = yaml.safe_load((ROOT / "crds" / name).read_text())
+        return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
+
+    campaign = spec_of("notificationcampaigns.noti.dev.yaml")["notification"]["properties"]
+    assert set(campaign["interruptionLevel"]["enum"]) == INTERRUPTION_LEVELS
+    levels = typing.get_args(typing.get_args(NotificationIn.model_fields["interruption_level"].annotation)[0])
+    assert set(levels) == INTERRUPTION_LEVELS
+    assert set(spec_of("apnscredentials.noti.dev.yaml")["environment"]["enum"]) == set(ENVIRONMENTS)
+    assert set(typing.get_args(ApiEnvironment)) == set(ENVIRONMENTS) == set(ENDPOINTS)
 
 
 def test_device_token_validation_says_why() -> None:

@@ -15,6 +15,7 @@ import click
 import httpx
 
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload, validate_device_token
+from noti.queue import ENVIRONMENTS
 
 FINAL = {"sent", "failed", "invalid_token"}  # a record in one of these will not change again
 
@@ -84,7 +85,10 @@ def _dev_credential(data_dir: str, app: str | None) -> Direct:
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="APNs .p8 key.")
 @click.option("--key-id", help="APNs key id.")
 @click.option("--team-id", help="Apple team id.")
-@click.option("--environment", type=click.Choice(["sandbox", "production"]), default="sandbox", show_default=True)
+@click.option(
+    "--environment", type=click.Choice(ENVIRONMENTS), default="production", show_default=True,
+    envvar="NOTI_APNS_ENVIRONMENT", show_envvar=True, help="APNs environment of a direct send (--dev: the stack's).",
+)  # fmt: skip
 @click.option("--endpoint", help="APNs endpoint override (e.g. the simulator).")
 @click.option(
     "--ca-file", envvar="NOTI_APNS_CA_FILE", show_envvar=True,
