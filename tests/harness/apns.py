@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness.procs import free_port
+from harness.procs import free_port, reap
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
@@ -121,11 +121,7 @@ def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...]
 
 def stop_simulator(simulator: SimulatorProcess) -> None:
     simulator.process.terminate()
-    try:
-        simulator.process.wait(10)
-    except subprocess.TimeoutExpired:
-        simulator.process.kill()
-        simulator.process.wait(10)
+    reap(simulator.process)
 
 
 @pytest.fixture(scope="session")

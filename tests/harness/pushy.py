@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness.apns import BUNDLE_ID, KEY_ID, TEAM_ID
-from harness.procs import SETUP_HINT
+from harness.procs import SETUP_HINT, reap
 from noti.apns.payload import PUSH_TYPES, topic_for
 from noti.apns.simulator import generate_certificate
 
@@ -219,11 +219,7 @@ def stop_pushy(server: PushyServer) -> None:
     """Close its stdin (it shuts down by itself), then make sure."""
     assert server.process.stdin is not None
     server.process.stdin.close()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(10)
+    reap(server.process)
 
 
 @pytest.fixture(scope="session")
