@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from noti import __version__
 from noti.gateway import admin, devices, docs, errors, health, notifications
-from noti.gateway.auth import KeyVerifier, RateLimiter
+from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, RateLimiter
 from noti.gateway.context import Gateway
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.metrics import Metrics, MetricsMiddleware
@@ -59,6 +59,7 @@ def create_app(
         verifier=verifier,
         limiter=RateLimiter(redis, settings.gateway_rate_limit, settings.gateway_rate_burst),
         enqueuer=enqueuer,
+        failed_auth=FailedAuthLimiter(settings.gateway_auth_failure_rate, settings.gateway_auth_failure_burst),
     )
 
     @asynccontextmanager

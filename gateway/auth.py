@@ -15,7 +15,7 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -224,3 +224,36 @@ class RateLimiter:
                     return 0
                 wait = grant.wait
             return max(1, math.ceil(wait))
+
+
+class FailedAuthLimiter:
+    """Failed API key checks per client address: a token bucket each, in this process.
+
+    Every unknown key costs a database lookup; an address that keeps sending them is refused
+    (429) without one until its bucket refills. Keys already verified are never held up.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst = rate, burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
+
+    def _tokens(self, address: str, now: float) -> float:
+        tokens, when = self._buckets.get(address, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - when) * self.rate)
+
+    def wait(self, address: str) -> int:
+        """0 when ``address`` may have a key checked, else the whole seconds until it may (Retry-After)."""
+        if self.rate <= 0:
+            return 0
+        tokens = self._tokens(address, self._clock())
+        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate))
+
+    def failed(self, address: str) -> None:
+        """One more failed check from ``address``."""
+        if self.rate <= 0:
+            return
+        now = self._clock()
+        if len(self._buckets) > 100_000:  # a flood of addresses: forget the ones that have refilled
+            self._buckets = {a: b for a, b in self._buckets.items() if self._tokens(a, now) < self.burst}
+        self._buckets[address] = (self._tokens(address, now) - 1, now)

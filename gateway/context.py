@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from noti.gateway.auth import KeyVerifier, Principal, RateLimiter, Scope
+from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, Principal, RateLimiter, Scope
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.errors import ApiError
 from noti.settings import Settings
@@ -26,6 +26,7 @@ class Gateway:
     verifier: KeyVerifier
     limiter: RateLimiter
     enqueuer: Enqueuer
+    failed_auth: FailedAuthLimiter
 
 
 def gateway(request: Request) -> Gateway:
@@ -48,9 +49,17 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         state = gateway(request)
         key = credentials.credentials
-        principal = state.verifier.cached(key) or await run_in_threadpool(state.verifier.verify, key)
+        principal = state.verifier.cached(key)
         if principal is None:
-            raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+            address = request.client.host if request.client else "unknown"
+            wait = state.failed_auth.wait(address)
+            if wait:  # this address keeps sending unknown keys: no more lookups for a while
+                raise ApiError(429, f"too many failed API key checks from {address}; retry in {wait} s",
+                               headers={"Retry-After": str(wait)})  # fmt: skip
+            principal = await run_in_threadpool(state.verifier.verify, key)
+            if principal is None:
+                state.failed_auth.failed(address)
+                raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         if not principal.allows(scope):
             raise ApiError(403, f"this API key lacks the '{scope.value}' scope")
         wait = await state.limiter.acquire(principal.prefix)

@@ -132,7 +132,9 @@ async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _internal(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal error")
+    # Said, not done silently: uvicorn closes the connection after an unhandled error, and a client
+    # that reuses it otherwise gets a reset on its next request.
+    return error_response(500, "internal error", headers={"Connection": "close"})
 
 
 def install(app: FastAPI) -> None:

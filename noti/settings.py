@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         default=1000.0, ge=0, description="Requests per second allowed per API key (token bucket); 0 turns it off."
     )
     gateway_rate_burst: int = Field(default=2000, ge=1, description="Requests an API key may make at once.")
+    gateway_auth_failure_rate: float = Field(
+        default=1.0, ge=0, description="Failed API key checks per second a client address may make; 0 turns it off."
+    )
+    gateway_auth_failure_burst: int = Field(
+        default=20, ge=1, description="Failed API key checks a client address may make at once."
+    )
     gateway_key_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a verified API key is trusted without a lookup (revocation delay)."
     )

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 from harness.gateway import APP, Keys, gateway_settings
 from noti.cli import cli
 from noti.gateway.app import create_app
-from noti.gateway.auth import Scope, create_api_key, revoke_api_key
+from noti.gateway.auth import FailedAuthLimiter, Scope, create_api_key, revoke_api_key
 from noti.settings import get_settings
 from noti.store.models import ApiKey
 
@@ -91,6 +91,38 @@ async def test_rate_limit_answers_429_with_retry_after(
         assert "rate limit" in limited.json()["detail"]
         # another key has its own bucket
         assert (await http.get("/api/devices/", headers=bearer(keys.sender))).status_code == 200
+
+
+async def test_an_address_sending_unknown_keys_is_held_off_without_lookups(
+    clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str, keys: Keys
+) -> None:
+    settings = gateway_settings(database_url, redis_url, gateway_auth_failure_rate=0.5, gateway_auth_failure_burst=5)
+    app = create_app(settings, engine=clean_db)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+    ):
+        ok = await http.get("/api/devices/", headers=bearer(keys.reader))  # verified now: cached from here on
+        assert ok.status_code == 200
+        codes = [(await http.get("/api/devices/", headers=bearer(f"noti_{n:012x}_guess"))).status_code
+                 for n in range(7)]  # fmt: skip
+        assert codes == [401] * 5 + [429] * 2
+        held = await http.get("/api/devices/", headers=bearer("noti_ffffffffffff_guess"))
+        assert held.status_code == 429 and int(held.headers["retry-after"]) >= 1
+        assert "failed API key checks" in held.json()["detail"]
+        # A key this gateway already verified is not held up by its address' failures.
+        assert (await http.get("/api/devices/", headers=bearer(keys.reader))).status_code == 200
+
+
+def test_failed_checks_are_counted_per_address_and_refill() -> None:
+    now = [0.0]
+    limiter = FailedAuthLimiter(rate=1.0, burst=2, clock=lambda: now[0])
+    limiter.failed("10.0.0.1")
+    limiter.failed("10.0.0.1")
+    assert limiter.wait("10.0.0.1") == 1 and limiter.wait("10.0.0.2") == 0
+    now[0] = 1.0
+    assert limiter.wait("10.0.0.1") == 0
+    assert FailedAuthLimiter(rate=0, burst=1).wait("any") == 0  # off
 
 
 def test_apikey_cli_creates_lists_and_revokes(

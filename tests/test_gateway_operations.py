@@ -103,3 +103,22 @@ async def test_every_route_refuses_a_query_parameter_it_does_not_take(
             assert "422" in operations[method]["responses"], (method, template)
     for path in ("/api/schema/", "/api/docs", "/healthz/"):
         assert (await client.get(path, params={"bogus": "1"})).status_code == 422, path
+
+
+async def test_a_500_says_it_closes_the_connection() -> None:
+    from fastapi import FastAPI
+
+    from noti.gateway import errors
+
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        answer = await http.get("/boom")
+    assert answer.status_code == 500 and answer.json() == {"detail": "internal error"}
+    assert answer.headers["connection"] == "close"

@@ -41,6 +41,7 @@ def gateway_settings(database_url: str, redis_url: str, **overrides: object) -> 
         "redis_url": redis_url,
         "apns_environment": "sandbox",
         "gateway_rate_limit": 0,
+        "gateway_auth_failure_rate": 0,  # tests that want it turn it on
         "gateway_session_secret": "test-session-secret",
     }
     values.update(overrides)
