@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,7 +16,8 @@ from sqlalchemy import Engine
 from noti import __version__
 from noti.gateway import admin, devices, docs, errors, health, notifications
 from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, RateLimiter
-from noti.gateway.context import Gateway
+from noti.gateway.bodies import BodyGuard
+from noti.gateway.context import Gateway, authenticate
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.metrics import Metrics, MetricsMiddleware
 from noti.settings import Settings, get_settings
@@ -96,6 +98,10 @@ def create_app(
     app.include_router(health.router)
     docs.install(app)
     admin.install(app, state)
+    app.add_middleware(
+        BodyGuard, authenticate=partial(authenticate, state), max_bytes=settings.gateway_max_body_bytes,
+        read_seconds=settings.gateway_body_seconds,
+    )  # fmt: skip
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:

@@ -39,27 +39,37 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `noti apikey cre
 _UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <key>"
 
 
+async def authenticate(state: Gateway, authorization: str | None, address: str) -> Principal:
+    """The live API key of an ``Authorization: Bearer`` header, or the 401 (429 for an address that keeps failing)."""
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    key = key.strip()
+    principal = state.verifier.cached(key)
+    if principal is not None:
+        return principal
+    wait = state.failed_auth.wait(address)
+    if wait:  # this address keeps sending unknown keys: no more lookups for a while
+        raise ApiError(429, f"too many failed API key checks from {address}; retry in {wait} s",
+                       headers={"Retry-After": str(wait)})  # fmt: skip
+    principal = await run_in_threadpool(state.verifier.verify, key)
+    if principal is None:
+        state.failed_auth.failed(address)
+        raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting requests whose API key is live, has ``scope`` and is within its rate limit."""
 
     async def check(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+        request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         state = gateway(request)
-        key = credentials.credentials
-        principal = state.verifier.cached(key)
+        principal: Principal | None = getattr(request.state, "principal", None)  # checked before the body was read
         if principal is None:
             address = request.client.host if request.client else "unknown"
-            wait = state.failed_auth.wait(address)
-            if wait:  # this address keeps sending unknown keys: no more lookups for a while
-                raise ApiError(429, f"too many failed API key checks from {address}; retry in {wait} s",
-                               headers={"Retry-After": str(wait)})  # fmt: skip
-            principal = await run_in_threadpool(state.verifier.verify, key)
-            if principal is None:
-                state.failed_auth.failed(address)
-                raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+            principal = await authenticate(state, request.headers.get("authorization"), address)
         if not principal.allows(scope):
             raise ApiError(403, f"this API key lacks the '{scope.value}' scope")
         wait = await state.limiter.acquire(principal.prefix)

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         default=1000.0, ge=0, description="Requests per second allowed per API key (token bucket); 0 turns it off."
     )
     gateway_rate_burst: int = Field(default=2000, ge=1, description="Requests an API key may make at once.")
+    gateway_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body (a 10,000-device bulk fits in 4 MiB)."
+    )
+    gateway_body_seconds: float = Field(
+        default=30.0, gt=0, description="Longest a request's body may take to arrive before a 408."
+    )
     gateway_auth_failure_rate: float = Field(
         default=1.0, ge=0, description="Failed API key checks per second a client address may make; 0 turns it off."
     )
