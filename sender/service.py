@@ -61,9 +61,8 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
             key = load_signing_key(config.apns_key_file.read_bytes())
         except OSError as exc:
             raise SenderError(f"cannot read the APNs key file {config.apns_key_file}: {exc.strerror}") from None
-        tokens = ProviderTokens(
-            key, config.apns_key_id, config.apns_team_id, redis=redis, redis_key=config.queue.provider_token
-        )
+        # Shared under the identity's name (team, key id, key fingerprint), never the app's.
+        tokens = ProviderTokens(key, config.apns_key_id, config.apns_team_id, redis=redis)
     return APNsClient(
         config.apns_topic,
         environment=config.apns_environment,
