@@ -53,7 +53,7 @@ class NotificationAdmin(ModelView, model=Notification):
     can_delete = False  # delivery records are history; the roll-up counts them
     column_list: ClassVar[Any] = [
         Notification.status, Notification.created_at, Notification.title, Notification.app,
-        Notification.device_token, Notification.campaign, Notification.apns_reason,
+        Notification.device_token, Notification.campaign, Notification.apns_reason, Notification.apns_unique_id,
     ]  # fmt: skip
     column_searchable_list: ClassVar[Any] = [Notification.device_token, Notification.title, Notification.campaign]
     column_filters: ClassVar[Any] = [

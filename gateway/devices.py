@@ -109,6 +109,7 @@ def _register(session: Session, body: DeviceIn, app: str) -> tuple[DeviceOut, bo
         "is_active": body.is_active,
         "owner_id": owner_id,
         "updated_at": now,
+        "registered_at": now,  # a re-registration outdates an earlier 410 (noti.store.records)
     }
     statement = _insert(session)(Device).values(app=app, device_token=body.device_token, created_at=now, **values)
     statement = statement.on_conflict_do_update(index_elements=["app", "device_token"], set_=values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,6 +31,13 @@ log = logging.getLogger(__name__)
 # Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
 OUTAGES = (RedisError, OSError)
 REASON_LENGTH = 64  # the record's apns_reason column
+
+
+def invalidated_at(result: APNsResult) -> datetime | None:
+    """When APNs says the device token stopped being valid (a 410's ``timestamp``, ms since the epoch)."""
+    if result.timestamp is None or result.timestamp <= 0:
+        return None
+    return datetime.fromtimestamp(result.timestamp / 1000, UTC)
 
 
 def unsendable_reason(error: BaseException) -> str:
@@ -124,6 +132,8 @@ class Deliverer:
             apns_reason=(result.reason if result else None) or reason,
             status_code=result.status_code or None if result else None,
             sent_at=utcnow() if status is NotificationStatus.SENT else None,
+            apns_unique_id=result.apns_unique_id if result else None,
+            invalidated_at=invalidated_at(result) if result and status is NotificationStatus.INVALID_TOKEN else None,
         )
         self._recorder.add(Finished(stream, entry_id, outcome))
 

@@ -262,6 +262,22 @@ async def test_expired_device_token_is_unregistered_with_the_time_it_went_invali
 
 @pytest.mark.parametrize(
     "server",
+    [PUSHY, pytest.param(SIMULATOR, marks=pytest.mark.xfail(strict=True, reason="simulator: no apns-unique-id"))],
+    indirect=True,
+)
+async def test_sandbox_answers_carry_an_apns_unique_id_the_client_reports(server: Server) -> None:
+    """Apple: apns-unique-id, a UUID of the delivery in the development (sandbox) environment only,
+    the key the Push Notifications Console's delivery log looks it up by."""
+    results = [await send(server.client(), server.known_tokens[0]), await send(server.client(), "ab" * 31)]
+
+    assert_client_reports(server, results)
+    unique_ids = [result.apns_unique_id for result in results]
+    assert all(unique_id is not None and uuid.UUID(unique_id) for unique_id in unique_ids)
+    assert len(set(unique_ids)) == 2
+
+
+@pytest.mark.parametrize(
+    "server",
     [PUSHY, simulator_defect("the simulator answers a wrong topic TopicDisallowed (issue 14, defect 6)")],
     indirect=True,
 )

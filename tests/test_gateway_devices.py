@@ -120,3 +120,23 @@ async def test_read_patch_and_delete_a_device_by_token(client: httpx.AsyncClient
     assert deleted.status_code == 204
     gone = await client.get(f"/api/devices/{TOKEN}/", params={"app": APP})
     assert gone.status_code == 404 and gone.json() == {"detail": f"no device with this token for app {APP}"}
+
+
+async def test_registering_a_token_again_moves_its_registration_time(
+    client: httpx.AsyncClient, clean_db: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from noti.store.models import Device
+
+    assert (await client.post("/api/devices/", json={"device_token": TOKEN, "app": APP})).status_code == 201
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    with clean_db.begin() as connection:
+        connection.execute(update(Device).values(registered_at=long_ago))
+    assert (await client.post("/api/devices/", json={"device_token": TOKEN, "app": APP})).status_code == 200
+    with clean_db.connect() as connection:
+        registered_at = connection.execute(select(Device.registered_at)).scalar_one()
+    # What a later 410 is compared with (noti.store.records): the app's last registration, now.
+    assert registered_at is not None and registered_at > long_ago

@@ -209,3 +209,49 @@ def test_insert_skipping_existing_stores_what_a_plain_insert_stores(clean_db: En
     assert _stored(clean_db) == _stored(expected_engine)
     with clean_db.connect() as connection:
         assert records.status_counts(connection) == {"created": 3}
+
+
+def _registered(engine: Engine, token: str, at: datetime) -> int:
+    with engine.begin() as connection:
+        result = connection.execute(insert(Device).values(app="com.example", device_token=token, registered_at=at))
+        return int(result.inserted_primary_key[0])
+
+
+def _both_stores(engine: Engine, tmp_path: Any) -> list[Engine]:
+    sqlite = make_engine(f"sqlite:///{tmp_path}/noti.db")
+    migrate.upgrade(sqlite)
+    return [engine, sqlite]
+
+
+def test_a_410_older_than_the_devices_last_registration_leaves_it_active(clean_db: Engine, tmp_path: Any) -> None:
+    registered = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    before, after = datetime(2026, 11, 30, 11, 0, tzinfo=UTC), datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
+    for engine in _both_stores(clean_db, tmp_path):
+        reregistered = _registered(engine, "a1" * 32, registered)  # the app registered again after APNs' 410 time
+        dead = _registered(engine, "b2" * 32, registered)  # APNs invalidated it after its last registration
+        undated = _registered(engine, "c3" * 32, registered)  # BadDeviceToken: no timestamp, always dead
+        rows = [_record(reregistered, "a1" * 32), _record(dead, "b2" * 32), _record(undated, "c3" * 32)]
+        outcomes = [
+            Outcome(rows[0]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", invalidated_at=before),
+            Outcome(rows[1]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", invalidated_at=after),
+            Outcome(rows[2]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="BadDeviceToken"),
+        ]
+        with engine.begin() as connection:
+            records.insert_notifications(connection, rows)
+            records.apply_outcomes(connection, outcomes)
+        with engine.connect() as connection:
+            active = dict(connection.execute(select(Device.id, Device.is_active)).all())
+            statuses = set(connection.execute(select(Notification.status)).scalars())
+        assert active == {reregistered: True, dead: False, undated: False}, engine.dialect.name
+        assert statuses == {NotificationStatus.INVALID_TOKEN}
+
+
+def test_apns_unique_id_is_stored_on_the_record(clean_db: Engine, tmp_path: Any) -> None:
+    for engine in _both_stores(clean_db, tmp_path):
+        row = _record(None, "d4" * 32)
+        unique = str(uuid.uuid4())
+        with engine.begin() as connection:
+            records.insert_notifications(connection, [row])
+            records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, apns_unique_id=unique)])
+        with engine.connect() as connection:
+            assert connection.execute(select(Notification.apns_unique_id)).scalar_one() == unique

@@ -35,6 +35,7 @@ class APNsResult:
     retry_after: float = 0.0
     timestamp: int | None = None  # ms since epoch the token went invalid (410)
     latency: float = 0.0  # seconds
+    apns_unique_id: str | None = None  # apns-unique-id: the sandbox's id for Apple's Push Notifications Console
 
     @property
     def ok(self) -> bool:
@@ -141,10 +142,15 @@ class APNsClient:
                 continue
             if classification.outcome is Outcome.REFRESH_TOKEN:
                 classification = Classification(Outcome.RETRYABLE, 1.0, "the provider token was refused twice")
-            apns_id_answered = next((value for name, value in response_headers if name == "apns-id"), None)
+            apns_id_answered = unique_id = None
+            for name, value in response_headers:
+                if name == "apns-id":
+                    apns_id_answered = value
+                elif name == "apns-unique-id":
+                    unique_id = value
             return _result(
-                status, reason, apns_id_answered, classification, timestamp=timestamp,
-                latency=time.perf_counter() - started,
+                status, reason, apns_id_answered, classification, timestamp=timestamp if isinstance(timestamp, int)
+                else None, latency=time.perf_counter() - started, apns_unique_id=unique_id,
             )  # fmt: skip
 
     async def _post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
