@@ -38,6 +38,20 @@ class SenderConfig(BaseSettings):
     sender_claim_idle_seconds: float = Field(
         default=60.0, gt=0, description="Pending this long, a message of a dead sender is claimed by another."
     )
+    sender_probe_base: float = Field(
+        default=5.0, gt=0, description="Seconds before a refused credential is tried again (doubles each time)."
+    )
+    sender_probe_max: float = Field(
+        default=300.0, gt=0, description="Longest wait between tries of a refused credential."
+    )
+    sender_topic_guard_answers: int = Field(
+        default=20,
+        ge=1,
+        description="DeviceTokenNotForTopic answers in a row (no success between) that stop the credential.",
+    )
+    sender_topic_guard_tokens: int = Field(
+        default=10, ge=1, description="...across at least this many distinct device tokens."
+    )
     sender_grace_period: float = Field(default=25.0, gt=0, description="Seconds SIGTERM may take to drain.")
     sender_health_port: int = Field(
         default=8081, ge=0, le=65535, description="/healthz, /readyz and /metrics port (0: off)."
