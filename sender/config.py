@@ -26,6 +26,9 @@ class SenderConfig(BaseSettings):
     apns_topic: str = Field(default="", description="The app's bundle id (apns-topic).")
     apns_environment: str = Field(default="production", description="sandbox or production.")
     apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
+    apns_proxy: str | None = Field(
+        default=None, description="HTTP CONNECT proxy to reach APNs through: http://[user:password@]host:port."
+    )
     apns_ca_file: Path | None = Field(default=None, description="Extra CA to trust (the simulator's certificate).")
     sender_connections: int = Field(default=2, ge=1, description="HTTP/2 connections to APNs per sender.")
     sender_concurrency: int = Field(default=1000, ge=1, description="Notifications in flight at once per sender.")
@@ -71,6 +74,13 @@ class SenderConfig(BaseSettings):
             found.append("NOTI_APNS_TOPIC (the app's bundle id) is not set")
         if self.apns_environment not in ("sandbox", "production"):
             found.append("NOTI_APNS_ENVIRONMENT must be sandbox or production")
+        if self.apns_proxy:
+            from noti.apns.transport import parse_proxy
+
+            try:
+                parse_proxy(self.apns_proxy)
+            except ValueError as exc:
+                found.append(f"NOTI_APNS_PROXY: {exc}")
         if self.apns_cert_file is None:
             for name, value in (
                 ("TEAM_ID", self.apns_team_id),

@@ -70,6 +70,7 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
         tokens=tokens,
         ssl_context=ssl_context,
         connections=config.sender_connections,
+        proxy=config.apns_proxy,
     )
 
 

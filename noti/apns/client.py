@@ -88,6 +88,7 @@ class APNsClient:
         connections: int = 2,
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxy: str | None = None,
     ) -> None:
         if endpoint is None:
             if environment not in ENDPOINTS:
@@ -95,7 +96,9 @@ class APNsClient:
             endpoint = ENDPOINTS[environment]
         self.bundle_id = bundle_id
         self.tokens = tokens
-        self.transport = transport or H2Transport(ssl_context or client_ssl_context(), connections=connections)
+        self.transport = transport or H2Transport(
+            ssl_context or client_ssl_context(), connections=connections, proxy=proxy
+        )
         self._http = httpx.AsyncClient(base_url=endpoint, transport=self.transport, timeout=timeout)
 
     async def send(
