@@ -1,7 +1,8 @@
 """The sender Deployment of an APNsCredential, and the fingerprint of its signing key.
 
-The credential reaches its senders through the pod spec only: the key Secret as a
-read-only volume, team id, key id, bundle id and environment as env. Database and Redis
+The credential reaches its senders through the pod spec only: the key Secret (or, for
+certificate auth, the .p12 Secret, its password as an env reference to the same Secret)
+as a read-only volume, team id, key id, bundle id, environment and proxy as env. Database and Redis
 URLs come from a Secret the operator is told about (``NOTI_OPERATOR_SENDER_ENV_SECRET``).
 The pod template carries the key's fingerprint, so a changed key rolls the senders.
 """
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from noti import __version__
 
 KEY_DIR = "/var/run/noti/apns"
+CERT_DIR = "/var/run/noti/apns-cert"
 CA_DIR = "/var/run/noti/ca"
 HEALTH_PORT = 8081
 FINGERPRINT_ANNOTATION = "noti.dev/key-fingerprint"
@@ -45,6 +47,20 @@ def key_fingerprint(pem: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(public).digest()).decode().rstrip("=")
 
 
+def certificate_fingerprint(p12: bytes) -> str:
+    """``SHA256:<base64>`` of a .p12 certificate file as stored: a new certificate rolls the senders."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(p12).digest()).decode().rstrip("=")
+
+
+def auth_secret_ref(spec: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """The Secret reference the credential signs with, and the Secret key that holds the file."""
+    if spec.get("certificateSecretRef"):
+        ref = spec["certificateSecretRef"]
+        return ref, ref.get("key") or "apns.p12"
+    ref = spec["privateKeySecretRef"]
+    return ref, ref.get("key") or "AuthKey.p8"
+
+
 @dataclass(frozen=True, slots=True)
 class SenderImage:
     image: str
@@ -63,8 +79,6 @@ def sender_deployment(
     """The Deployment manifest of a credential's senders, without ``replicas`` (the scaler owns that)."""
     metadata, spec = credential["metadata"], credential["spec"]
     name, namespace = metadata["name"], metadata["namespace"]
-    key_ref = spec["privateKeySecretRef"]
-    key_name = key_ref.get("key") or "AuthKey.p8"
     senders = spec.get("senders") or {}
     labels = {
         "app.kubernetes.io/name": "noti",
@@ -72,31 +86,44 @@ def sender_deployment(
         "app.kubernetes.io/managed-by": "noti-operator",
         CREDENTIAL_LABEL: name,
     }
-    env = {
-        "NOTI_CREDENTIAL": f"{namespace}/{name}",
-        "NOTI_APNS_TEAM_ID": spec["teamId"],
-        "NOTI_APNS_KEY_ID": spec["keyId"],
-        "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{key_name}",
+    env: dict[str, str] = {"NOTI_CREDENTIAL": f"{namespace}/{name}"}
+    secret_env: list[dict[str, Any]] = []  # values the pod reads from a Secret, never written into the spec
+    cert_ref = spec.get("certificateSecretRef")
+    if cert_ref:
+        secret_ref, directory, file_name = cert_ref, CERT_DIR, cert_ref.get("key") or "apns.p12"
+        env["NOTI_APNS_CERT_FILE"] = f"{CERT_DIR}/{file_name}"
+        if cert_ref.get("passwordKey"):
+            secret_env.append({
+                "name": "NOTI_APNS_CERT_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": cert_ref["name"], "key": cert_ref["passwordKey"]}},
+            })  # fmt: skip
+    else:
+        secret_ref, directory = spec["privateKeySecretRef"], KEY_DIR
+        file_name = secret_ref.get("key") or "AuthKey.p8"
+        env.update({"NOTI_APNS_TEAM_ID": spec["teamId"], "NOTI_APNS_KEY_ID": spec["keyId"],
+                    "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{file_name}"})  # fmt: skip
+    env.update({
         "NOTI_APNS_TOPIC": spec["bundleId"],
         "NOTI_APNS_ENVIRONMENT": spec.get("environment") or "production",
         "NOTI_SENDER_RATE_PER_SECOND": str(senders.get("ratePerSecond", 0)),
         "NOTI_SENDER_HEALTH_PORT": str(HEALTH_PORT),
         **({"NOTI_APNS_ENDPOINT": spec["endpoint"]} if spec.get("endpoint") else {}),
+        **({"NOTI_APNS_PROXY": spec["proxy"]} if spec.get("proxy") else {}),
         **dict(extra_env or {}),
-    }
+    })  # fmt: skip
     volumes: list[dict[str, Any]] = [
         {
             "name": "apns-key",
             "secret": {
-                "secretName": key_ref["name"],
-                "items": [{"key": key_name, "path": key_name}],
+                "secretName": secret_ref["name"],
+                "items": [{"key": file_name, "path": file_name}],
                 "defaultMode": 0o440,
             },
         }
     ]
     volumes.append({"name": "tmp", "emptyDir": {}})  # the root filesystem is read-only
     mounts: list[dict[str, Any]] = [
-        {"name": "apns-key", "mountPath": KEY_DIR, "readOnly": True},
+        {"name": "apns-key", "mountPath": directory, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     if spec.get("caSecretRef"):
@@ -112,7 +139,7 @@ def sender_deployment(
         "image": image.image,
         "imagePullPolicy": image.pull_policy,
         "args": ["sender"],
-        "env": [{"name": key, "value": value} for key, value in env.items()],
+        "env": [{"name": key, "value": value} for key, value in env.items()] + secret_env,
         "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
         # Alive while its read loop turns; ready while APNs takes its credential and Redis answers.
         "livenessProbe": {

@@ -40,6 +40,8 @@ from noti.operator.conditions import (
 from noti.operator.deployment import (
     InvalidKey,
     SenderImage,
+    auth_secret_ref,
+    certificate_fingerprint,
     key_fingerprint,
     sender_deployment,
 )
@@ -164,7 +166,7 @@ class Operator:
         """Apply the senders' Deployment, scale it to the backlog, and report in the status."""
         namespace, name = meta["namespace"], meta["name"]
         try:
-            fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec["privateKeySecretRef"])
+            fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec)
         except (InvalidKey, LookupError) as exc:
             reason = "KeyInvalid" if isinstance(exc, InvalidKey) else "SecretNotFound"
             problem = Condition("KeyValid", False, reason, str(exc))
@@ -231,17 +233,19 @@ class Operator:
         log.log(level, "%s %s/%s: %s", body["kind"], meta["namespace"], meta["name"], message)
         kopf.event(body, type="Warning" if warning else "Normal", reason=condition["reason"], message=message)
 
-    def _read_fingerprint(self, namespace: str, ref: Mapping[str, Any]) -> str:
+    def _read_fingerprint(self, namespace: str, spec: Mapping[str, Any]) -> str:
+        ref, key = auth_secret_ref(spec)
         try:
             secret = k8s.CoreV1Api(self.api).read_namespaced_secret(ref["name"], namespace)
         except ApiException as exc:
             if exc.status == 404:
                 raise LookupError(f"Secret {namespace}/{ref['name']} not found") from None
             raise
-        key = ref.get("key") or "AuthKey.p8"
         data = (secret.data or {}).get(key)
         if data is None:
             raise LookupError(f"Secret {namespace}/{ref['name']} has no key {key!r}")
+        if spec.get("certificateSecretRef"):
+            return certificate_fingerprint(base64.b64decode(data))
         return key_fingerprint(base64.b64decode(data))
 
     def _read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -46,14 +47,22 @@ class SenderError(RuntimeError):
 
 def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClient:
     """The APNs client of the configured credential, its provider token shared through ``redis``."""
-    ssl_context = client_ssl_context(
-        ca_file=config.apns_ca_file,
-        **(
-            {"p12_file": config.apns_cert_file, "p12_password": (config.apns_cert_password or "").encode() or None}
-            if config.apns_cert_file and config.apns_cert_file.suffix == ".p12"
-            else {"cert_file": config.apns_cert_file}
-        ),
-    )
+    try:
+        ssl_context = client_ssl_context(
+            ca_file=config.apns_ca_file,
+            **(
+                {"p12_file": config.apns_cert_file, "p12_password": (config.apns_cert_password or "").encode() or None}
+                if config.apns_cert_file and config.apns_cert_file.suffix == ".p12"
+                else {"cert_file": config.apns_cert_file}
+            ),
+        )
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        # Never the password or the file's bytes: only what is wrong with it.
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SenderError(
+            f"cannot use the APNs certificate {config.apns_cert_file} (wrong password, or not a .p12/.pem "
+            f"with its key): {what}"
+        ) from None
     tokens = None
     if config.apns_cert_file is None:
         assert config.apns_key_file is not None
