@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
+from noti.apns.transport import H2Transport
 from noti.ratelimit import TokenBucket
 from noti.sender.claimer import PAGE, Claimer
 from noti.sender.config import SenderConfig
@@ -250,8 +251,10 @@ class Sender:
                 return
             delay = backoff_delay(min(tries, 30), 0.0, self.config.sender_probe_base, self.config.sender_probe_max)
             changed = await self._changes_within(delay)
-            if changed == "key":
-                self._reload_key()
+            if changed == "key" and self._reload_key() and isinstance(self.client.transport, H2Transport):
+                # Apple refuses a new token on a connection that carried another within 20 minutes
+                # (TooManyProviderTokenUpdates): the new key's token goes on new connections.
+                await self.client.transport.aclose()
             if await self._probe():
                 tries = 0
             else:
@@ -288,7 +291,7 @@ class Sender:
                 return "token"
         return None
 
-    def _reload_key(self) -> None:
+    def _reload_key(self) -> bool:
         """Sign with the key file as it is now (a fixed or rotated Secret), keeping key id and team."""
         path = self.config.apns_key_file
         assert path is not None
@@ -296,9 +299,10 @@ class Sender:
             key = load_signing_key(path.read_bytes())
         except (OSError, ValueError) as exc:
             log.warning("the APNs key file changed but cannot be used yet: %s", exc)
-            return
+            return False
         self.client.tokens = ProviderTokens(key, self.config.apns_key_id, self.config.apns_team_id, redis=self.redis)
         log.info("APNs key file of %s changed: signing with it from now on", self.config.credential)
+        return True
 
     async def _probe(self) -> bool:
         """Send one entry while the credential is refused; True when APNs no longer refuses it (sending resumes).

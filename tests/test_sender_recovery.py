@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select
 from harness.procs import free_port
 from harness.pushy import PushyServer
 from noti.apns.tokens import ProviderTokens, load_signing_key, mint
+from noti.apns.transport import H2Transport
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
 from noti.store.models import Device
@@ -164,6 +165,8 @@ async def test_a_refused_key_recovers_at_once_when_the_key_file_is_fixed(
     code, state = await _health(sender)
     assert (code, state["credential_failure"]) == (200, None)
     assert _published(clean_redis, pushy.bundle_id) == (b"Ready", b"")
+    # The new key's token went on a new connection (Apple refuses token changes on one connection).
+    assert isinstance(sender.client.transport, H2Transport) and sender.client.transport.connects >= 2
 
 
 async def test_a_refused_credential_is_probed_again_with_growing_pauses(
