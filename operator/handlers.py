@@ -205,7 +205,7 @@ class Operator:
         conditions = credential_conditions(
             refusal=refused.get(b"reason", b"").decode() or "CredentialFailed"
             if refused.get(b"state") == b"CredentialFailed" else None,
-            replicas=replicas, available=available,
+            replicas=replicas, available=available, certificate=bool(spec.get("certificateSecretRef")),
         )  # fmt: skip
         wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "availableSenders": available,
                   "backlog": backlog, "observedGeneration": meta.get("generation")}  # fmt: skip
