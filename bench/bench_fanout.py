@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from noti.campaigns import CampaignSpec, fan_out
-from noti.queue import Credential, QueuedNotification
+from noti.queue import StreamKeys, QueuedNotification
 from noti.store import migrate
 from noti.store.db import make_engine
 from noti.store.models import Device, Notification, NotificationStatus, utcnow
@@ -38,7 +38,7 @@ def _spec(name: str) -> CampaignSpec:
     })  # fmt: skip
 
 
-async def _usual(engine: Engine, redis: aioredis.Redis, credential: Credential, spec: CampaignSpec) -> int:
+async def _usual(engine: Engine, redis: aioredis.Redis, credential: StreamKeys, spec: CampaignSpec) -> int:
     """The peer: the same chunks, records and messages, written with the libraries' everyday calls."""
     stream, after, total = credential.campaign_stream(spec.name), 0, 0
     while True:
@@ -73,7 +73,7 @@ async def _usual(engine: Engine, redis: aioredis.Redis, credential: Credential, 
 async def _run(label: str, database_url: str, redis_url: str, devices: int, usual: bool) -> float:
     engine = make_engine(database_url, pool_size=2)
     redis = aioredis.Redis.from_url(redis_url)
-    credential = Credential(APP, "production")
+    credential = StreamKeys(APP, "production")
     spec = _spec("usual" if usual else "ours")
     try:
         started = time.perf_counter()

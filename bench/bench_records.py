@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Notification, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 
 def _rows(count: int) -> list[dict[str, object]]:
@@ -55,7 +55,7 @@ def _batched(engine: Engine, rows: list[dict[str, object]], batch: int) -> tuple
 
     now = datetime.now(UTC)
     outcomes = [
-        Outcome(row["id"], NotificationStatus.SENT, apns_id=str(uuid.uuid4()), status_code=200, sent_at=now)  # type: ignore[arg-type]
+        RecordUpdate(row["id"], NotificationStatus.SENT, apns_id=str(uuid.uuid4()), status_code=200, sent_at=now)  # type: ignore[arg-type]
         for row in rows
     ]
 

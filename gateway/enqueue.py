@@ -28,10 +28,10 @@ from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, func,
 
 from noti.campaigns import RECORD_COLUMNS
 from noti.gateway.errors import ApiError, invalid
-from noti.queue import XADD_MANY, Credential, Environment, QueuedNotification, pack_entries
+from noti.queue import XADD_MANY, StreamKeys, Environment, QueuedNotification, pack_entries
 from noti.store import records
 from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, utcnow
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 _TOKEN_SAFE = re.compile(r"[\x21-\x7e]*")
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7c3f52-2d1e-4f8a-9c6b-5e4d3a2b1c0f")
@@ -244,7 +244,7 @@ def _write_sends(connection: Connection, sends: Sequence[Send]) -> _Written:
 
 @functools.lru_cache(maxsize=1024)
 def _stream(app: str, environment: Environment) -> str:
-    return Credential(app, environment).transactional_stream
+    return StreamKeys(app, environment).transactional_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +471,7 @@ class Enqueuer:
             # The records exist but no sender will see them: close them as failed, so stats and
             # history tell the truth, and let the caller know (503).
             outcomes = [
-                Outcome(uuid.UUID(str(id)), NotificationStatus.FAILED, apns_reason="QueueUnavailable")
+                RecordUpdate(uuid.UUID(str(id)), NotificationStatus.FAILED, apns_reason="QueueUnavailable")
                 for queued in messages
                 for id in queued.ids
             ]
@@ -480,6 +480,6 @@ class Enqueuer:
         if self.on_queued is not None:
             self.on_queued(sum(len(queued.ids) for queued in messages))
 
-    def _fail(self, outcomes: list[Outcome]) -> None:
+    def _fail(self, outcomes: list[RecordUpdate]) -> None:
         with self.engine.begin() as connection:
             records.apply_outcomes(connection, outcomes)

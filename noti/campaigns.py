@@ -23,7 +23,7 @@ from noti import crd_schema
 from noti.queue import (
     XADD_MANY,
     CampaignProgress,
-    Credential,
+    StreamKeys,
     QueuedNotification,
     campaign_counters,
     campaign_fanout_cursor,
@@ -40,7 +40,7 @@ from noti.store.models import (
     NotificationStatus,
     utcnow,
 )
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -232,7 +232,7 @@ class FanOutResult:
 async def fan_out(
     engine: Engine,
     redis: aioredis.Redis,
-    credential: Credential,
+    credential: StreamKeys,
     spec: CampaignSpec,
     *,
     chunk_size: int = 1000,
@@ -314,7 +314,7 @@ CANCELLED = "CampaignDeleted"  # apns_reason of the records a deleted campaign l
 
 
 async def cancel(
-    engine: Engine, redis: aioredis.Redis, credential: Credential, campaign: str, *, chunk: int = 1000
+    engine: Engine, redis: aioredis.Redis, credential: StreamKeys, campaign: str, *, chunk: int = 1000
 ) -> int:
     """Stop a campaign for good: its queue goes, its unsent records become ``failed``
     (reason ``CampaignDeleted``), its counts go. Returns how many records it closed.
@@ -343,7 +343,7 @@ def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
         with engine.begin() as connection:
             rows = connection.execute(query.order_by(Notification.created_at, Notification.id).limit(chunk)).all()
             outcomes = [
-                Outcome(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED)
+                RecordUpdate(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED)
                 for row in rows
                 if row.status not in FINAL_STATUSES
             ]

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from noti.campaigns import CampaignError, CampaignSpec, FanOutResult, fan_out
 from noti.campaigns import progress as campaign_progress
 from noti.devstack import DataDir, DevError
-from noti.queue import CampaignProgress, Credential
+from noti.queue import CampaignProgress, StreamKeys
 from noti.settings import get_settings
 from noti.store.db import make_engine
 
@@ -53,7 +53,7 @@ def run(manifest: Path, data_dir: str, timeout: float) -> None:
         raise click.ClickException(
             f"spec.credentialRef.name is {spec.credential!r}, but the dev stack's credential is {stack.credential!r}"
         )
-    credential = Credential(stack.app, stack.environment)  # type: ignore[arg-type]
+    credential = StreamKeys(stack.app, stack.environment)  # type: ignore[arg-type]
     display: Display = BarDisplay(spec.name) if sys.stdout.isatty() else LineDisplay(spec.name)
     try:
         asyncio.run(_run(spec, credential, stack.database_url, stack.redis_url, timeout, display))
@@ -224,7 +224,7 @@ def _summary(name: str, by_status: dict[str, int], total: int) -> str:
 
 
 async def _run(
-    spec: CampaignSpec, credential: Credential, database_url: str, redis_url: str, wait_seconds: float,
+    spec: CampaignSpec, credential: StreamKeys, database_url: str, redis_url: str, wait_seconds: float,
     display: Display,
 ) -> None:  # fmt: skip
     engine = make_engine(database_url, pool_size=get_settings().database_pool_size)

@@ -31,7 +31,7 @@ from noti.devstack import (
     dev_signing_key,
     ensure_port_free,
 )
-from noti.queue import Credential, QueuedNotification
+from noti.queue import StreamKeys, QueuedNotification
 from noti.settings import Settings
 from noti.store import migrate
 from noti.store.db import DatabaseUnavailable, make_engine, safe_url
@@ -157,7 +157,7 @@ class DevStack:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
         await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)
-        credential = Credential(options.app, "sandbox")
+        credential = StreamKeys(options.app, "sandbox")
         if requeue:
             count = await self._requeue(engine, redis, credential)
             if count:
@@ -182,7 +182,7 @@ class DevStack:
                 apns_team_id=TEAM_ID,
                 apns_key_id=KEY_ID,
                 apns_key_file=data.apns_key,
-                apns_topic=options.app,
+                apns_bundle_id=options.app,
                 apns_environment="sandbox",
                 apns_endpoint=simulator.url,
                 apns_ca_file=simulator.ca_path,
@@ -244,7 +244,7 @@ class DevStack:
             handle.write(key + "\n")
         return key
 
-    async def _requeue(self, engine: Engine, redis: aioredis.Redis, credential: Credential) -> int:
+    async def _requeue(self, engine: Engine, redis: aioredis.Redis, credential: StreamKeys) -> int:
         """The embedded Redis forgets its queues on exit: queue unfinished records of the app again."""
 
         def unfinished() -> list[QueuedNotification]:

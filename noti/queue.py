@@ -31,7 +31,7 @@ class MessageError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Credential:
+class StreamKeys:
     """Where one credential's traffic lives: its app (apns-topic) and APNs environment."""
 
     app: str

@@ -103,7 +103,7 @@ def sender_deployment(
         env.update({"NOTI_APNS_TEAM_ID": spec["teamId"], "NOTI_APNS_KEY_ID": spec["keyId"],
                     "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{file_name}"})  # fmt: skip
     env.update({
-        "NOTI_APNS_TOPIC": spec["bundleId"],
+        "NOTI_APNS_BUNDLE_ID": spec["bundleId"],
         "NOTI_APNS_ENVIRONMENT": spec.get("environment") or "production",
         "NOTI_SENDER_RATE_PER_SECOND": str(senders.get("ratePerSecond", 0)),
         "NOTI_SENDER_HEALTH_PORT": str(HEALTH_PORT),

@@ -48,7 +48,7 @@ from noti.operator.deployment import (
 from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
-from noti.queue import Credential, campaign_settings
+from noti.queue import StreamKeys, campaign_settings
 from noti.settings import Settings
 from noti.store.db import make_engine
 
@@ -61,8 +61,8 @@ DIGEST_ANNOTATION = "noti.dev/applied-digest"  # of the Deployment the operator 
 log = logging.getLogger("noti.operator")
 
 
-def credential_queue(spec: Mapping[str, Any]) -> Credential:
-    return Credential(spec["bundleId"], spec.get("environment") or "production")
+def stream_keys(spec: Mapping[str, Any]) -> StreamKeys:
+    return StreamKeys(spec["bundleId"], spec.get("environment") or "production")
 
 
 class Operator:
@@ -182,7 +182,7 @@ class Operator:
         if deployment is None or (deployment["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION) != digest:
             deployment = await asyncio.to_thread(self._apply, manifest, FIELD_MANAGER)
 
-        queue = credential_queue(spec)
+        queue = stream_keys(spec)
         backlog = await self._backlog(queue)
         senders = spec.get("senders") or {}
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
@@ -265,7 +265,7 @@ class Operator:
         )  # fmt: skip
         return dict(self.api.sanitize_for_serialization(result))
 
-    async def _backlog(self, queue: Credential) -> int:
+    async def _backlog(self, queue: StreamKeys) -> int:
         """Notifications waiting for this credential's senders: in its streams (acked entries are
         deleted, so a stream's length is what is left) and in its retry set."""
         members: set[bytes] = await self.redis.smembers(queue.campaigns)  # type: ignore[assignment]
@@ -333,7 +333,7 @@ class Operator:
                     return
                 if step.action is Action.FAN_OUT and credential is not None and fanning_out is None:
                     fanning_out = asyncio.create_task(
-                        campaigns.fan_out(self.engine, self.redis, credential_queue(credential["spec"]), campaign),
+                        campaigns.fan_out(self.engine, self.redis, stream_keys(credential["spec"]), campaign),
                         name=f"fan-out {namespace}/{name}",
                     )
                 await stopped.wait(step.wait or self.settings.operator_interval_seconds)
@@ -348,7 +348,7 @@ class Operator:
         credential = await asyncio.to_thread(self._credential, namespace, (spec.get("credentialRef") or {})["name"])
         if credential is None:  # nothing can be queued for a credential that does not exist
             return
-        closed = await campaigns.cancel(self.engine, self.redis, credential_queue(credential["spec"]),
+        closed = await campaigns.cancel(self.engine, self.redis, stream_keys(credential["spec"]),
                                         f"{namespace}/{name}")  # fmt: skip
         log.info("%s/%s deleted: %d unsent notifications closed", namespace, name, closed)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noti.queue import Credential
+from noti.queue import StreamKeys
 
 
 class SenderConfig(BaseSettings):
@@ -23,7 +23,7 @@ class SenderConfig(BaseSettings):
     apns_key_file: Path | None = Field(default=None, description="The .p8 signing key (a mounted Secret).")
     apns_cert_file: Path | None = Field(default=None, description="Certificate auth instead: .pem or .p12 file.")
     apns_cert_password: str | None = Field(default=None, description="Password of a .p12 certificate.")
-    apns_topic: str = Field(default="", description="The app's bundle id (apns-topic).")
+    apns_bundle_id: str = Field(default="", description="The app's bundle id (apns-topic).")
     apns_environment: str = Field(default="production", description="sandbox or production.")
     apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
     apns_proxy: str | None = Field(
@@ -64,13 +64,13 @@ class SenderConfig(BaseSettings):
     )
 
     @property
-    def queue(self) -> Credential:
-        return Credential(self.apns_topic, self.apns_environment)  # type: ignore[arg-type]
+    def queue(self) -> StreamKeys:
+        return StreamKeys(self.apns_bundle_id, self.apns_environment)  # type: ignore[arg-type]
 
     def problems(self) -> list[str]:
         """What is missing or contradictory, as sentences for the user."""
         found = []
-        if not self.apns_topic:
+        if not self.apns_bundle_id:
             found.append("NOTI_APNS_TOPIC (the app's bundle id) is not set")
         if self.apns_environment not in ("sandbox", "production"):
             found.append("NOTI_APNS_ENVIRONMENT must be sandbox or production")

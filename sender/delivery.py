@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from noti.apns.client import APNsClient, APNsResult
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
-from noti.queue import CONSUMER_GROUP, Credential, MessageError, QueuedNotification
+from noti.queue import CONSUMER_GROUP, StreamKeys, MessageError, QueuedNotification
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
 from noti.sender.policy import NOT_FOR_TOPIC, Finish, Limits, Retry, StopCredential, TopicEvidence, decide
@@ -26,7 +26,7 @@ from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import retry_member
 from noti.sender.topics import TopicStreak
 from noti.store.models import NotificationStatus, utcnow
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 log = logging.getLogger(__name__)
 # Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
@@ -54,7 +54,7 @@ class Deliverer:
         self,
         client: APNsClient,
         redis: aioredis.Redis,
-        queue: Credential,
+        queue: StreamKeys,
         recorder: Recorder,
         metrics: SenderMetrics,
         limits: Limits,
@@ -134,7 +134,7 @@ class Deliverer:
         result: APNsResult | None = None,
         reason: str | None = None,
     ) -> None:
-        outcome = Outcome(
+        outcome = RecordUpdate(
             id=message.id,
             status=status,
             retry_count=message.attempt,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from noti.apns.client import APNsResult
-from noti.apns.reasons import Outcome as APNsOutcome
+from noti.apns.reasons import Outcome
 from noti.store.models import NotificationStatus
 
 NOT_FOR_TOPIC = "DeviceTokenNotForTopic"
@@ -79,12 +79,12 @@ class StopCredential:
 Decision = Finish | Retry | StopCredential
 
 
-def final_status(outcome: APNsOutcome) -> NotificationStatus | None:
+def final_status(outcome: Outcome) -> NotificationStatus | None:
     """The record status an APNs outcome ends in, or None when it does not end the notification."""
     return {
-        APNsOutcome.SUCCESS: NotificationStatus.SENT,
-        APNsOutcome.INVALID_TOKEN: NotificationStatus.INVALID_TOKEN,
-        APNsOutcome.PERMANENT: NotificationStatus.FAILED,
+        Outcome.SUCCESS: NotificationStatus.SENT,
+        Outcome.INVALID_TOKEN: NotificationStatus.INVALID_TOKEN,
+        Outcome.PERMANENT: NotificationStatus.FAILED,
     }.get(outcome)
 
 
@@ -121,7 +121,7 @@ def decide(
     status = final_status(result.outcome)
     if status is not None:
         return Finish(status, reason)
-    if result.outcome is APNsOutcome.CREDENTIAL:
+    if result.outcome is Outcome.CREDENTIAL:
         return StopCredential(reason)
     if attempt + 1 >= limits.max_attempts:
         return Finish(NotificationStatus.FAILED, reason)

@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import Engine
 
 from noti import campaigns
-from noti.queue import CONSUMER_GROUP, Credential, campaign_fanout_cursor, campaign_settings
+from noti.queue import CONSUMER_GROUP, StreamKeys, campaign_fanout_cursor, campaign_settings
 from noti.ratelimit import TokenBucket
 
 BLOCK_MS = 1000  # how long a read with nothing to do waits for new entries
@@ -33,7 +33,7 @@ def fair_order(campaigns: Sequence[str], turn: int) -> list[str]:
 class CampaignRoster:
     """The credential's campaigns to read now (running, not suspended), each with its own rate bucket."""
 
-    def __init__(self, redis: aioredis.Redis, engine: Engine, queue: Credential) -> None:
+    def __init__(self, redis: aioredis.Redis, engine: Engine, queue: StreamKeys) -> None:
         self._redis, self._engine, self._queue = redis, engine, queue
         self.buckets: dict[str, TokenBucket] = {}
         self.names: list[str] = []  # as of the last look
@@ -72,7 +72,7 @@ class CampaignRoster:
 class StreamReader:
     """Reads new entries for one consumer of the credential's group, transactional sends first."""
 
-    def __init__(self, redis: aioredis.Redis, engine: Engine, queue: Credential, consumer: str) -> None:
+    def __init__(self, redis: aioredis.Redis, engine: Engine, queue: StreamKeys, consumer: str) -> None:
         self._redis, self._queue, self._consumer = redis, queue, consumer
         self.roster = CampaignRoster(redis, engine, queue)
         self._groups: set[str] = set()

@@ -19,7 +19,7 @@ from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
 from noti.store import records
 from noti.store.models import NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 log = logging.getLogger(__name__)
 REFUSED = "RecordRefused"  # apns_reason of a record whose outcome the store would not take
@@ -31,7 +31,7 @@ class Finished:
 
     stream: str
     entry_id: bytes
-    outcome: Outcome | None
+    outcome: RecordUpdate | None
 
 
 class Recorder:
@@ -92,7 +92,7 @@ class Recorder:
                 if self._on_acked is not None:
                     self._on_acked()
 
-    async def _write(self, outcomes: list[Outcome]) -> None:
+    async def _write(self, outcomes: list[RecordUpdate]) -> None:
         if not outcomes:
             return
         # The database is away (restart, failover): keep the batch, nothing is acked meanwhile.
@@ -104,7 +104,7 @@ class Recorder:
         )
         self._metrics.batches.inc()
 
-    def _apply(self, outcomes: list[Outcome]) -> None:
+    def _apply(self, outcomes: list[RecordUpdate]) -> None:
         try:
             with self._engine.begin() as connection:
                 records.apply_outcomes(connection, outcomes)
@@ -114,7 +114,7 @@ class Recorder:
             for outcome in outcomes:
                 self._apply_alone(outcome)
 
-    def _apply_alone(self, outcome: Outcome) -> None:
+    def _apply_alone(self, outcome: RecordUpdate) -> None:
         try:
             with self._engine.begin() as connection:
                 records.apply_outcomes(connection, [outcome])
@@ -122,7 +122,7 @@ class Recorder:
             log.error("the store refused the outcome of %s (%s): recording it as failed", outcome.id,
                       type(getattr(exc, "orig", exc)).__name__)  # fmt: skip
             with self._engine.begin() as connection:
-                records.apply_outcomes(connection, [Outcome(outcome.id, NotificationStatus.FAILED,
+                records.apply_outcomes(connection, [RecordUpdate(outcome.id, NotificationStatus.FAILED,
                                                             outcome.retry_count, apns_reason=REFUSED)])  # fmt: skip
 
     async def _ack(self, batch: list[Finished]) -> None:

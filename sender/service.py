@@ -74,7 +74,7 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
         # Shared under the identity's name (team, key id, key fingerprint), never the app's.
         tokens = ProviderTokens(key, config.apns_key_id, config.apns_team_id, redis=redis)
     return APNsClient(
-        config.apns_topic,
+        config.apns_bundle_id,
         environment=config.apns_environment,
         endpoint=config.apns_endpoint,
         tokens=tokens,

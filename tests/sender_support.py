@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import redis
 from sqlalchemy import Engine, func, insert, select
 
-from noti.queue import Credential, QueuedNotification
+from noti.queue import StreamKeys, QueuedNotification
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
 
@@ -22,8 +22,8 @@ class Server(Protocol):
     def bundle_id(self) -> str: ...
 
 
-def credential_of(simulator: Server) -> Credential:
-    return Credential(simulator.bundle_id, "sandbox")
+def stream_keys_of(simulator: Server) -> StreamKeys:
+    return StreamKeys(simulator.bundle_id, "sandbox")
 
 
 def enqueue(
@@ -65,7 +65,7 @@ def enqueue(
     for start in range(0, len(rows), 2000):
         with engine.begin() as connection:
             records.insert_notifications(connection, rows[start : start + 2000])
-    stream = credential_of(simulator).transactional_stream
+    stream = stream_keys_of(simulator).transactional_stream
     pipe = client.pipeline(transaction=False)
     for row in rows:
         message = QueuedNotification(

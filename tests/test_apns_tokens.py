@@ -223,7 +223,7 @@ def _sender_config(tmp_path: Path, key: ec.EllipticCurvePrivateKey, key_id: str,
     key_file = tmp_path / f"{key_id}-{id(key)}.p8"
     key_file.write_bytes(_pem(key))
     return SenderConfig(
-        apns_team_id=team_id, apns_key_id=key_id, apns_key_file=key_file, apns_topic="com.example.app",
+        apns_team_id=team_id, apns_key_id=key_id, apns_key_file=key_file, apns_bundle_id="com.example.app",
         apns_environment="sandbox",
     )  # fmt: skip
 

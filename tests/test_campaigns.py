@@ -13,15 +13,15 @@ import yaml
 from sqlalchemy import Engine, func, insert, select
 
 from noti.campaigns import CONTENT_FIELDS, CRD_FILE, CampaignError, CampaignSpec, cancel, fan_out
-from noti.queue import Credential, QueuedNotification, campaign_counters, campaign_fanout_cursor
+from noti.queue import StreamKeys, QueuedNotification, campaign_counters, campaign_fanout_cursor
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "com.example.app"
-CREDENTIAL = Credential(APP, "sandbox")
+CREDENTIAL = StreamKeys(APP, "sandbox")
 
 
 def _manifest(audience: dict[str, Any], **notification: Any) -> dict[str, Any]:
@@ -198,7 +198,7 @@ async def test_cancel_drops_the_queue_and_closes_unsent_records_in_chunks(
     assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10)).total == 21
     with clean_db.begin() as connection:
         ids = connection.execute(select(Notification.id).order_by(Notification.id).limit(5)).scalars().all()
-        records.apply_outcomes(connection, [Outcome(id, NotificationStatus.SENT) for id in ids])
+        records.apply_outcomes(connection, [RecordUpdate(id, NotificationStatus.SENT) for id in ids])
 
     assert await cancel(clean_db, aredis, CREDENTIAL, spec.name, chunk=7) == 16
     assert await cancel(clean_db, aredis, CREDENTIAL, spec.name, chunk=7) == 0  # safe to repeat

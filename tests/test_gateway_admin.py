@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from noti.gateway.auth import Scope, create_api_key
 from noti.store import records
 from noti.store.models import NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -48,7 +48,7 @@ def seed(engine: Engine) -> None:
         records.apply_outcomes(
             connection,
             [
-                Outcome(row["id"], status, apns_reason="BadDeviceToken" if status != "sent" else None)
+                RecordUpdate(row["id"], status, apns_reason="BadDeviceToken" if status != "sent" else None)
                 for row, status in zip(rows, outcomes, strict=False)
             ],
         )

@@ -11,10 +11,10 @@ import redis
 from gateway_support import APP
 from sqlalchemy import Engine, func, select, update
 
-from noti.queue import Credential, QueuedNotification
+from noti.queue import StreamKeys, QueuedNotification
 from noti.store.models import Notification
 
-STREAM = Credential(APP, "sandbox").transactional_stream
+STREAM = StreamKeys(APP, "sandbox").transactional_stream
 
 
 def token(n: int) -> str:
@@ -82,7 +82,7 @@ async def test_unregistered_token_needs_an_app_and_inactive_devices_are_refused(
     )
     assert production.status_code == 202
     assert len(stream_messages(clean_redis)) == 1
-    assert len(stream_messages(clean_redis, Credential(APP, "production").transactional_stream)) == 1
+    assert len(stream_messages(clean_redis, StreamKeys(APP, "production").transactional_stream)) == 1
 
     await register(client, 6, is_active=False)
     inactive = await client.post("/api/notifications/", json={"device_token": token(6), "body": "x"})

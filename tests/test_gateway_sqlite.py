@@ -13,7 +13,7 @@ from gateway_support import APP, gateway_settings
 
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
-from noti.queue import Credential
+from noti.queue import StreamKeys
 from noti.store import migrate
 from noti.store.db import make_engine
 
@@ -66,4 +66,4 @@ async def test_devices_sends_bulk_history_and_stats_work_on_sqlite(
     assert len(history["results"]) + len(rest["results"]) == 5
     stats = (await http.get("/api/notifications/stats/")).json()
     assert stats["overall"]["total"] == 5 and stats["overall"]["in_flight"] == 5
-    assert clean_redis.xlen(Credential(APP, "sandbox").transactional_stream) == 5
+    assert clean_redis.xlen(StreamKeys(APP, "sandbox").transactional_stream) == 5

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from noti.gateway import stats
 from noti.store import records
 from noti.store.models import NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 BASE = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 # minutes after BASE, final status (None: still in flight)
@@ -38,7 +38,7 @@ def seed(engine: Engine) -> None:
             row = {"id": id, "device_token": "ab" * 32, "app": APP, "created_at": BASE + timedelta(minutes=minutes)}
             records.insert_notifications(connection, [row])
             if final is not None:
-                records.apply_outcomes(connection, [Outcome(id, final)])
+                records.apply_outcomes(connection, [RecordUpdate(id, final)])
 
 
 def expected(since: int | None, until: int | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 import redis
 
-from noti.queue import Credential, MessageError, QueuedNotification
+from noti.queue import StreamKeys, MessageError, QueuedNotification
 
 
 def _message() -> QueuedNotification:
@@ -22,7 +22,7 @@ def _message() -> QueuedNotification:
 
 
 def test_message_round_trips_through_a_real_stream(clean_redis: redis.Redis) -> None:
-    credential = Credential("com.example.app", "sandbox")
+    credential = StreamKeys("com.example.app", "sandbox")
     message = _message()
     clean_redis.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
     [(_, [(_, fields)])] = clean_redis.xread({credential.transactional_stream: 0})  # type: ignore[misc]
@@ -38,7 +38,7 @@ def test_other_versions_and_garbage_are_rejected_with_a_reason() -> None:
 
 
 def test_all_keys_of_a_credential_share_one_cluster_hash_tag() -> None:
-    credential = Credential("com.example.app", "production")
+    credential = StreamKeys("com.example.app", "production")
     keys = [
         credential.transactional_stream,
         credential.campaign_stream("default/launch"),
@@ -53,9 +53,9 @@ def test_all_keys_of_a_credential_share_one_cluster_hash_tag() -> None:
 
 def test_credential_rejects_unknown_environment_and_bad_app() -> None:
     with pytest.raises(ValueError, match="environment must be one of sandbox, production"):
-        Credential("com.example.app", "staging")  # type: ignore[arg-type]
+        StreamKeys("com.example.app", "staging")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bundle id"):
-        Credential("com.ex{ample}")
+        StreamKeys("com.ex{ample}")
 
 
 def test_messages_encoded_together_read_as_each_encoded_alone() -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, insert, select
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, Notification, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 
 def _device(engine: Engine, token: str) -> int:
@@ -42,9 +42,9 @@ def test_insert_many_then_outcomes_update_records_devices_and_counts(clean_db: E
         records.insert_notifications(connection, rows)
     sent_at = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     outcomes = [
-        Outcome(rows[0]["id"], NotificationStatus.SENT, apns_id="A-1", status_code=200, sent_at=sent_at),
-        Outcome(rows[1]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", status_code=410),
-        Outcome(
+        RecordUpdate(rows[0]["id"], NotificationStatus.SENT, apns_id="A-1", status_code=200, sent_at=sent_at),
+        RecordUpdate(rows[1]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", status_code=410),
+        RecordUpdate(
             rows[2]["id"], NotificationStatus.FAILED, retry_count=5, apns_reason="ServiceUnavailable", status_code=503
         ),
     ]
@@ -69,9 +69,9 @@ def test_outcome_for_a_final_record_is_ignored(clean_db: Engine) -> None:
     row = _record(None, "dd" * 32)
     with clean_db.begin() as connection:
         records.insert_notifications(connection, [row])
-        records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, apns_id="first")])
+        records.apply_outcomes(connection, [RecordUpdate(row["id"], NotificationStatus.SENT, apns_id="first")])
     with clean_db.begin() as connection:
-        again = records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.FAILED, apns_reason="late")])
+        again = records.apply_outcomes(connection, [RecordUpdate(row["id"], NotificationStatus.FAILED, apns_reason="late")])
         assert again == []
         assert records.final_ids(connection, [row["id"], uuid.uuid4()]) == {row["id"]}
         stored = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
@@ -85,7 +85,7 @@ def test_retry_outcome_keeps_record_in_flight(clean_db: Engine) -> None:
     with clean_db.begin() as connection:
         records.insert_notifications(connection, [row])
         applied = records.apply_outcomes(
-            connection, [Outcome(row["id"], NotificationStatus.QUEUED, retry_count=1, apns_reason="TooManyRequests")]
+            connection, [RecordUpdate(row["id"], NotificationStatus.QUEUED, retry_count=1, apns_reason="TooManyRequests")]
         )
         waiting = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
         # Written, but still in flight: not final, not counted as finished, so a redelivery is still sent.
@@ -93,7 +93,7 @@ def test_retry_outcome_keeps_record_in_flight(clean_db: Engine) -> None:
         assert (waiting.status, waiting.retry_count, waiting.apns_reason) == ("queued", 1, "TooManyRequests")
         assert records.final_ids(connection, [row["id"]]) == set()
         assert records.status_counts(connection) == {"created": 1}
-        records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, retry_count=1)])
+        records.apply_outcomes(connection, [RecordUpdate(row["id"], NotificationStatus.SENT, retry_count=1)])
         stored = connection.execute(select(Notification).where(Notification.id == row["id"])).one()
         assert records.status_counts(connection) == {"created": 1, "sent": 1}
     assert (stored.status, stored.retry_count) == ("sent", 1)
@@ -109,7 +109,7 @@ def test_write_path_works_on_sqlite(tmp_path: object) -> None:
     row = _record(device, "ff" * 32)
     with engine.begin() as connection:
         records.insert_notifications(connection, [row])
-        applied = records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.INVALID_TOKEN)])
+        applied = records.apply_outcomes(connection, [RecordUpdate(row["id"], NotificationStatus.INVALID_TOKEN)])
         assert [a.status for a in applied] == [NotificationStatus.INVALID_TOKEN]
         assert connection.execute(select(Device.is_active)).scalar_one() is False
         assert records.status_counts(connection) == {"created": 1, "invalid_token": 1}
@@ -175,10 +175,10 @@ def test_campaign_records_count_once_however_often_their_outcome_is_written(clea
     with clean_db.begin() as connection:
         records.insert_notifications(connection, rows)
     outcomes = [
-        Outcome(rows[0]["id"], NotificationStatus.SENT),
-        Outcome(rows[1]["id"], NotificationStatus.INVALID_TOKEN),
-        Outcome(rows[2]["id"], NotificationStatus.QUEUED, retry_count=1),  # a retry: not finished
-        Outcome(rows[4]["id"], NotificationStatus.SENT),
+        RecordUpdate(rows[0]["id"], NotificationStatus.SENT),
+        RecordUpdate(rows[1]["id"], NotificationStatus.INVALID_TOKEN),
+        RecordUpdate(rows[2]["id"], NotificationStatus.QUEUED, retry_count=1),  # a retry: not finished
+        RecordUpdate(rows[4]["id"], NotificationStatus.SENT),
     ]
     # Written twice, as when a sender dies between writing and acknowledging and another one
     # redelivers the entries: the second write changes nothing, so counts nothing.
@@ -186,7 +186,7 @@ def test_campaign_records_count_once_however_often_their_outcome_is_written(clea
         with clean_db.begin() as connection:
             records.apply_outcomes(connection, outcomes)
     with clean_db.begin() as connection:
-        records.apply_outcomes(connection, [Outcome(rows[2]["id"], NotificationStatus.FAILED, retry_count=2)])
+        records.apply_outcomes(connection, [RecordUpdate(rows[2]["id"], NotificationStatus.FAILED, retry_count=2)])
     with clean_db.connect() as connection:
         assert records.campaign_counts(connection, "shop/launch") == {"sent": 1, "invalid_token": 1, "failed": 1}
         assert records.campaign_counts(connection, "shop/other") == {}
@@ -232,9 +232,9 @@ def test_a_410_older_than_the_devices_last_registration_leaves_it_active(clean_d
         undated = _registered(engine, "c3" * 32, registered)  # BadDeviceToken: no timestamp, always dead
         rows = [_record(reregistered, "a1" * 32), _record(dead, "b2" * 32), _record(undated, "c3" * 32)]
         outcomes = [
-            Outcome(rows[0]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", invalidated_at=before),
-            Outcome(rows[1]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", invalidated_at=after),
-            Outcome(rows[2]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="BadDeviceToken"),
+            RecordUpdate(rows[0]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", invalidated_at=before),
+            RecordUpdate(rows[1]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered", invalidated_at=after),
+            RecordUpdate(rows[2]["id"], NotificationStatus.INVALID_TOKEN, apns_reason="BadDeviceToken"),
         ]
         with engine.begin() as connection:
             records.insert_notifications(connection, rows)
@@ -252,6 +252,6 @@ def test_apns_unique_id_is_stored_on_the_record(clean_db: Engine, tmp_path: Any)
         unique = str(uuid.uuid4())
         with engine.begin() as connection:
             records.insert_notifications(connection, [row])
-            records.apply_outcomes(connection, [Outcome(row["id"], NotificationStatus.SENT, apns_unique_id=unique)])
+            records.apply_outcomes(connection, [RecordUpdate(row["id"], NotificationStatus.SENT, apns_unique_id=unique)])
         with engine.connect() as connection:
             assert connection.execute(select(Notification.apns_unique_id)).scalar_one() == unique

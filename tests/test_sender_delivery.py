@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sender_support import credential_of, enqueue, final_count, statuses
+from sender_support import stream_keys_of, enqueue, final_count, statuses
 from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
@@ -66,7 +66,7 @@ async def test_notifications_are_sent_recorded_and_acked(
     assert all(stamp is not None for stamp in stamped)
     assert all(apns_id == str(record_id) for apns_id, record_id in apns_ids)  # apns-id is the record id
     assert apns_simulator.counters()["by_outcome"] == {"Success": 300}
-    stream = credential_of(apns_simulator).transactional_stream
+    stream = stream_keys_of(apns_simulator).transactional_stream
     assert clean_redis.xlen(stream) == 0  # acked and removed
     assert clean_redis.xpending(stream, "senders")["pending"] == 0
 
@@ -106,7 +106,7 @@ async def test_a_retried_notification_waits_in_the_retry_set_with_its_record_in_
 ) -> None:
     apns_simulator.set_faults(rate_503=1.0)
     ids = enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1, 6)])
-    credential = credential_of(apns_simulator)
+    credential = stream_keys_of(apns_simulator)
     sender = Sender(_config(apns_simulator, sender_backoff_base=60.0, sender_backoff_max=60.0))
     task = asyncio.create_task(sender.run())
     try:
@@ -168,7 +168,7 @@ async def test_a_message_that_raises_ends_failed_and_acked_while_the_rest_of_its
     assert (rows[poison].status, rows[poison].apns_reason) == ("failed", "Unsendable: UnicodeEncodeError")
     assert {rows[id].status for id in good} == {"sent"}
     assert apns_simulator.counters()["total"] == 20  # the poison never went out
-    stream = credential_of(apns_simulator).transactional_stream
+    stream = stream_keys_of(apns_simulator).transactional_stream
     assert clean_redis.xlen(stream) == 0  # drained: nothing left to claim and raise again
     assert clean_redis.xpending(stream, "senders")["pending"] == 0
 
@@ -201,11 +201,11 @@ async def test_credential_failure_stops_sending_and_is_published(
     assert "BEGIN" not in ready.text and wrong_key.read_text()[30:60] not in ready.text
     sender.stop()
     await asyncio.wait_for(task, 30)
-    status = clean_redis.hgetall(credential_of(apns_simulator).status)
+    status = clean_redis.hgetall(stream_keys_of(apns_simulator).status)
     assert (status[b"state"], status[b"reason"]) == (b"CredentialFailed", b"InvalidProviderToken")
     assert final_count(clean_db) == 0  # nothing recorded as failed: the notifications wait for a fixed credential
     assert apns_simulator.counters()["total"] <= 20
-    stream = credential_of(apns_simulator).transactional_stream
+    stream = stream_keys_of(apns_simulator).transactional_stream
     assert clean_redis.xpending(stream, "senders")["pending"] + clean_redis.xlen(stream) >= 20
 
 
@@ -229,7 +229,7 @@ async def test_campaign_counters_follow_outcomes(
     spec = CampaignSpec.from_manifest(manifest)
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
-    await fan_out(engine, aredis, credential_of(apns_simulator), spec)
+    await fan_out(engine, aredis, stream_keys_of(apns_simulator), spec)
     await _run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
     await aredis.aclose()
     engine.dispose()
@@ -260,7 +260,7 @@ async def test_campaign_rate_limit_holds_when_the_sender_is_otherwise_idle(
     }  # fmt: skip
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
-    await fan_out(engine, aredis, credential_of(apns_simulator), CampaignSpec.from_manifest(manifest))
+    await fan_out(engine, aredis, stream_keys_of(apns_simulator), CampaignSpec.from_manifest(manifest))
     await aredis.aclose()
     engine.dispose()
     started = time.monotonic()
@@ -291,7 +291,7 @@ async def test_stop_returns_within_grace_when_the_database_is_away(
     await asyncio.wait_for(task, 30)
     unreachable.dispose()
     assert time.monotonic() - started < 2.0 + 1.5  # the grace period, and not a retry loop without end
-    stream = credential_of(apns_simulator).transactional_stream
+    stream = stream_keys_of(apns_simulator).transactional_stream
     assert clean_redis.xpending(stream, "senders")["pending"] == 20  # unrecorded, so unacked: another sender's
     assert final_count(clean_db) == 0
 

@@ -11,7 +11,7 @@ from noti.sender.metrics import SenderMetrics
 from noti.sender.recorder import REFUSED, Finished, Recorder
 from noti.store import records
 from noti.store.models import Notification, NotificationStatus
-from noti.store.records import Outcome
+from noti.store.records import RecordUpdate
 
 
 async def test_an_outcome_the_store_refuses_is_closed_failed_and_the_batch_is_recorded(
@@ -23,9 +23,9 @@ async def test_an_outcome_the_store_refuses_is_closed_failed_and_the_batch_is_re
     redis = aioredis.Redis.from_url(redis_url)
     recorder = Recorder(clean_db, redis, SenderMetrics(), batch_size=10, interval=0.01)
     too_long = "R" * 200  # apns_reason is 64 characters in the store: PostgreSQL refuses the row
-    recorder.add(Finished("s", b"1-0", Outcome(ids[0], NotificationStatus.SENT, apns_id="a")))
-    recorder.add(Finished("s", b"2-0", Outcome(ids[1], NotificationStatus.FAILED, apns_reason=too_long)))
-    recorder.add(Finished("s", b"3-0", Outcome(ids[2], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered")))
+    recorder.add(Finished("s", b"1-0", RecordUpdate(ids[0], NotificationStatus.SENT, apns_id="a")))
+    recorder.add(Finished("s", b"2-0", RecordUpdate(ids[1], NotificationStatus.FAILED, apns_reason=too_long)))
+    recorder.add(Finished("s", b"3-0", RecordUpdate(ids[2], NotificationStatus.INVALID_TOKEN, apns_reason="Unregistered")))
     await recorder.flush()
     await redis.aclose()
     with clean_db.connect() as connection:

@@ -16,7 +16,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sender_support import credential_of, enqueue, final_count, statuses
+from sender_support import stream_keys_of, enqueue, final_count, statuses
 from sqlalchemy import Engine, select
 
 from harness.procs import free_port
@@ -98,7 +98,7 @@ def _wrong_key(tmp_path: Path) -> Path:
 
 
 def _published(client: redis.Redis, app: str) -> tuple[bytes | None, bytes | None]:
-    status = client.hgetall(credential_of(App(app)).status)
+    status = client.hgetall(stream_keys_of(App(app)).status)
     return status.get(b"state"), status.get(b"reason")
 
 
@@ -110,7 +110,7 @@ async def test_a_wrong_topic_pauses_sending_and_deactivates_no_device(
 ) -> None:
     tokens = list(pushy.known_tokens[:60])  # Pushy knows them for its own bundle id only
     enqueue(clean_db, clean_redis, App(WRONG_TOPIC), tokens, with_devices=True)
-    sender = running(Sender(_config(pushy, apns_topic=WRONG_TOPIC)))  # type: ignore[operator]
+    sender = running(Sender(_config(pushy, apns_bundle_id=WRONG_TOPIC)))  # type: ignore[operator]
 
     assert await _until(lambda: sender.credential_failure is not None, 30), statuses(clean_db)
     await asyncio.sleep(1.0)  # answers still in flight when it paused are in too

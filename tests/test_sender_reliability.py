@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from sender_support import credential_of, enqueue, final_count, statuses, wait_for_final
+from sender_support import stream_keys_of, enqueue, final_count, statuses, wait_for_final
 from sqlalchemy import Engine, select
 
 from harness.apns import SimulatorProcess
@@ -114,7 +114,7 @@ def test_killed_sender_loses_nothing_and_resends_at_most_its_window(
     _wait_final(clean_db, 3000, 60, first)
     first.kill()  # SIGKILL: no drain, no flush, no ack
     at_kill = final_count(clean_db)
-    stream = credential_of(apns_simulator).transactional_stream
+    stream = stream_keys_of(apns_simulator).transactional_stream
     held = clean_redis.xpending(stream, CONSUMER_GROUP)["pending"]
     assert at_kill < len(ids), "the first sender finished before it could be killed mid-run"
 
@@ -149,7 +149,7 @@ def test_postgresql_restart_mid_run_loses_nothing(
     _wait_final(clean_db, len(ids), 90, sender)
 
     assert statuses(clean_db) == {"sent": len(ids)}
-    _wait_acked(clean_redis, credential_of(apns_simulator).transactional_stream)
+    _wait_acked(clean_redis, stream_keys_of(apns_simulator).transactional_stream)
     assert sender.alive(), sender.output[-3000:]
     code, seconds = sender.terminate()
     assert code == 0, sender.output[-3000:]
@@ -169,7 +169,7 @@ def test_redis_restart_mid_run_loses_nothing(
 
     assert statuses(clean_db) == {"sent": len(ids)}
     with redis.Redis.from_url(redis_server.url) as client:  # the fixture's connection died with the server
-        _wait_acked(client, credential_of(apns_simulator).transactional_stream)
+        _wait_acked(client, stream_keys_of(apns_simulator).transactional_stream)
     assert sender.alive(), sender.output[-3000:]
     code, _ = sender.terminate()
     assert code == 0, sender.output[-3000:]
@@ -187,7 +187,7 @@ def test_sigterm_drains_within_grace_and_a_second_sender_finishes(
     assert code == 0, first.output[-3000:]
     assert seconds < GRACE + 5  # the drain fits the grace period (plus interpreter shutdown)
 
-    credential = credential_of(apns_simulator)
+    credential = stream_keys_of(apns_simulator)
     stream = credential.transactional_stream
     assert clean_redis.xpending(stream, CONSUMER_GROUP)["pending"] == 0  # drained: nothing left for others to claim
     with clean_db.connect() as connection:

@@ -39,7 +39,7 @@ _FINAL_VALUES = tuple(sorted(status.value for status in FINAL_STATUSES))
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RecordUpdate:
     """What one delivery attempt did to a record."""
 
     id: uuid.UUID
@@ -205,7 +205,7 @@ _PG_APPLY = text(
 ).bindparams(bindparam("final", expanding=True))
 
 
-def _apply_postgresql(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
+def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) -> list[Applied]:
     result = connection.execute(
         _PG_APPLY,
         {
@@ -226,7 +226,7 @@ def _apply_postgresql(connection: Connection, outcomes: Sequence[Outcome]) -> li
     ]
 
 
-def _apply_generic(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
+def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> list[Applied]:
     statement = (
         update(Notification)
         .where(Notification.id == bindparam("b_id"), Notification.status.notin_(FINAL_STATUSES))
@@ -268,7 +268,7 @@ def _apply_generic(connection: Connection, outcomes: Sequence[Outcome]) -> list[
     return applied
 
 
-def apply_outcomes(connection: Connection, outcomes: Sequence[Outcome]) -> list[Applied]:
+def apply_outcomes(connection: Connection, outcomes: Sequence[RecordUpdate]) -> list[Applied]:
     """Write outcomes in one batch and return the records they changed.
 
     A record that is already final is left alone (a redelivered message must not undo or

@@ -69,7 +69,7 @@ class SimulatorProcess:
             "NOTI_APNS_TEAM_ID": self.team_id,
             "NOTI_APNS_KEY_ID": self.key_id,
             "NOTI_APNS_KEY_FILE": str(self.key_path),
-            "NOTI_APNS_TOPIC": self.bundle_id,
+            "NOTI_APNS_BUNDLE_ID": self.bundle_id,
             "NOTI_APNS_ENVIRONMENT": "sandbox",
             "NOTI_APNS_ENDPOINT": self.url,
             "NOTI_APNS_CA_FILE": str(self.ca_path),

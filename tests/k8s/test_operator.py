@@ -31,7 +31,7 @@ from harness.k8s import KubeCluster
 from harness.procs import free_port, wait_until
 from harness.services import PostgresServer, RedisServer
 from noti.operator.deployment import FINGERPRINT_ANNOTATION, key_fingerprint
-from noti.queue import Credential, QueuedNotification, campaign_settings
+from noti.queue import StreamKeys, QueuedNotification, campaign_settings
 from noti.store.models import Device, Notification
 
 GROUP, VERSION = "noti.dev", "v1alpha1"
@@ -241,7 +241,7 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
     assert template.metadata.annotations[FINGERPRINT_ANNOTATION] == fingerprint
     container = template.spec.containers[0]
     env = {e.name: e.value for e in container.env}
-    assert env["NOTI_CREDENTIAL"] == f"{ns}/shop" and env["NOTI_APNS_TOPIC"] == apns_simulator.bundle_id
+    assert env["NOTI_CREDENTIAL"] == f"{ns}/shop" and env["NOTI_APNS_BUNDLE_ID"] == apns_simulator.bundle_id
     assert (
         env["NOTI_APNS_KEY_FILE"] == "/var/run/noti/apns/AuthKey.p8" and env["NOTI_APNS_ENDPOINT"] == apns_simulator.url
     )
@@ -270,7 +270,7 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
     assert after == before
 
     # A backlog of 350 (100 per sender) wakes the most senders allowed: 4; once worked off, they go after 3 s.
-    queue = Credential(apns_simulator.bundle_id, "sandbox")
+    queue = StreamKeys(apns_simulator.bundle_id, "sandbox")
     for n in range(350):
         message = QueuedNotification(uuid.uuid4(), f"{n:064x}", apns_simulator.bundle_id, {"title": "x"})
         clean_redis.xadd(queue.transactional_stream, message.encode())  # type: ignore[arg-type]
@@ -439,7 +439,7 @@ def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stop
     assert clean_redis.hgetall(settings) == {b"rate": b"20", b"suspend": b"1"}
 
     # Deleted, it stops: no queue, nothing left in flight, the unsent records closed as failed.
-    queue = Credential(apns_simulator.bundle_id, "sandbox")
+    queue = StreamKeys(apns_simulator.bundle_id, "sandbox")
     assert clean_redis.xlen(queue.campaign_stream(f"{ns}/spring")) == 12
     noti_crds.kubectl("delete", "-n", ns, "notificationcampaigns", "spring", "--timeout=30s")
     assert clean_redis.exists(queue.campaign_stream(f"{ns}/spring"), settings) == 0
@@ -465,7 +465,7 @@ def test_a_campaign_that_can_never_be_sent_fails_before_anything_is_queued(
     assert failed["status"]["phase"] == "Failed"
     assert condition(failed, "Failed")["reason"] == "InvalidNotification"
     assert "4096" in condition(failed, "Failed")["message"] and condition(failed, "Complete") == {}
-    queue = Credential(apns_simulator.bundle_id, "sandbox")
+    queue = StreamKeys(apns_simulator.bundle_id, "sandbox")
     assert clean_redis.xlen(queue.campaign_stream(f"{ns}/huge")) == 0
     with clean_db.connect() as connection:
         assert connection.execute(select(Notification.id).where(Notification.campaign == f"{ns}/huge")).all() == []
