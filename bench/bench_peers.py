@@ -357,8 +357,8 @@ def run_client(peer: str, server: Server, setup: Setup, count: int, *, via_relay
 def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, round_: int) -> Run:
     """One ``noti sender`` process draining ``count`` queued notifications into final records."""
     import redis as redis_client
-    from sender_support import enqueue, final_count
 
+    from harness.sender import enqueue, final_count
     from noti.store import migrate
     from noti.store.db import make_engine
 
@@ -432,7 +432,7 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
 
 @dataclass(frozen=True)
 class _Credential:
-    """What sender_support.enqueue reads of a simulator: the app's bundle id."""
+    """What harness.sender.enqueue reads of a simulator: the app's bundle id."""
 
     bundle_id: str
 

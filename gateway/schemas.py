@@ -399,6 +399,9 @@ class NotificationOut(BaseModel):
     status: NotificationStatus
     retry_count: int
     apns_id: str | None
+    apns_unique_id: str | None = Field(
+        default=None, description="apns-unique-id (sandbox only): the id Apple's Push Notifications Console looks up"
+    )
     apns_reason: str | None
     status_code: int | None
     created_at: Timestamp

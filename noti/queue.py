@@ -94,10 +94,14 @@ class StreamKeys:
         """Hash the senders publish the credential's health to (e.g. a credential failure)."""
         return f"noti:{self.tag}:status"
 
-    @property
-    def provider_token(self) -> str:
-        """The ES256 provider token shared by every process of the credential."""
-        return f"noti:{self.tag}:provider-token"
+
+def provider_token(team_id: str, key_id: str, fingerprint: str) -> str:
+    """The ES256 provider token shared by every process signing as one Apple identity.
+
+    Keyed by the identity (team id, key id, SHA-256 of the public key), not by app: after a
+    rotation or a key id fix the new identity never finds the old one's token.
+    """
+    return f"noti:provider-token:{{{team_id}:{key_id}}}:{fingerprint}"
 
 
 def campaign_counters(campaign: str) -> str:

@@ -60,9 +60,15 @@ def transitions(previous: Any, current: list[dict[str, Any]]) -> list[dict[str, 
     return [c for c in current if before.get(c["type"]) != (c["status"], c["reason"])]
 
 
-def credential_conditions(*, refusal: str | None, replicas: int, available: int) -> list[Condition]:
-    """An APNsCredential's conditions once its key is read: Ready only when senders can send with it."""
-    key = Condition("KeyValid", True, "KeyLoaded", "the Secret holds an ES256 (P-256) signing key")
+def credential_conditions(
+    *, refusal: str | None, replicas: int, available: int, certificate: bool = False
+) -> list[Condition]:
+    """An APNsCredential's conditions once its key (or certificate) is read: Ready only when senders can send."""
+    key = (
+        Condition("KeyValid", True, "CertificateLoaded", "the Secret holds the .p12 certificate")
+        if certificate
+        else Condition("KeyValid", True, "KeyLoaded", "the Secret holds an ES256 (P-256) signing key")
+    )
     if replicas == 0:
         senders = Condition("Available", True, "ScaledToZero", "no backlog: no sender needed")
     elif available > 0:

@@ -45,6 +45,15 @@ class SecretKeyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateRef:
+    """Certificate auth: the Secret with the .p12 file, and the key of its password in the same Secret."""
+
+    name: str
+    key: str
+    password_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tuning:
     connections: int | None = None
     concurrency: int | None = None
@@ -114,28 +123,48 @@ class SenderPool:
 
 @dataclass(frozen=True, slots=True)
 class CredentialSpec:
-    team_id: str
-    key_id: str
     bundle_id: str
     environment: Environment
-    private_key: SecretKeyRef
     senders: SenderPool
+    team_id: str = ""  # token auth: the Apple team, the key id and the key
+    key_id: str = ""
+    private_key: SecretKeyRef | None = None
+    certificate: CertificateRef | None = None  # certificate auth instead (the CRD allows exactly one)
     endpoint: str = ""
+    proxy: str = ""
     ca: SecretKeyRef | None = None
+
+    @property
+    def auth_secret(self) -> SecretKeyRef:
+        """The Secret and key of the file the senders authenticate with (the .p8 key, or the .p12)."""
+        if self.certificate is not None:
+            return SecretKeyRef(self.certificate.name, self.certificate.key)
+        assert self.private_key is not None, "the CRD requires privateKeySecretRef or certificateSecretRef"
+        return self.private_key
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> CredentialSpec:
         """The spec as the apiserver stored it (defaults filled in), or as written: the CRD's defaults apply."""
         senders = {**crd_default("senders"), **(spec.get("senders") or {})}
         tuning = senders.get("tuning") or {}
-        key_ref = spec["privateKeySecretRef"]
+        key_ref = spec.get("privateKeySecretRef")
+        cert_ref = spec.get("certificateSecretRef")
         ca_ref = spec.get("caSecretRef")
         return cls(
-            team_id=spec["teamId"],
-            key_id=spec["keyId"],
+            team_id=spec.get("teamId") or "",
+            key_id=spec.get("keyId") or "",
             bundle_id=spec["bundleId"],
             environment=spec.get("environment") or crd_default("environment"),
-            private_key=SecretKeyRef(key_ref["name"], key_ref.get("key") or crd_default("privateKeySecretRef", "key")),
+            private_key=SecretKeyRef(key_ref["name"], key_ref.get("key") or crd_default("privateKeySecretRef", "key"))
+            if key_ref
+            else None,
+            certificate=CertificateRef(
+                cert_ref["name"],
+                cert_ref.get("key") or crd_default("certificateSecretRef", "key"),
+                cert_ref.get("passwordKey"),
+            )
+            if cert_ref
+            else None,
             senders=SenderPool(
                 min_replicas=int(senders.get("minReplicas", crd_default("senders", "minReplicas"))),
                 max_replicas=int(senders.get("maxReplicas", crd_default("senders", "maxReplicas"))),
@@ -150,5 +179,6 @@ class CredentialSpec:
                 tuning=Tuning(tuning.get("connections"), tuning.get("concurrency"), tuning.get("batchSize")),
             ),
             endpoint=spec.get("endpoint") or "",
+            proxy=spec.get("proxy") or "",
             ca=SecretKeyRef(ca_ref["name"], ca_ref.get("key") or crd_default("caSecretRef", "key")) if ca_ref else None,
         )

@@ -1,7 +1,8 @@
 """The sender Deployment of an APNsCredential, and the fingerprint of its signing key.
 
-The credential reaches its senders through the pod spec only: the key Secret as a
-read-only volume, team id, key id, bundle id and environment as env. Database and Redis
+The credential reaches its senders through the pod spec only: the key Secret (or, for
+certificate auth, the .p12 Secret, its password as an env reference to the same Secret) as a
+read-only volume, team id, key id, bundle id, environment and proxy as env. Database and Redis
 URLs come from a Secret the operator is told about (``NOTI_OPERATOR_SENDER_ENV_SECRET``).
 The pod template carries the key's fingerprint, so a changed key rolls the senders.
 """
@@ -21,6 +22,7 @@ from noti import __version__
 from noti.operator.credential import CredentialSpec, SenderPodDefaults
 
 KEY_DIR = "/var/run/noti/apns"
+CERT_DIR = "/var/run/noti/apns-cert"
 CA_DIR = "/var/run/noti/ca"
 HEALTH_PORT = 8081
 FINGERPRINT_ANNOTATION = "noti.dev/key-fingerprint"
@@ -45,6 +47,11 @@ def key_fingerprint(pem: bytes) -> str:
         raise InvalidKey("the key is not an ES256 (P-256) key, as APNs signing keys are")
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "SHA256:" + base64.b64encode(hashlib.sha256(public).digest()).decode().rstrip("=")
+
+
+def certificate_fingerprint(p12: bytes) -> str:
+    """``SHA256:<base64>`` of a .p12 certificate file as stored: a new certificate rolls the senders."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(p12).digest()).decode().rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,31 +92,44 @@ def sender_deployment(
         "NOTI_SENDER_CONCURRENCY": pool.tuning.concurrency or defaults.tuning.concurrency,
         "NOTI_SENDER_BATCH_SIZE": pool.tuning.batch_size or defaults.tuning.batch_size,
     }
+    auth = spec.auth_secret
+    secret_env: list[dict[str, Any]] = []  # values the pod reads from a Secret, never written into the spec
+    if spec.certificate is not None:
+        directory = CERT_DIR
+        credentials = {"NOTI_APNS_CERT_FILE": f"{CERT_DIR}/{auth.key}"}
+        if spec.certificate.password_key:
+            secret_env.append({
+                "name": "NOTI_APNS_CERT_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": auth.name, "key": spec.certificate.password_key}},
+            })  # fmt: skip
+    else:
+        directory = KEY_DIR
+        credentials = {"NOTI_APNS_TEAM_ID": spec.team_id, "NOTI_APNS_KEY_ID": spec.key_id,
+                       "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{auth.key}"}  # fmt: skip
     env = {
         "NOTI_CREDENTIAL": f"{namespace}/{name}",
-        "NOTI_APNS_TEAM_ID": spec.team_id,
-        "NOTI_APNS_KEY_ID": spec.key_id,
-        "NOTI_APNS_KEY_FILE": f"{KEY_DIR}/{spec.private_key.key}",
+        **credentials,
         "NOTI_APNS_BUNDLE_ID": spec.bundle_id,
         "NOTI_APNS_ENVIRONMENT": spec.environment,
         "NOTI_SENDER_RATE_PER_SECOND": str(pool.rate_per_second),
         "NOTI_SENDER_HEALTH_PORT": str(HEALTH_PORT),
         **({"NOTI_APNS_ENDPOINT": spec.endpoint} if spec.endpoint else {}),
+        **({"NOTI_APNS_PROXY": spec.proxy} if spec.proxy else {}),
         **{key: str(value) for key, value in tuning.items() if value},
     }
     volumes: list[dict[str, Any]] = [
         {
             "name": "apns-key",
             "secret": {
-                "secretName": spec.private_key.name,
-                "items": [{"key": spec.private_key.key, "path": spec.private_key.key}],
+                "secretName": auth.name,
+                "items": [{"key": auth.key, "path": auth.key}],
                 "defaultMode": 0o440,
             },
         }
     ]
     volumes.append({"name": "tmp", "emptyDir": {}})  # the root filesystem is read-only
     mounts: list[dict[str, Any]] = [
-        {"name": "apns-key", "mountPath": KEY_DIR, "readOnly": True},
+        {"name": "apns-key", "mountPath": directory, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     if spec.ca is not None:
@@ -124,7 +144,7 @@ def sender_deployment(
         "image": image.image,
         "imagePullPolicy": image.pull_policy,
         "args": ["sender"],
-        "env": [{"name": key, "value": value} for key, value in env.items()],
+        "env": [{"name": key, "value": value} for key, value in env.items()] + secret_env,
         "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
         # Alive while its read loop turns; ready while APNs takes its credential and Redis answers.
         "livenessProbe": {

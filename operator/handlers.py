@@ -38,10 +38,11 @@ from noti.operator.conditions import (
     transitions,
     with_conditions,
 )
-from noti.operator.credential import CredentialSpec, SenderPodDefaults, crd_default
+from noti.operator.credential import CredentialSpec, SenderPodDefaults
 from noti.operator.deployment import (
     InvalidKey,
     SenderImage,
+    certificate_fingerprint,
     key_fingerprint,
     sender_deployment,
     sender_disruption_budget,
@@ -170,7 +171,7 @@ class Operator:
         """Apply the senders' Deployment, scale it to the backlog, and report in the status."""
         namespace, name = meta["namespace"], meta["name"]
         try:
-            fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec["privateKeySecretRef"])
+            fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec)
         except (InvalidKey, LookupError) as exc:
             reason = "KeyInvalid" if isinstance(exc, InvalidKey) else "SecretNotFound"
             problem = Condition("KeyValid", False, reason, str(exc))
@@ -220,7 +221,7 @@ class Operator:
         conditions = credential_conditions(
             refusal=refused.get(b"reason", b"").decode() or "CredentialFailed"
             if refused.get(b"state") == b"CredentialFailed" else None,
-            replicas=replicas, available=available,
+            replicas=replicas, available=available, certificate=bool(spec.get("certificateSecretRef")),
         )  # fmt: skip
         wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "availableSenders": available,
                   "backlog": backlog, "observedGeneration": meta.get("generation")}  # fmt: skip
@@ -248,17 +249,20 @@ class Operator:
         log.log(level, "%s %s/%s: %s", body["kind"], meta["namespace"], meta["name"], message)
         kopf.event(body, type="Warning" if warning else "Normal", reason=condition["reason"], message=message)
 
-    def _read_fingerprint(self, namespace: str, ref: Mapping[str, Any]) -> str:
+    def _read_fingerprint(self, namespace: str, spec: Mapping[str, Any]) -> str:
+        typed = CredentialSpec.from_spec(spec)
+        ref = typed.auth_secret
         try:
-            secret = k8s.CoreV1Api(self.api).read_namespaced_secret(ref["name"], namespace)
+            secret = k8s.CoreV1Api(self.api).read_namespaced_secret(ref.name, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise LookupError(f"Secret {namespace}/{ref['name']} not found") from None
+                raise LookupError(f"Secret {namespace}/{ref.name} not found") from None
             raise
-        key = ref.get("key") or crd_default("privateKeySecretRef", "key")
-        data = (secret.data or {}).get(key)
+        data = (secret.data or {}).get(ref.key)
         if data is None:
-            raise LookupError(f"Secret {namespace}/{ref['name']} has no key {key!r}")
+            raise LookupError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        if typed.certificate is not None:
+            return certificate_fingerprint(base64.b64decode(data))
         return key_fingerprint(base64.b64decode(data))
 
     def _read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:

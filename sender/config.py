@@ -31,6 +31,9 @@ class SenderConfig(BaseSettings):
     )  # fmt: skip
     apns_environment: str = Field(default="production", description="sandbox or production.")
     apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
+    apns_proxy: str | None = Field(
+        default=None, description="HTTP CONNECT proxy to reach APNs through: http://[user:password@]host:port."
+    )
     apns_ca_file: Path | None = Field(default=None, description="Extra CA to trust (the simulator's certificate).")
     sender_connections: int = Field(default=2, ge=1, description="HTTP/2 connections to APNs per sender.")
     sender_concurrency: int = Field(default=1000, ge=1, description="Notifications in flight at once per sender.")
@@ -42,6 +45,20 @@ class SenderConfig(BaseSettings):
     sender_rate_per_second: float = Field(default=0, ge=0, description="Credential-wide send rate; 0 = unlimited.")
     sender_claim_idle_seconds: float = Field(
         default=60.0, gt=0, description="Pending this long, a message of a dead sender is claimed by another."
+    )
+    sender_probe_base: float = Field(
+        default=5.0, gt=0, description="Seconds before a refused credential is tried again (doubles each time)."
+    )
+    sender_probe_max: float = Field(
+        default=300.0, gt=0, description="Longest wait between tries of a refused credential."
+    )
+    sender_topic_guard_answers: int = Field(
+        default=20,
+        ge=1,
+        description="DeviceTokenNotForTopic answers in a row (no success between) that stop the credential.",
+    )
+    sender_topic_guard_tokens: int = Field(
+        default=10, ge=1, description="...across at least this many distinct device tokens."
     )
     sender_grace_period: float = Field(default=25.0, gt=0, description="Seconds SIGTERM may take to drain.")
     sender_health_port: int = Field(
@@ -62,6 +79,13 @@ class SenderConfig(BaseSettings):
             found.append("NOTI_APNS_BUNDLE_ID (the app's bundle id) is not set")
         if self.apns_environment not in ("sandbox", "production"):
             found.append("NOTI_APNS_ENVIRONMENT must be sandbox or production")
+        if self.apns_proxy:
+            from noti.apns.transport import parse_proxy
+
+            try:
+                parse_proxy(self.apns_proxy)
+            except ValueError as exc:
+                found.append(f"NOTI_APNS_PROXY: {exc}")
         if self.apns_cert_file is None:
             for name, value in (
                 ("TEAM_ID", self.apns_team_id),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,9 +21,10 @@ from noti.apns.payload import InvalidNotification, NotificationContent, build_pa
 from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification, StreamKeys
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
-from noti.sender.policy import Finish, Limits, Retry, StopCredential, decide
+from noti.sender.policy import NOT_FOR_TOPIC, Finish, Limits, Retry, StopCredential, TopicEvidence, decide
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import retry_member
+from noti.sender.topics import TopicStreak
 from noti.store.models import NotificationStatus, utcnow
 from noti.store.records import RecordUpdate
 
@@ -30,6 +32,14 @@ log = logging.getLogger(__name__)
 # Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
 OUTAGES = (RedisError, OSError)
 REASON_LENGTH = 64  # the record's apns_reason column
+Parked = tuple[str, bytes, dict[bytes, bytes]]  # (stream, entry id, fields): an entry waiting for its credential
+
+
+def invalidated_at(result: APNsResult) -> datetime | None:
+    """When APNs says the device token stopped being valid (a 410's ``timestamp``, ms since the epoch)."""
+    if result.timestamp is None or result.timestamp <= 0:
+        return None
+    return datetime.fromtimestamp(result.timestamp / 1000, UTC)
 
 
 def unsendable_reason(error: BaseException) -> str:
@@ -48,11 +58,12 @@ class Deliverer:
         recorder: Recorder,
         metrics: SenderMetrics,
         limits: Limits,
-        on_credential_refused: Callable[[str], Awaitable[None]],
+        on_credential_refused: Callable[[str, Parked], Awaitable[None]],
     ) -> None:
         self._client, self._redis, self._queue = client, redis, queue
         self._recorder, self._metrics, self._limits = recorder, metrics, limits
         self._on_credential_refused = on_credential_refused
+        self.topic_streak = TopicStreak(limits.topic_guard.tokens)
 
     async def deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """Send the entry and see it through: finished, retried later, or left pending for a fixed credential."""
@@ -62,7 +73,7 @@ class Deliverer:
             await self._dead_letter(stream, entry_id, fields, str(exc))
             return
         try:
-            await self._attempt(stream, entry_id, message)
+            await self._attempt(stream, entry_id, message, fields)
         except OUTAGES:
             raise  # left pending: claimed and tried again once Redis or APNs is back
         except Exception as exc:
@@ -74,7 +85,9 @@ class Deliverer:
             self._metrics.notifications.labels(NotificationStatus.FAILED.value, reason).inc()
             self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason=reason)
 
-    async def _attempt(self, stream: str, entry_id: bytes, message: QueuedNotification) -> None:
+    async def _attempt(
+        self, stream: str, entry_id: bytes, message: QueuedNotification, fields: dict[bytes, bytes]
+    ) -> None:
         try:
             content = NotificationContent.from_dict(message.content)
             payload = build_payload(content)
@@ -84,13 +97,18 @@ class Deliverer:
             return
         result = await self._client.send(message.device_token, content, apns_id=message.id, payload=payload)
         self._metrics.latency.observe(result.latency)
-        match decide(result, message.attempt, self._limits):
+        topic: TopicEvidence | None = None
+        if result.ok:
+            self.topic_streak.success()
+        elif result.reason == NOT_FOR_TOPIC:
+            topic = self.topic_streak.not_for_topic(message.device_token)
+        match decide(result, message.attempt, self._limits, topic=topic):
             case Finish(status, reason):
                 self._metrics.notifications.labels(status.value, reason).inc()
                 self._finish(stream, entry_id, message, status, result=result)
             case StopCredential(reason):
                 # The message stays pending and is sent once the credential is fixed.
-                await self._on_credential_refused(reason)
+                await self._on_credential_refused(reason, (stream, entry_id, fields))
             case Retry(delay, reason):
                 self._metrics.notifications.labels("retried", reason).inc()
                 member = retry_member(stream, message.next_attempt(), entry_id.decode())
@@ -124,6 +142,8 @@ class Deliverer:
             apns_reason=(result.reason if result else None) or reason,
             status_code=result.status_code or None if result else None,
             sent_at=utcnow() if status is NotificationStatus.SENT else None,
+            apns_unique_id=result.apns_unique_id if result else None,
+            invalidated_at=invalidated_at(result) if result and status is NotificationStatus.INVALID_TOKEN else None,
         )
         self._recorder.add(Finished(stream, entry_id, outcome))
 

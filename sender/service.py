@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -20,13 +21,14 @@ from sqlalchemy.exc import DBAPIError
 
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
+from noti.apns.transport import H2Transport
 from noti.ratelimit import TokenBucket
 from noti.sender.claimer import PAGE, Claimer
 from noti.sender.config import SenderConfig
-from noti.sender.delivery import Deliverer
+from noti.sender.delivery import Deliverer, Parked
 from noti.sender.health import HealthServer
 from noti.sender.metrics import SenderMetrics
-from noti.sender.policy import Limits
+from noti.sender.policy import Limits, TopicGuard, backoff_delay
 from noti.sender.reader import StreamReader
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import RetryQueue
@@ -46,14 +48,22 @@ class SenderError(RuntimeError):
 
 def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClient:
     """The APNs client of the configured credential, its provider token shared through ``redis``."""
-    ssl_context = client_ssl_context(
-        ca_file=config.apns_ca_file,
-        **(
-            {"p12_file": config.apns_cert_file, "p12_password": (config.apns_cert_password or "").encode() or None}
-            if config.apns_cert_file and config.apns_cert_file.suffix == ".p12"
-            else {"cert_file": config.apns_cert_file}
-        ),
-    )
+    try:
+        ssl_context = client_ssl_context(
+            ca_file=config.apns_ca_file,
+            **(
+                {"p12_file": config.apns_cert_file, "p12_password": (config.apns_cert_password or "").encode() or None}
+                if config.apns_cert_file and config.apns_cert_file.suffix == ".p12"
+                else {"cert_file": config.apns_cert_file}
+            ),
+        )
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        # Never the password or the file's bytes: only what is wrong with it.
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SenderError(
+            f"cannot use the APNs certificate {config.apns_cert_file} (wrong password, or not a .p12/.pem "
+            f"with its key): {what}"
+        ) from None
     tokens = None
     if config.apns_cert_file is None:
         assert config.apns_key_file is not None
@@ -61,9 +71,8 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
             key = load_signing_key(config.apns_key_file.read_bytes())
         except OSError as exc:
             raise SenderError(f"cannot read the APNs key file {config.apns_key_file}: {exc.strerror}") from None
-        tokens = ProviderTokens(
-            key, config.apns_key_id, config.apns_team_id, redis=redis, redis_key=config.queue.provider_token
-        )
+        # Shared under the identity's name (team, key id, key fingerprint), never the app's.
+        tokens = ProviderTokens(key, config.apns_key_id, config.apns_team_id, redis=redis)
     return APNsClient(
         config.apns_bundle_id,
         environment=config.apns_environment,
@@ -71,6 +80,7 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
         tokens=tokens,
         ssl_context=ssl_context,
         connections=config.sender_connections,
+        proxy=config.apns_proxy,
     )
 
 
@@ -122,7 +132,8 @@ class Sender:
         self.bucket = TokenBucket(self.redis, self.queue.rate_limit, config.sender_rate_per_second)
         self.reader = StreamReader(self.redis, self.engine, self.queue, config.sender_consumer)
         self.claimer = Claimer(self.redis, self.engine, config.sender_consumer, config.sender_claim_idle_seconds)
-        limits = Limits(config.sender_max_attempts, config.sender_backoff_base, config.sender_backoff_max)
+        guard = TopicGuard(config.sender_topic_guard_answers, config.sender_topic_guard_tokens)
+        limits = Limits(config.sender_max_attempts, config.sender_backoff_base, config.sender_backoff_max, guard)
         self.deliverer = Deliverer(
             self.client, self.redis, self.queue, self.recorder, self.metrics, limits, self._credential_refused
         )
@@ -131,6 +142,10 @@ class Sender:
         self._stopping = asyncio.Event()
         self._stop_at: float | None = None
         self.credential_failure: str | None = None
+        self._refused = asyncio.Event()  # set while credential_failure is
+        self._refused_again = False  # a probe's delivery was refused too
+        # Entries whose delivery stopped on the refused credential: pending, sent again once it is accepted.
+        self._parked: dict[tuple[str, bytes], dict[bytes, bytes]] = {}
         self.redis_failure: str | None = None  # why the last read of the streams failed, until one succeeds
         self._beat = time.monotonic()  # the read loop's last turn: a loop that stopped turning is not alive
         self.health_port: int | None = None
@@ -153,6 +168,7 @@ class Sender:
             asyncio.create_task(self._move_retries(), name="retries"),
             asyncio.create_task(self._claim_abandoned(), name="claimer"),
             asyncio.create_task(self._watch_backlog(), name="backlog"),
+            asyncio.create_task(self._recover_credential(), name="credential"),
         ]
         log.info(
             "sender for %s (%s) started as %s", self.config.credential, self.queue.tag, self.config.sender_consumer
@@ -200,8 +216,9 @@ class Sender:
     def status(self) -> dict[str, Any]:
         """What /healthz (``live``: restart me if false) and /readyz (``ready``: I can deliver) answer.
 
-        A wrong credential or an unreachable Redis makes the sender not ready, but still alive:
-        a restart would not fix either, and it recovers by itself once they are fixed.
+        A wrong credential (or topic) or an unreachable Redis makes the sender not ready, but still
+        alive: a restart would not fix either, and it recovers by itself once they are fixed (the
+        credential is tried again with backoff, and at once when its key file or shared token changes).
         """
         return {
             "live": time.monotonic() - self._beat < LIVENESS_SECONDS,
@@ -212,12 +229,117 @@ class Sender:
             "redis_failure": self.redis_failure,
         }
 
-    async def _credential_refused(self, reason: str) -> None:
-        """APNs refused the credential: stop reading until it is fixed (a restart with a new key)."""
+    async def _credential_refused(self, reason: str, entry: Parked) -> None:
+        """APNs refused the credential: stop reading, keep the entry, and probe again until it is accepted."""
+        stream, entry_id, fields = entry
+        self._parked[(stream, entry_id)] = fields
+        self._refused_again = True
         if self.credential_failure is None:
             self.credential_failure = reason
-            log.error("APNs refused credential %s: %s; sending stopped", self.config.credential, reason)
+            self._refused.set()
+            log.error("APNs refused credential %s: %s; sending paused until it is accepted", self.config.credential,
+                      reason)  # fmt: skip
             await self._publish_status("CredentialFailed", reason)
+
+    # recovering a refused credential
+    async def _recover_credential(self) -> None:
+        """While the credential is refused, send one parked entry again: after a backoff (exponential,
+        capped), or at once when the key file or the shared provider token changes."""
+        tries = 0
+        while not self._stopping.is_set():
+            await self._refused.wait()
+            if self._stopping.is_set():
+                return
+            delay = backoff_delay(min(tries, 30), 0.0, self.config.sender_probe_base, self.config.sender_probe_max)
+            changed = await self._changes_within(delay)
+            if changed == "key" and self._reload_key() and isinstance(self.client.transport, H2Transport):
+                # Apple refuses a new token on a connection that carried another within 20 minutes
+                # (TooManyProviderTokenUpdates): the new key's token goes on new connections.
+                await self.client.transport.aclose()
+            if await self._probe():
+                tries = 0
+            else:
+                tries += 1
+
+    def _key_signature(self) -> tuple[int, int, int] | None:
+        path = self.config.apns_key_file
+        if path is None or self.client.tokens is None:
+            return None
+        try:
+            info = path.stat()  # follows the symlink a Secret volume swaps on update
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns, info.st_size
+
+    async def _stored_token(self) -> bytes | None:
+        tokens = self.client.tokens
+        if tokens is None:
+            return None
+        with contextlib.suppress(RedisError, OSError):
+            value = await self.redis.get(tokens.redis_key)
+            return value if isinstance(value, bytes) else None
+        return None
+
+    async def _changes_within(self, seconds: float) -> str | None:
+        """Wait ``seconds``, or less: "key" when the key file changes, "token" when the shared token does."""
+        key, token = self._key_signature(), await self._stored_token()
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            if self._key_signature() != key:
+                return "key"
+            if await self._stored_token() != token:
+                return "token"
+        return None
+
+    def _reload_key(self) -> bool:
+        """Sign with the key file as it is now (a fixed or rotated Secret), keeping key id and team."""
+        path = self.config.apns_key_file
+        assert path is not None
+        try:
+            key = load_signing_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            log.warning("the APNs key file changed but cannot be used yet: %s", exc)
+            return False
+        self.client.tokens = ProviderTokens(key, self.config.apns_key_id, self.config.apns_team_id, redis=self.redis)
+        log.info("APNs key file of %s changed: signing with it from now on", self.config.credential)
+        return True
+
+    async def _probe(self) -> bool:
+        """Send one entry while the credential is refused; True when APNs no longer refuses it (sending resumes).
+
+        A fresh entry from the streams comes first: the parked ones were all refused, and after a
+        DeviceTokenNotForTopic pause they may all be tokens of another app, which would never pass.
+        """
+        if self._stopping.is_set():
+            return False
+        try:
+            fresh = await self.reader.read(1)
+        except (RedisError, OSError):
+            return False
+        if fresh:
+            stream, entry_id, fields = fresh[0]
+        elif self._parked:
+            (stream, entry_id), fields = next(iter(self._parked.items()))
+            del self._parked[(stream, entry_id)]  # parked again at the end if refused again
+        else:
+            return False  # nothing to try it with: the next entry to arrive is the probe
+        self._refused_again = False
+        task = self._spawn(stream, entry_id, fields)
+        await asyncio.wait({task})
+        if task.cancelled() or task.exception() is not None:
+            self._parked.setdefault((stream, entry_id), fields)  # an outage: still pending, try it later
+            return False
+        if self._refused_again:
+            return False
+        log.info("APNs accepts credential %s again: sending resumed", self.config.credential)
+        self.credential_failure = None
+        self._refused.clear()
+        await self._publish_status("Ready", "")
+        parked, self._parked = self._parked, {}
+        for (stream, entry_id), fields in parked.items():
+            self._spawn(stream, entry_id, fields)
+        return True
 
     async def _publish_status(self, state: str, reason: str) -> None:
         with contextlib.suppress(RedisError):
@@ -264,14 +386,15 @@ class Sender:
         The window bounds what a crash makes another sender send again, so it counts outcomes the
         recorder still holds, not only requests waiting for APNs.
         """
-        return self.config.sender_concurrency - len(self._in_flight) - self.recorder.unacked
+        return self.config.sender_concurrency - len(self._in_flight) - self.recorder.unacked - len(self._parked)
 
-    def _spawn(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    def _spawn(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> asyncio.Task[None]:
         task = asyncio.create_task(self.deliverer.deliver(stream, entry_id, fields))
         self._in_flight.add(task)
         self._sending[task] = (stream, entry_id)
         self.metrics.in_flight.set(len(self._in_flight))
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -319,7 +442,7 @@ class Sender:
 
     def _holding(self) -> set[tuple[str, bytes]]:
         """The entries this sender works on: being sent, or handed to the recorder and not yet acked."""
-        return {*self._sending.values(), *self.recorder.holding}
+        return {*self._sending.values(), *self.recorder.holding, *self._parked}
 
     async def _watch_backlog(self) -> None:
         while True:

@@ -255,6 +255,30 @@ async def test_expired_device_token_is_unregistered_with_the_time_it_went_invali
         assert before - 1000 <= result.timestamp <= int(time.time() * 1000) + 1000
 
 
+@pytest.mark.parametrize(
+    "server",
+    [
+        PUSHY,
+        pytest.param(
+            SIMULATOR,
+            marks=pytest.mark.xfail(
+                strict=True, reason="simulator: apns-unique-id on successes only; Pushy sends it on every answer"
+            ),
+        ),
+    ],
+    indirect=True,
+)
+async def test_sandbox_answers_carry_an_apns_unique_id_the_client_reports(server: Server) -> None:
+    """Apple: apns-unique-id, a UUID of the delivery in the development (sandbox) environment only,
+    the key the Push Notifications Console's delivery log looks it up by."""
+    results = [await send(server.client(), server.known_tokens[0]), await send(server.client(), "ab" * 31)]
+
+    assert_client_reports(server, results)
+    unique_ids = [result.apns_unique_id for result in results]
+    assert all(unique_id is not None and uuid.UUID(unique_id) for unique_id in unique_ids)
+    assert len(set(unique_ids)) == 2
+
+
 async def test_token_sent_with_another_apps_topic_is_device_token_not_for_topic(server: Server) -> None:
     """Apple: DeviceTokenNotForTopic, "the device token doesn't match the specified topic"."""
     result = await send(server.client(bundle_id="com.example.other"), server.known_tokens[0])

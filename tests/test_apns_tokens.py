@@ -10,7 +10,10 @@ import sys
 import time
 import traceback
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
@@ -212,3 +215,70 @@ def test_unusable_signing_keys_are_refused_without_revealing_them(pem: bytes) ->
     secret_lines = [line for line in pem.decode(errors="replace").splitlines() if line and "-----" not in line]
     assert not any(line[:16] in shown for line in secret_lines)
     assert "APNs signing key" in str(raised.value)
+
+
+def _sender_config(tmp_path: Path, key: ec.EllipticCurvePrivateKey, key_id: str, team_id: str = "TEAM123456") -> Any:
+    from noti.sender.config import SenderConfig
+
+    key_file = tmp_path / f"{key_id}-{id(key)}.p8"
+    key_file.write_bytes(_pem(key))
+    return SenderConfig(
+        apns_team_id=team_id, apns_key_id=key_id, apns_key_file=key_file, apns_bundle_id="com.example.app",
+        apns_environment="sandbox",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("rotation", ["new-key-id", "same-key-id-new-key", "new-team"])
+async def test_a_rotated_key_is_sent_with_a_token_of_the_new_identity_at_once(
+    redis: aioredis.Redis, tmp_path: Path, rotation: str
+) -> None:
+    from noti.sender.service import build_client
+
+    old_key = ec.generate_private_key(ec.SECP256R1())
+    old = _sender_config(tmp_path, old_key, "OLDKEY1234")
+    new_key = old_key if rotation == "new-team" else ec.generate_private_key(ec.SECP256R1())
+    new = _sender_config(
+        tmp_path, new_key, "OLDKEY1234" if rotation == "same-key-id-new-key" else "NEWKEY1234",
+        "TEAM999999" if rotation == "new-team" else "TEAM123456",
+    )  # fmt: skip
+    before, after = build_client(old, redis), build_client(new, redis)
+    try:
+        assert before.tokens is not None and after.tokens is not None
+        await before.tokens.current()  # the old senders' token, shared in Redis for 50 minutes
+        token = await after.tokens.current()
+    finally:
+        await before.aclose()
+        await after.aclose()
+    assert jwt.get_unverified_header(token)["kid"] == new.apns_key_id
+    claims = jwt.decode(token, new_key.public_key(), algorithms=["ES256"])  # signed by the new key
+    assert claims["iss"] == new.apns_team_id
+
+
+async def test_a_stored_token_of_another_identity_under_our_name_is_replaced(
+    redis: aioredis.Redis, key: ec.EllipticCurvePrivateKey
+) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    foreign = [mint(key, "OTHERKID", "TEAM", int(NOW) - 60), mint(key, "KID", "OTHERTEAM", int(NOW) - 60),
+               mint(other, "KID", "TEAM", int(NOW) - 60), "not a token"]  # fmt: skip
+    for stored in foreign:
+        await redis.set(REDIS_KEY, f"{int(NOW) - 60}:{stored}")
+        tokens = ProviderTokens(key, "KID", "TEAM", redis=redis, redis_key=REDIS_KEY, clock=lambda: NOW)
+        token = await tokens.current()
+        assert token != stored and tokens.minted == 1
+        assert jwt.get_unverified_header(token)["kid"] == "KID"
+        claims = jwt.decode(token, key.public_key(), algorithms=["ES256"], options={"verify_iat": False})
+        assert claims["iss"] == "TEAM"
+        assert await _stored(redis) == f"{int(NOW)}:{token}"
+
+
+def test_the_shared_token_is_named_by_team_key_id_and_key_fingerprint(key: ec.EllipticCurvePrivateKey) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    names = {
+        ProviderTokens(key, "KID", "TEAM").redis_key,
+        ProviderTokens(key, "KID2", "TEAM").redis_key,
+        ProviderTokens(key, "KID", "TEAM2").redis_key,
+        ProviderTokens(other, "KID", "TEAM").redis_key,
+    }
+    assert len(names) == 4
+    assert ProviderTokens(key, "KID", "TEAM").redis_key == ProviderTokens(key, "KID", "TEAM").redis_key
+    assert not any(_pem(key).decode().splitlines()[1][:16] in name for name in names)

@@ -281,3 +281,23 @@ async def test_bulk_registration_of_10000_devices_creates_their_owners_once(
     assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
     with clean_db.connect() as connection:
         assert connection.execute(select(func.count()).select_from(DeviceOwner)).scalar_one() == 2_500
+
+
+async def test_registering_a_token_again_moves_its_registration_time(
+    client: httpx.AsyncClient, clean_db: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from noti.store.models import Device
+
+    assert (await client.post("/api/devices/", json={"device_token": TOKEN, "app": APP})).status_code == 201
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    with clean_db.begin() as connection:
+        connection.execute(update(Device).values(registered_at=long_ago))
+    assert (await client.post("/api/devices/", json={"device_token": TOKEN, "app": APP})).status_code == 200
+    with clean_db.connect() as connection:
+        registered_at = connection.execute(select(Device.registered_at)).scalar_one()
+    # What a later 410 is compared with (noti.store.records): the app's last registration, now.
+    assert registered_at is not None and registered_at > long_ago

@@ -147,3 +147,9 @@ def test_a_status_patch_holds_only_what_changed() -> None:
     assert changed(current, wanted) == {"senderReplicas": 2, "new": 1}
     assert changed(None, {"backlog": 0}) == {"backlog": 0}
     assert changed(wanted, wanted) == {}
+
+
+def test_a_certificate_credential_says_its_certificate_was_loaded_not_a_key() -> None:
+    key = next(c for c in credential_conditions(refusal=None, replicas=1, available=1, certificate=True)
+               if c.type == "KeyValid")  # fmt: skip
+    assert (key.status, key.reason) == (True, "CertificateLoaded")

@@ -46,7 +46,6 @@ def test_all_keys_of_a_credential_share_one_cluster_hash_tag() -> None:
         credential.retries,
         credential.rate_limit,
         credential.status,
-        credential.provider_token,
     ]
     assert {key.split("{")[1].split("}")[0] for key in keys} == {"production:com.example.app"}
     assert len(set(keys)) == len(keys)

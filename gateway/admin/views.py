@@ -170,7 +170,7 @@ class NotificationAdmin(ModelView, model=Notification):
     details_template = "noti/notification_details.html"
     column_list: ClassVar[Any] = [
         Notification.status, Notification.created_at, Notification.title, Notification.app,
-        Notification.device_token, Notification.campaign, Notification.apns_reason,
+        Notification.device_token, Notification.campaign, Notification.apns_reason, Notification.apns_unique_id,
     ]  # fmt: skip
     column_labels: ClassVar[Any] = {
         Notification.created_at: "created (UTC)", Notification.device_token: "device token",

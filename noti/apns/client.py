@@ -35,6 +35,7 @@ class APNsResult:
     retry_after: float = 0.0
     timestamp: int | None = None  # ms since epoch the token went invalid (410)
     latency: float = 0.0  # seconds
+    apns_unique_id: str | None = None  # apns-unique-id: the sandbox's id for Apple's Push Notifications Console
 
     @property
     def ok(self) -> bool:
@@ -87,6 +88,7 @@ class APNsClient:
         connections: int = 2,
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxy: str | None = None,
     ) -> None:
         if endpoint is None:
             if environment not in ENDPOINTS:
@@ -94,7 +96,9 @@ class APNsClient:
             endpoint = ENDPOINTS[environment]
         self.bundle_id = bundle_id
         self.tokens = tokens
-        self.transport = transport or H2Transport(ssl_context or client_ssl_context(), connections=connections)
+        self.transport = transport or H2Transport(
+            ssl_context or client_ssl_context(), connections=connections, proxy=proxy
+        )
         self._http = httpx.AsyncClient(base_url=endpoint, transport=self.transport, timeout=timeout)
 
     async def send(
@@ -141,10 +145,15 @@ class APNsClient:
                 continue
             if classification.outcome is Outcome.REFRESH_TOKEN:
                 classification = Classification(Outcome.RETRYABLE, 1.0, "the provider token was refused twice")
-            apns_id_answered = next((value for name, value in response_headers if name == "apns-id"), None)
+            apns_id_answered = unique_id = None
+            for name, value in response_headers:
+                if name == "apns-id":
+                    apns_id_answered = value
+                elif name == "apns-unique-id":
+                    unique_id = value
             return _result(
-                status, reason, apns_id_answered, classification, timestamp=timestamp,
-                latency=time.perf_counter() - started,
+                status, reason, apns_id_answered, classification, timestamp=timestamp if isinstance(timestamp, int)
+                else None, latency=time.perf_counter() - started, apns_unique_id=unique_id,
             )  # fmt: skip
 
     async def _post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -36,6 +36,7 @@ REASONS: dict[str, Classification] = {
     "BadMessageId": _c(P, "apns-id is not a UUID"),
     "BadPriority": _c(P, "apns-priority is not 10, 5 or 1"),
     "BadTopic": _c(P, "apns-topic is invalid"),
+    # Also every token's answer when the credential's topic is wrong: the sender weighs it (noti.sender.policy).
     "DeviceTokenNotForTopic": _c(I, "the device token does not belong to this topic"),
     "DuplicateHeaders": _c(P, "a header was repeated"),
     "IdleTimeout": _c(R, "the connection was idle too long", 1.0),

@@ -7,18 +7,26 @@ process notices first (a compare-and-set, so N processes seeing the 403 mint onc
 Within a process a token is looked up or minted by one coroutine at a time (single
 flight): a thousand sends starting together wait for one Redis round trip instead of
 each taking a pooled connection for the same answer.
+
+The shared token is keyed by the Apple identity that signs it (team id, key id and the
+key's fingerprint, :func:`noti.queue.provider_token`), and a stored token is only used
+when its ``kid``, ``iss`` and signature are this key's: after a rotation the first send
+of a new sender carries the new identity, not the old one's token until it ages out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 
 import jwt
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+
+from noti.queue import provider_token
 
 REFRESH_AFTER = 50 * 60  # seconds: inside Apple's 20..60 minute window
 STORE_TTL = 58 * 60  # the stored token vanishes before Apple would refuse it
@@ -54,6 +62,25 @@ def mint(key: EllipticCurvePrivateKey, key_id: str, team_id: str, issued_at: int
     return jwt.encode({"iss": team_id, "iat": issued_at}, key, algorithm="ES256", headers={"kid": key_id})
 
 
+def public_key_fingerprint(key: EllipticCurvePrivateKey) -> str:
+    """SHA-256 (hex) of the key's public half (SubjectPublicKeyInfo, DER): names the key without revealing it."""
+    public = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(public).hexdigest()
+
+
+def signed_by(token: str, key: EllipticCurvePrivateKey, key_id: str, team_id: str) -> bool:
+    """Whether ``token`` names ``key_id`` and ``team_id`` and carries ``key``'s signature."""
+    try:
+        if jwt.get_unverified_header(token).get("kid") != key_id:
+            return False
+        claims = jwt.decode(
+            token, key.public_key(), algorithms=["ES256"], options={"verify_iat": False, "require": ["iss", "iat"]}
+        )
+    except jwt.PyJWTError:
+        return False
+    return bool(claims.get("iss") == team_id)
+
+
 def _issued_at(stored: str) -> int:
     return int(stored.split(":", 1)[0])
 
@@ -80,16 +107,27 @@ class ProviderTokens:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key, self.key_id, self.team_id = key, key_id, team_id
+        self.fingerprint = public_key_fingerprint(key)
         self._redis = redis
-        self._redis_key = redis_key or f"noti:provider-token:{team_id}:{key_id}"
+        self._redis_key = redis_key or provider_token(team_id, key_id, self.fingerprint)
         self._clock = clock
         self._stored: str | None = None  # "<iat>:<jwt>"
         self._cas = redis.register_script(_COMPARE_AND_SET) if redis is not None else None
         self.minted = 0  # tokens this process minted, for tests and metrics
         self._flight = asyncio.Lock()  # one lookup or mint at a time in this process
 
+    @property
+    def redis_key(self) -> str:
+        return self._redis_key
+
     def _fresh(self, stored: str | None) -> bool:
         return stored is not None and self._clock() - _issued_at(stored) < REFRESH_AFTER
+
+    def _ours(self, stored: str) -> bool:
+        """Whether a shared value is "<iat>:<jwt>" of this identity: a token another identity signed
+        (an old key id, team or key under this name) is never sent as ours, it is replaced."""
+        head, _, token = stored.partition(":")
+        return head.isdigit() and signed_by(token, self._key, self.key_id, self.team_id)
 
     def _mint(self) -> str:
         issued_at = int(self._clock())
@@ -111,7 +149,9 @@ class ProviderTokens:
         if self._redis is None:
             return self._mint()
         stored = await self._shared()
-        return stored if stored is not None and self._fresh(stored) else await self._replace(stored)
+        if stored is not None and self._ours(stored) and self._fresh(stored):
+            return stored
+        return await self._replace(stored)
 
     async def refresh(self, rejected: str) -> str:
         """APNs rejected ``rejected`` as expired: replace it once, however many processes ask."""
@@ -120,13 +160,12 @@ class ProviderTokens:
                 # Not seen here yet: the shared one is either ``rejected`` (the compare-and-set must
                 # expect it) or its replacement already.
                 self._stored = await self._shared()
-            if self._stored is not None and _token(self._stored) != rejected:
-                return _token(self._stored)  # someone in this process already replaced it
+            if self._stored is not None and self._ours(self._stored) and _token(self._stored) != rejected:
+                return _token(self._stored)  # someone already replaced it
             if self._redis is None:
                 self._stored = self._mint()
             else:
-                stale = self._stored if self._stored is not None and _token(self._stored) == rejected else ""
-                self._stored = await self._replace(stale)
+                self._stored = await self._replace(self._stored)
             return _token(self._stored)
 
     async def _shared(self) -> str | None:

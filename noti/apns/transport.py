@@ -4,15 +4,25 @@ httpx's stock HTTP/2 stack costs about 1.4 ms of CPU a request; APNs traffic is 
 requests on few long-lived connections, so this transport keeps httpx's API and owns
 only the wire: a few connections per credential, each with as many streams in flight as
 the server's SETTINGS_MAX_CONCURRENT_STREAMS allows, GOAWAY-aware.
+
+Idle connections are checked with HTTP/2 PING (RFC 9113 §6.7): a connection that has received
+nothing for ``ping_interval`` seconds is pinged, and one that does not answer within
+``ping_timeout`` is replaced — a NAT or firewall that silently dropped it would otherwise hold
+requests until their read timeout. An outbound HTTP CONNECT proxy (``proxy``) may carry the
+connections, as many company networks require.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import ssl
+import time
 from collections.abc import Iterable
 from typing import cast
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -20,6 +30,7 @@ from jh2.config import H2Configuration
 from jh2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingAckReceived,
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
@@ -86,6 +97,8 @@ class H2ClientConnection(H2Protocol):
         self._window = asyncio.Event()
         self._settled = asyncio.Event()
         self.on_capacity: asyncio.Event | None = None
+        self.last_received = time.monotonic()
+        self._pong: asyncio.Event | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,6 +117,7 @@ class H2ClientConnection(H2Protocol):
         self._window.set()
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
@@ -131,6 +145,9 @@ class H2ClientConnection(H2Protocol):
                 self._notify_capacity()
             elif isinstance(event, WindowUpdated):
                 self._window.set()
+            elif isinstance(event, PingAckReceived):
+                if self._pong is not None:
+                    self._pong.set()
             elif isinstance(event, ConnectionTerminated):
                 # GOAWAY: streams above last_stream_id were not processed and may be retried elsewhere,
                 # unless APNs named a reason resending cannot fix (BadCertificate, InvalidProviderToken...).
@@ -175,6 +192,27 @@ class H2ClientConnection(H2Protocol):
         self._fail_streams(0, error)
         if self.transport is not None:
             self.transport.abort()
+
+    async def alive(self, seconds: float) -> bool:
+        """Send a PING; whether the server acknowledged it within ``seconds``."""
+        if self.closed or self.transport is None:
+            return False
+        self._pong = asyncio.Event()
+        try:
+            self.h2.ping(os.urandom(8))
+            self._flush()
+        except ProtocolError:
+            return False
+        try:
+            await asyncio.wait_for(self._pong.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def abandon(self, why: str) -> None:
+        """Drop a connection that stopped answering: its requests fail as never answered, to be sent again."""
+        self._close(httpx.ReadError(f"connection to APNs dropped: {why}"))
+        self._notify_capacity()
 
     @property
     def free(self) -> int:
@@ -247,9 +285,21 @@ class H2ClientConnection(H2Protocol):
 class H2Transport(httpx.AsyncBaseTransport):
     """A pool of up to ``connections`` HTTP/2 connections to one origin."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, *, connections: int = 2, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        connections: int = 2,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 60.0,
+        ping_timeout: float = 10.0,
+        proxy: str | None = None,
+    ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
+        self._proxy = parse_proxy(proxy) if proxy else None
+        self._ping_interval, self._ping_timeout = ping_interval, ping_timeout
+        self._keepalive: asyncio.Task[None] | None = None
         self._ssl = ssl_context
         self._limit = connections
         self._connect_timeout = connect_timeout
@@ -268,12 +318,11 @@ class H2Transport(httpx.AsyncBaseTransport):
         self._connecting += 1
         try:
             try:
-                _, connection = await asyncio.wait_for(
-                    loop.create_connection(lambda: H2ClientConnection(authority), host, port, ssl=self._ssl),
-                    self._connect_timeout,
-                )
+                connecting = self._connect(loop, authority, host, port)
+                _, connection = await asyncio.wait_for(connecting, self._connect_timeout)
             except (OSError, TimeoutError) as exc:
-                raise httpx.ConnectError(f"cannot connect to APNs at {host}:{port}: {exc}") from None
+                via = f" through the proxy {self._proxy.host}:{self._proxy.port}" if self._proxy else ""
+                raise httpx.ConnectError(f"cannot connect to APNs at {host}:{port}{via}: {exc}") from None
             transport = connection.transport
             ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
@@ -287,6 +336,8 @@ class H2Transport(httpx.AsyncBaseTransport):
                 raise
             self.connects += 1
             self._connections.append(connection)
+            if self._keepalive is None or self._keepalive.done():
+                self._keepalive = asyncio.create_task(self._keep_alive(), name="apns-keepalive")
         except httpx.ConnectError as exc:
             self._failed_connects += 1
             self._connect_error = exc
@@ -295,6 +346,45 @@ class H2Transport(httpx.AsyncBaseTransport):
             self._connecting -= 1
             self._capacity.set()  # waiters look again: at the new connection, or open one if this failed
         return connection
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, authority: str, host: str, port: int
+    ) -> tuple[asyncio.BaseTransport, H2ClientConnection]:
+        """TLS to ``host:port``, straight or through the CONNECT proxy's tunnel."""
+        if self._proxy is None:
+            return await loop.create_connection(lambda: H2ClientConnection(authority), host, port, ssl=self._ssl)
+        reader, writer = await asyncio.open_connection(self._proxy.host, self._proxy.port)
+        try:
+            writer.write(self._proxy.connect_request(host, port))
+            await writer.drain()
+            status_line = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = status_line.split()
+            if len(parts) < 2 or parts[1] != b"200":
+                answer = status_line.decode(errors="replace").strip() or "no answer"
+                raise OSError(f"the proxy refused CONNECT {host}:{port}: {answer}")
+            sock = writer.get_extra_info("socket")
+            # The tunnel's socket leaves the stream that asked for it: TLS and HTTP/2 run on it from here.
+            raw = sock.dup()
+        finally:
+            writer.transport.abort()
+        return await loop.create_connection(
+            lambda: H2ClientConnection(authority), sock=raw, ssl=self._ssl, server_hostname=host
+        )
+
+    async def _keep_alive(self) -> None:
+        """PING connections that have been quiet for ``ping_interval``; replace those that do not answer."""
+        while self._connections:
+            await asyncio.sleep(min(self._ping_interval, self._ping_timeout) / 2)
+            now = time.monotonic()
+            quiet = [c for c in self._connections if not c.closed and now - c.last_received >= self._ping_interval]
+            answers = await asyncio.gather(*(c.alive(self._ping_timeout) for c in quiet))
+            for connection, alive in zip(quiet, answers, strict=True):
+                if not alive and not connection.closed:
+                    connection.abandon(f"no answer to PING within {self._ping_timeout} s")
+            if quiet:
+                self._capacity.set()
 
     async def _acquire(self, host: str, port: int) -> H2ClientConnection:
         while True:
@@ -358,6 +448,36 @@ class H2Transport(httpx.AsyncBaseTransport):
         raise StreamRefused(f"stream refused {_REFUSED_RETRIES} times")  # pragma: no cover - the loop returns or raises
 
     async def aclose(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
         for connection in self._connections:
             connection.close()
         self._connections.clear()
+
+
+class Proxy:
+    """An HTTP CONNECT proxy (``http://[user:password@]host:port``) that tunnels the TLS connections to APNs."""
+
+    def __init__(self, host: str, port: int, credentials: str | None = None) -> None:
+        self.host, self.port, self._credentials = host, port, credentials
+
+    def connect_request(self, host: str, port: int) -> bytes:
+        lines = [f"CONNECT {host}:{port} HTTP/1.1", f"Host: {host}:{port}"]
+        if self._credentials:
+            lines.append(f"Proxy-Authorization: Basic {base64.b64encode(self._credentials.encode()).decode()}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def parse_proxy(url: str) -> Proxy:
+    """``http://[user:password@]host[:port]`` (NOTI_APNS_PROXY); raises ValueError saying what is wrong."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("the APNs proxy must be an http://host:port URL of an HTTP CONNECT proxy")
+    try:
+        port = parts.port or 8080
+    except ValueError:
+        raise ValueError("the APNs proxy's port is not a number") from None
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}" if parts.username else None
+    return Proxy(parts.hostname, port, credentials)

@@ -65,13 +65,15 @@ _PG_DEVICES = text(
         SELECT id, external_id FROM device_owners
          WHERE external_id = ANY(ARRAY(SELECT json_array_elements_text(CAST(:owners AS json))))
     )
-    INSERT INTO devices (app, device_token, platform, owner_id, tags, is_active, created_at, updated_at)
-    SELECT v.a, v.t, v.p, o.id, v.g, v.i, :now, :now
+    INSERT INTO devices (app, device_token, platform, owner_id, tags, is_active, created_at, updated_at,
+                         registered_at)
+    SELECT v.a, v.t, v.p, o.id, v.g, v.i, :now, :now, :now
       FROM v LEFT JOIN o ON o.external_id = v.o
      ORDER BY v.a COLLATE "C", v.t COLLATE "C"
     ON CONFLICT (app, device_token) DO UPDATE
        SET platform = excluded.platform, owner_id = excluded.owner_id, tags = excluded.tags,
-           is_active = excluded.is_active, updated_at = excluded.updated_at
+           is_active = excluded.is_active, updated_at = excluded.updated_at,
+           registered_at = excluded.registered_at  -- a re-registration outdates an earlier 410
     RETURNING id, app, device_token, xmax = 0 AS created
     """
 )
@@ -132,7 +134,7 @@ def _upsert_generic(
             found = select(DeviceOwner.external_id, DeviceOwner.id).where(DeviceOwner.external_id.in_(chunk))
             owner_ids.update({row.external_id: row.id for row in connection.execute(found)})
     statement: Any = upsert_insert("sqlite", Device)
-    changed = ("platform", "owner_id", "tags", "is_active", "updated_at")
+    changed = ("platform", "owner_id", "tags", "is_active", "updated_at", "registered_at")
     statement = statement.on_conflict_do_update(
         index_elements=["app", "device_token"], set_={name: statement.excluded[name] for name in changed}
     )
@@ -146,6 +148,7 @@ def _upsert_generic(
             "is_active": d.is_active,
             "created_at": now,
             "updated_at": now,
+            "registered_at": now,  # a re-registration outdates an earlier 410 (noti.store.records)
         }
         for d in devices
     ]

@@ -125,6 +125,8 @@ class Device(Base):
     tags: Mapped[list[str]] = mapped_column(JsonType, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_notification_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the app last registered this token (POST /api/devices/): a 410 older than this is stale (0006).
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -188,6 +190,7 @@ class Notification(Base):
     )
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     apns_id: Mapped[str | None] = mapped_column(String(36))
+    apns_unique_id: Mapped[str | None] = mapped_column(String(36))  # apns-unique-id (sandbox), migration 0006
     apns_reason: Mapped[str | None] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(300))

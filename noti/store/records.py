@@ -63,6 +63,10 @@ class RecordUpdate:
     apns_reason: str | None = None
     status_code: int | None = None
     sent_at: datetime | None = None
+    apns_unique_id: str | None = None  # apns-unique-id (sandbox only)
+    # When APNs says the token stopped being valid (a 410's timestamp): a device registered
+    # after it keeps its new registration and stays active.
+    invalidated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +224,12 @@ _PG_APPLY = text(
     """
     UPDATE notifications AS n
        SET status = v.status, retry_count = v.retry_count, apns_id = v.apns_id,
-           apns_reason = v.apns_reason, status_code = v.status_code, sent_at = v.sent_at
+           apns_reason = v.apns_reason, status_code = v.status_code, sent_at = v.sent_at,
+           apns_unique_id = v.apns_unique_id
       FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS varchar[]), CAST(:retries AS int[]),
                   CAST(:apns_ids AS varchar[]), CAST(:reasons AS varchar[]), CAST(:codes AS smallint[]),
-                  CAST(:sent AS timestamptz[]))
-           AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at)
+                  CAST(:sent AS timestamptz[]), CAST(:unique_ids AS varchar[]))
+           AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at, apns_unique_id)
      WHERE n.id = v.id AND n.status NOT IN :final
     RETURNING n.id, n.app, n.device_id, n.created_at, n.status, n.campaign
     """
@@ -242,6 +247,7 @@ def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) 
             "reasons": [o.apns_reason for o in outcomes],
             "codes": [o.status_code for o in outcomes],
             "sent": [o.sent_at for o in outcomes],
+            "unique_ids": [o.apns_unique_id for o in outcomes],
             "final": list(_FINAL_VALUES),
         },
     )
@@ -262,6 +268,7 @@ def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
             apns_reason=bindparam("b_apns_reason"),
             status_code=bindparam("b_status_code"),
             sent_at=bindparam("b_sent_at"),
+            apns_unique_id=bindparam("b_apns_unique_id"),
         )
         .returning(
             Notification.id,
@@ -284,6 +291,7 @@ def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
                 "b_apns_reason": o.apns_reason,
                 "b_status_code": o.status_code,
                 "b_sent_at": o.sent_at,
+                "b_apns_unique_id": o.apns_unique_id,
             },
         ).one_or_none()
         if row is not None:
@@ -295,8 +303,9 @@ def apply_outcomes(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
     """Write outcomes in one batch and return the records they changed.
 
     A record that is already final is left alone (a redelivered message must not undo or
-    repeat it). Devices follow: ``invalid_token`` deactivates the device, ``sent`` stamps
-    its ``last_notification_at``. Call inside a transaction (``engine.begin()``).
+    repeat it). Devices follow: ``invalid_token`` deactivates the device — unless APNs dated
+    the invalidation (410 ``timestamp``) before the device last registered its token — and
+    ``sent`` stamps its ``last_notification_at``. Call inside a transaction (``engine.begin()``).
     """
     if not outcomes:
         return []
@@ -306,7 +315,7 @@ def apply_outcomes(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
         applied = _apply_postgresql(connection, latest)
     else:
         applied = _apply_generic(connection, latest)
-    _update_devices(connection, applied)
+    _update_devices(connection, applied, {o.id: o.invalidated_at for o in latest if o.invalidated_at is not None})
     finished = [a for a in applied if a.status.is_final]
     _bump_counts(connection, Counter((hour_bucket(a.created_at), a.app, a.status.value) for a in finished))
     _bump_campaign_counts(connection, Counter((a.campaign, a.status.value) for a in finished if a.campaign))
@@ -327,16 +336,36 @@ def campaign_counts(connection: Connection, campaign: str) -> dict[str, int]:
     return {status: int(count) for status, count in connection.execute(query)}
 
 
-def _update_devices(connection: Connection, applied: Iterable[Applied]) -> None:
+def _update_devices(
+    connection: Connection, applied: Iterable[Applied], invalidated_at: Mapping[uuid.UUID, datetime]
+) -> None:
     now = utcnow()
+    applied = list(applied)
     sent = sorted({a.device_id for a in applied if a.device_id is not None and a.status is NotificationStatus.SENT})
-    invalid = sorted(
-        {a.device_id for a in applied if a.device_id is not None and a.status is NotificationStatus.INVALID_TOKEN}
-    )
+    dead = [a for a in applied if a.device_id is not None and a.status is NotificationStatus.INVALID_TOKEN]
+    undated = sorted({a.device_id for a in dead if a.device_id is not None and a.id not in invalidated_at})
+    # A dated invalidation (410) only wins over a registration made before it; the latest date per device.
+    dated: dict[int, datetime] = {}
+    for a in dead:
+        if a.id in invalidated_at and a.device_id is not None:
+            moment = invalidated_at[a.id]
+            dated[a.device_id] = max(moment, dated.get(a.device_id, moment))
     if sent:
         connection.execute(update(Device).where(Device.id.in_(sent)).values(last_notification_at=now))
-    if invalid:
-        connection.execute(update(Device).where(Device.id.in_(invalid)).values(is_active=False, updated_at=now))
+    if undated:
+        connection.execute(update(Device).where(Device.id.in_(undated)).values(is_active=False, updated_at=now))
+    if dated:
+        statement = (
+            update(Device)
+            .where(
+                Device.id == bindparam("b_device"),
+                (Device.registered_at.is_(None)) | (Device.registered_at <= bindparam("b_invalidated_at")),
+            )
+            .values(is_active=False, updated_at=now)
+        )
+        # Sorted like the other updates, so concurrent writers lock devices in one order.
+        rows = [{"b_device": device, "b_invalidated_at": moment} for device, moment in sorted(dated.items())]
+        connection.execute(statement, rows)
 
 
 def final_ids(connection: Connection, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:

@@ -5,25 +5,31 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from sqlalchemy import Engine, func, insert, select
 
-from harness.apns import SimulatorProcess
 from noti.queue import QueuedNotification, StreamKeys
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
 
 
-def stream_keys_of(simulator: SimulatorProcess) -> StreamKeys:
+class Server(Protocol):
+    """An APNs server the sender is pointed at (the simulator, Pushy): the app it serves."""
+
+    @property
+    def bundle_id(self) -> str: ...
+
+
+def stream_keys_of(simulator: Server) -> StreamKeys:
     return StreamKeys(simulator.bundle_id, "sandbox")
 
 
 def enqueue(
     engine: Engine,
     client: redis.Redis,
-    simulator: SimulatorProcess,
+    simulator: Server,
     tokens: list[str],
     *,
     with_devices: bool = False,

@@ -100,8 +100,11 @@ def test_campaign_is_stored_with_defaults_and_watched(
         (credential("inverted", senders={"minReplicas": 5, "maxReplicas": 2}),
          "senders.minReplicas must not exceed senders.maxReplicas"),
         (credential("bad-team", teamId="abc"), "spec.teamId: Invalid value"),
+        (credential("key-and-cert", certificateSecretRef={"name": "apns-cert"}),
+         "give privateKeySecretRef (token auth) or certificateSecretRef (certificate auth), one of them"),
+        (credential("https-proxy", proxy="https://proxy.corp:3128"), "spec.proxy: Invalid value"),
     ],
-    ids=["two-audiences", "no-audience", "inverted-senders", "bad-team-id"],
+    ids=["two-audiences", "no-audience", "inverted-senders", "bad-team-id", "key-and-certificate", "https-proxy"],
 )  # fmt: skip
 def test_object_breaking_the_schema_is_rejected_with_its_message(
     cluster: KubeCluster, k8s_namespace: str, manifest: str, message: str
@@ -110,6 +113,18 @@ def test_object_breaking_the_schema_is_rejected_with_its_message(
     assert result.returncode != 0
     assert "is invalid" in result.stderr
     assert message in result.stderr
+
+
+def test_a_certificate_credential_needs_no_team_or_key_id(cluster: KubeCluster, k8s_namespace: str) -> None:
+    manifest = yaml.safe_dump({
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "APNsCredential", "metadata": {"name": "by-certificate"},
+        "spec": {"bundleId": "com.example.app", "proxy": "http://proxy.corp:3128",
+                 "certificateSecretRef": {"name": "apns-cert", "passwordKey": "password"}},
+    })  # fmt: skip
+    cluster.kubectl("apply", "-n", k8s_namespace, "-f", "-", input=manifest)
+    stored = json.loads(cluster.kubectl("get", "-n", k8s_namespace, "apnscredential", "by-certificate", "-o",
+                                        "json").stdout)  # fmt: skip
+    assert stored["spec"]["certificateSecretRef"] == {"name": "apns-cert", "key": "apns.p12", "passwordKey": "password"}
 
 
 def test_service_account_without_rights_is_forbidden(k8s_cluster: KubeCluster, k8s_namespace: str) -> None:

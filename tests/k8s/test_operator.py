@@ -329,6 +329,39 @@ def _deployment(apps: k8s.AppsV1Api, namespace: str) -> k8s.V1Deployment | None:
         raise
 
 
+def test_a_certificate_credential_becomes_senders_with_the_p12_and_its_password_from_the_secret(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    certificate = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "apns-cert"},
+                   "stringData": {"apns.p12": "not really a p12", "password": "s3cret"}}  # fmt: skip
+    noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(certificate))
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "APNsCredential", "metadata": {"name": "shop"},
+        "spec": {"bundleId": apns_simulator.bundle_id, "environment": "sandbox", "proxy": "http://proxy.corp:3128",
+                 "certificateSecretRef": {"name": "apns-cert", "passwordKey": "password"}},
+    }  # fmt: skip
+    noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
+    apps = k8s.AppsV1Api(api)
+    deployment = eventually(lambda: _deployment(apps, ns), "the sender Deployment", operator)
+    container = deployment.spec.template.spec.containers[0]
+    env = {item.name: item for item in container.env}
+    assert env["NOTI_APNS_CERT_FILE"].value.endswith("/apns.p12")
+    assert env["NOTI_APNS_CERT_PASSWORD"].value is None  # read from the Secret by the kubelet, not in the spec
+    assert env["NOTI_APNS_CERT_PASSWORD"].value_from.secret_key_ref.name == "apns-cert"
+    assert env["NOTI_APNS_PROXY"].value == "http://proxy.corp:3128"
+    assert "NOTI_APNS_KEY_FILE" not in env
+    assert "s3cret" not in json.dumps(api.sanitize_for_serialization(deployment))
+    credential = eventually(
+        lambda: custom_if(api, ns, "apnscredentials", "shop", lambda c: condition(c, "KeyValid").get("status")),
+        "KeyValid", operator,
+    )  # fmt: skip
+    assert condition(credential, "KeyValid")["reason"] == "CertificateLoaded"
+    assert credential["status"]["keyFingerprint"].startswith("SHA256:")
+
+
 def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment(
     operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
     apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, tmp_path: Path,
