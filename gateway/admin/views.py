@@ -170,11 +170,13 @@ class NotificationAdmin(ModelView, model=Notification):
     details_template = "noti/notification_details.html"
     column_list: ClassVar[Any] = [
         Notification.status, Notification.created_at, Notification.title, Notification.app,
-        Notification.device_token, Notification.campaign, Notification.apns_reason, Notification.apns_unique_id,
+        Notification.device_token, Notification.campaign, Notification.apns_reason,
     ]  # fmt: skip
     column_labels: ClassVar[Any] = {
         Notification.created_at: "created (UTC)", Notification.device_token: "device token",
         Notification.apns_reason: "failure reason",
+        # What Apple's Push Notifications Console looks a sandbox delivery up by; on the detail page.
+        Notification.apns_unique_id: "apns-unique-id",
     }  # fmt: skip
     column_searchable_list: ClassVar[Any] = [Notification.device_token, Notification.title, Notification.campaign]
     column_filters: ClassVar[Any] = [
