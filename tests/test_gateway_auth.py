@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 import pytest
 import redis
@@ -17,6 +20,16 @@ from noti.settings import get_settings
 from noti.store.models import ApiKey
 
 UNAUTHORIZED = {"detail": "missing or invalid API key: send Authorization: Bearer <key>"}
+
+
+@asynccontextmanager
+async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` with its lifespan run (batcher, rate limiter), as uvicorn would run it."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+    ):
+        yield http
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -63,11 +76,9 @@ async def test_key_is_stored_hashed_and_revocation_takes_effect(
     with clean_db.connect() as connection:
         row = connection.execute(select(ApiKey)).one()
     assert key.startswith(f"noti_{row.prefix}_") and key.split("_", 2)[2] not in row.key_hash
-    app = create_app(gateway_settings(database_url, redis_url, gateway_key_cache_seconds=0), engine=clean_db)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
-    ):
+    async with started(
+        create_app(gateway_settings(database_url, redis_url, gateway_key_cache_seconds=0), engine=clean_db)
+    ) as http:
         assert (await http.get("/api/devices/", headers=bearer(key))).status_code == 200
         assert revoke_api_key(clean_db, row.prefix) == 1
         assert (await http.get("/api/devices/", headers=bearer(key))).status_code == 401
@@ -79,11 +90,7 @@ async def test_rate_limit_answers_429_with_retry_after(
     clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str, keys: Keys
 ) -> None:
     settings = gateway_settings(database_url, redis_url, gateway_rate_limit=1, gateway_rate_burst=3)
-    app = create_app(settings, engine=clean_db)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
-    ):
+    async with started(create_app(settings, engine=clean_db)) as http:
         codes = [(await http.get("/api/devices/", headers=bearer(keys.reader))).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         limited = await http.get("/api/devices/", headers=bearer(keys.reader))
@@ -97,11 +104,7 @@ async def test_an_address_sending_unknown_keys_is_held_off_without_lookups(
     clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str, keys: Keys
 ) -> None:
     settings = gateway_settings(database_url, redis_url, gateway_auth_failure_rate=0.5, gateway_auth_failure_burst=5)
-    app = create_app(settings, engine=clean_db)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
-    ):
+    async with started(create_app(settings, engine=clean_db)) as http:
         ok = await http.get("/api/devices/", headers=bearer(keys.reader))  # verified now: cached from here on
         assert ok.status_code == 200
         codes = [(await http.get("/api/devices/", headers=bearer(f"noti_{n:012x}_guess"))).status_code

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import promql_parser
-import pytest
 import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,15 +121,6 @@ def _scrape_gateway(base_url: str, client: redis.Redis) -> str:
         response = http.get("/metrics")
     assert response.status_code == 200
     return response.text
-
-
-@pytest.fixture
-def sender_env(redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOTI_DATABASE_URL", database_url)
-    monkeypatch.setenv("NOTI_REDIS_URL", redis_url)
-    from noti.settings import get_settings
-
-    get_settings.cache_clear()
 
 
 async def test_every_metric_and_label_the_alerts_and_dashboard_name_is_exported(

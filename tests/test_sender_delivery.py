@@ -42,17 +42,6 @@ async def _run_until_final(sender: Sender, engine: Engine, expected: int, second
         await asyncio.wait_for(task, 30)
 
 
-@pytest.fixture
-def sender_env(
-    clean_db: Engine, clean_redis: redis.Redis, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("NOTI_DATABASE_URL", database_url)
-    monkeypatch.setenv("NOTI_REDIS_URL", redis_url)
-    from noti.settings import get_settings
-
-    get_settings.cache_clear()
-
-
 async def test_notifications_are_sent_recorded_and_acked(
     sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
 ) -> None:

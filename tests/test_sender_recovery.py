@@ -45,17 +45,6 @@ def _config(pushy: PushyServer, **overrides: object) -> SenderConfig:
 
 
 @pytest.fixture
-def sender_env(
-    clean_db: Engine, clean_redis: redis.Redis, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("NOTI_DATABASE_URL", database_url)
-    monkeypatch.setenv("NOTI_REDIS_URL", redis_url)
-    from noti.settings import get_settings
-
-    get_settings.cache_clear()
-
-
-@pytest.fixture
 async def running() -> AsyncIterator[list[Sender]]:
     """Senders a test starts (``run`` in a task); stopped at its end."""
     senders: list[Sender] = []

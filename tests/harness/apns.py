@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -25,6 +25,30 @@ BUNDLE_ID = "com.example.app"
 # Another app of the same team: the key may push to its topic, but BUNDLE_ID's devices are not its
 # own, so (with the device registry on) a sender misconfigured with it gets DeviceTokenNotForTopic.
 OTHER_BUNDLE_ID = "com.example.other"
+
+
+class ApnsServer(Protocol):
+    """An APNs server under test (the simulator, Pushy's mock) and the token credential it takes."""
+
+    team_id: str
+    key_id: str
+    key_path: Path
+    bundle_id: str
+    url: str
+    ca_path: Path
+
+
+def sender_environment(server: ApnsServer) -> dict[str, str]:
+    """The environment the operator gives a sender Deployment whose credential ``server`` takes."""
+    return {
+        "NOTI_APNS_TEAM_ID": server.team_id,
+        "NOTI_APNS_KEY_ID": server.key_id,
+        "NOTI_APNS_KEY_FILE": str(server.key_path),
+        "NOTI_APNS_BUNDLE_ID": server.bundle_id,
+        "NOTI_APNS_ENVIRONMENT": "sandbox",
+        "NOTI_APNS_ENDPOINT": server.url,
+        "NOTI_APNS_CA_FILE": str(server.ca_path),
+    }
 
 
 @dataclass(frozen=True)
@@ -78,15 +102,7 @@ class SimulatorProcess:
 
     def sender_env(self) -> dict[str, str]:
         """The environment the operator gives a sender Deployment for this credential."""
-        return {
-            "NOTI_APNS_TEAM_ID": self.team_id,
-            "NOTI_APNS_KEY_ID": self.key_id,
-            "NOTI_APNS_KEY_FILE": str(self.key_path),
-            "NOTI_APNS_BUNDLE_ID": self.bundle_id,
-            "NOTI_APNS_ENVIRONMENT": "sandbox",
-            "NOTI_APNS_ENDPOINT": self.url,
-            "NOTI_APNS_CA_FILE": str(self.ca_path),
-        }
+        return sender_environment(self)
 
 
 def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...] = ()) -> SimulatorProcess:

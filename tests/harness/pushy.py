@@ -27,7 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness.apns import BUNDLE_ID, KEY_ID, TEAM_ID
+from harness.apns import BUNDLE_ID, KEY_ID, TEAM_ID, sender_environment
 from harness.procs import SETUP_HINT, reap
 from noti.apns.payload import PUSH_TYPES, topic_for
 from noti.apns.simulator import generate_certificate
@@ -148,15 +148,7 @@ class PushyServer:
 
     def sender_env(self) -> dict[str, str]:
         """The environment the operator gives a sender Deployment for this credential."""
-        return {
-            "NOTI_APNS_TEAM_ID": self.team_id,
-            "NOTI_APNS_KEY_ID": self.key_id,
-            "NOTI_APNS_KEY_FILE": str(self.key_path),
-            "NOTI_APNS_BUNDLE_ID": self.bundle_id,
-            "NOTI_APNS_ENVIRONMENT": "sandbox",
-            "NOTI_APNS_ENDPOINT": self.url,
-            "NOTI_APNS_CA_FILE": str(self.ca_path),
-        }
+        return sender_environment(self)
 
 
 def _token() -> str:

@@ -1,4 +1,5 @@
-"""Helpers the sender tests share: queue notifications the way the gateway does, wait for records."""
+"""What the sender tests share (a pytest plugin): the store and Redis in the environment, queueing
+notifications the way the gateway does, waiting for records."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import pytest
 import redis
 from sqlalchemy import Engine, func, insert, select
 
@@ -97,3 +99,15 @@ def statuses(engine: Engine) -> dict[str, int]:
     with engine.connect() as connection:
         rows = connection.execute(select(Notification.status, func.count()).group_by(Notification.status)).all()
     return {str(status): int(count) for status, count in rows}
+
+
+@pytest.fixture
+def sender_env(
+    clean_db: Engine, clean_redis: redis.Redis, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender built in this process finds the session's (clean) PostgreSQL and Redis through its settings."""
+    monkeypatch.setenv("NOTI_DATABASE_URL", database_url)
+    monkeypatch.setenv("NOTI_REDIS_URL", redis_url)
+    from noti.settings import get_settings
+
+    get_settings.cache_clear()
