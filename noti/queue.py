@@ -231,11 +231,9 @@ class QueuedNotification:
         return replace(self, attempt=self.attempt + 1)
 
 
-# XADD many messages to KEYS[1] in one call. ARGV[1] packs them: per message the number of
-# fields, then each name and value, every item written as "<byte length>:<bytes>". One packed
-# argument instead of thousands keeps the client from packing each message as a command.
-XADD_MANY = """
-local packed = ARGV[1]
+# The Lua that XADDs every entry packed in the variable ``packed`` onto KEYS[1], counting them in ``n``:
+# per entry the number of fields, then each name and value, every item written as "<byte length>:<bytes>".
+_XADD_PACKED = """
 local pos = 1
 local n = 0
 local function item()
@@ -253,22 +251,27 @@ while pos <= #packed do
   redis.call('XADD', KEYS[1], '*', unpack(fields))
   n = n + 1
 end
-return n
 """
 
+# XADD many entries to KEYS[1] in one call, ARGV[1] packed as above: one packed argument instead of
+# thousands keeps the client from packing each entry as a command. Answers how many were added.
+XADD_MANY = "local packed = ARGV[1]" + _XADD_PACKED + "return n\n"
 
 # One fan-out chunk onto a campaign's stream, at most once: KEYS[1] the stream, KEYS[2] its chunks hash
 # (same hash tag); ARGV[1] the chunk's start cursor, ARGV[2] its end, ARGV[3] its entries (pack_entries).
 # A chunk already queued (a second operator, a resumed run) adds nothing and answers the end it had,
 # so the caller goes on from there. Answers {entries added, end cursor}.
-XADD_CHUNK = """
+XADD_CHUNK = (
+    """
 local queued = redis.call('HGET', KEYS[2], ARGV[1])
 if queued then
   return {0, queued}
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local packed = ARGV[3]
-""" + XADD_MANY.split("local packed = ARGV[1]", 1)[1].replace("return n", "return {n, ARGV[2]}")
+local packed = ARGV[3]"""
+    + _XADD_PACKED
+    + "return {n, ARGV[2]}\n"
+)
 
 
 def _packed(item: bytes) -> bytes:
