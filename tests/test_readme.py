@@ -1,0 +1,13 @@
+"""The README's configuration table names every setting the components read."""
+
+from __future__ import annotations
+
+from harness.readme import README
+from noti.sender.config import SenderConfig
+from noti.settings import Settings
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    text = README.read_text()
+    settings = [f"NOTI_{name.upper()}" for model in (Settings, SenderConfig) for name in model.model_fields]
+    assert [name for name in settings if f"`{name}`" not in text] == []
