@@ -122,6 +122,11 @@ def _find(session: Session, token: str, app: str | None) -> tuple[Device, str | 
     return rows[0][0], rows[0][1]
 
 
+def find_device(session: Session, token: str, app: str | None) -> tuple[Device, str | None]:
+    """The device with this token (of ``app``) and its owner's external id; 404, or 409 when ambiguous."""
+    return _find(session, token, app)
+
+
 def _fields(body: DeviceIn, app: str) -> DeviceFields:
     return DeviceFields(app, body.device_token, body.platform, body.owner, body.tags, body.is_active)
 

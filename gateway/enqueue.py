@@ -79,6 +79,10 @@ class Enqueuer:
         await self._queue(entries)
         return result
 
+    async def queue(self, entries: list[StreamEntries]) -> None:
+        """Queue entries of records already written (closing them as failed if Redis refuses)."""
+        await self._queue(entries)
+
     async def _write_and_queue(self, sends: list[Send]) -> list[Accepted | Exception]:
         written = await asyncio.to_thread(self._write_batch, sends)
         await self._queue(written.entries)

@@ -326,6 +326,10 @@ class Content(_Body):
     stale_date: int | None = Field(default=None, ge=0, le=2**53)
     attributes_type: Text | None = Field(default=None, max_length=255)
     attributes: dict[str, Any] | None = None
+    input_push_token: bool | None = Field(default=None, description="start: the activity reports its update token")
+    input_push_channel: Text | None = Field(
+        default=None, max_length=255, description="start: the activity joins this broadcast channel"
+    )
 
     _sendable = field_validator("data", "sound", "content_state", "attributes")(_sendable_json)
 

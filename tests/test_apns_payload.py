@@ -129,7 +129,8 @@ def test_invalid_fields_are_named(fields: dict[str, object], field: str) -> None
 )
 def test_each_push_type_goes_to_apples_topic(push_type: str, topic: str) -> None:
     assert push_type in PUSH_TYPES
-    content = NotificationContent(push_type=push_type, data={"x": 1})
+    live = {"event": "update", "content_state": {"x": 1}, "timestamp": 1} if push_type == "liveactivity" else {}
+    content = NotificationContent(push_type=push_type, data={"x": 1}, **live)  # type: ignore[arg-type]
     assert build_headers(content, "com.example.app")["apns-topic"] == topic
 
 
@@ -203,3 +204,55 @@ def test_payload_is_within_limit_or_refused_and_round_trips(content: Notificatio
 def test_numbers_json_cannot_carry_are_refused_not_crashed_on() -> None:
     with pytest.raises(InvalidNotification, match="data: cannot be encoded"):
         build_payload(NotificationContent(title="x", data={"big": -71353849071570100224}))
+
+
+# --- Live Activities: what ActivityKit needs of each event, refused before it is queued ---
+
+LIVE_START: dict[str, Any] = {
+    "push_type": "liveactivity", "event": "start", "timestamp": 1_800_000_000, "attributes_type": "Delivery",
+    "attributes": {"order": "A-17"}, "content_state": {"eta": 12}, "title": "On its way", "body": "ETA 12",
+}  # fmt: skip
+
+
+def test_a_live_activity_start_builds_apples_payload_on_the_liveactivity_topic() -> None:
+    content = NotificationContent.from_dict({**LIVE_START, "input_push_token": True})
+    aps = orjson.loads(build_payload(content))["aps"]
+    assert aps == {
+        "alert": {"title": "On its way", "body": "ETA 12"}, "event": "start", "timestamp": 1_800_000_000,
+        "attributes-type": "Delivery", "attributes": {"order": "A-17"}, "content-state": {"eta": 12},
+        "input-push-token": 1,
+    }  # fmt: skip
+    headers = build_headers(content, "com.example.app")
+    assert headers["apns-topic"] == "com.example.app.push-type.liveactivity"
+    assert headers["apns-push-type"] == "liveactivity"
+    assert headers["apns-priority"] == "10"  # an alerting start shows at once
+
+
+def test_a_silent_live_activity_update_defaults_to_priority_5_outside_the_budget() -> None:
+    content = NotificationContent(push_type="liveactivity", event="update", content_state={"eta": 5}, timestamp=1)
+    assert build_headers(content, "com.example.app")["apns-priority"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"event": None}, "event"),
+        ({"timestamp": None}, "timestamp"),
+        ({"attributes_type": None}, "attributes_type"),
+        ({"attributes": None}, "attributes"),
+        ({"content_state": None}, "content_state"),
+        ({"title": None, "body": None}, "title"),
+        ({"input_push_token": True, "input_push_channel": "abc"}, "input_push_channel"),
+        ({"dismissal_date": 1}, "dismissal_date"),
+        ({"event": "update", "attributes": None, "attributes_type": None, "content_state": None}, "content_state"),
+        ({"event": "end", "attributes_type": None, "input_push_token": True}, "attributes"),
+        ({"push_type": "alert"}, "event"),
+    ],
+)
+def test_a_live_activity_push_activitykit_could_not_use_is_refused_naming_the_field(
+    changes: dict[str, Any], field: str
+) -> None:
+    values = {key: value for key, value in {**LIVE_START, **changes}.items() if value is not None}
+    with pytest.raises(InvalidNotification) as error:
+        NotificationContent.from_dict(values)
+    assert error.value.field == field

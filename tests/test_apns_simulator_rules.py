@@ -220,3 +220,69 @@ def test_a_key_registered_again_verifies_tokens_anew() -> None:
     assert _answer(_request(), Directory(keys)) == (403, "InvalidProviderToken")
     keys.register(RegisteredKey(TEAM, KID, (BUNDLE,), _public_pem(KEY)))
     assert _answer(_request(), Directory(keys)) == (200, None)
+
+
+# --- Live Activities ("Starting and updating Live Activities with ActivityKit push notifications") ---
+
+LIVE_TOPIC = f"{BUNDLE}.push-type.liveactivity"
+START_APS: dict[str, Any] = {
+    "event": "start",
+    "timestamp": int(NOW),
+    "attributes-type": "DeliveryAttributes",
+    "attributes": {"order": "A-17"},
+    "content-state": {"eta": 12},
+    "alert": {"title": "On its way", "body": "ETA 12 minutes"},
+}
+UPDATE_APS: dict[str, Any] = {"event": "update", "timestamp": int(NOW), "content-state": {"eta": 5}}
+
+
+def _live(aps: dict[str, Any], **changes: str | None) -> Request:
+    headers = {"apns_push_type": "liveactivity", "apns_topic": LIVE_TOPIC, "apns_priority": "10", **changes}
+    return _request(body=orjson.dumps({"aps": aps}), **headers)
+
+
+LIVE_CASES: list[tuple[str, Request, tuple[int, str | None]]] = [
+    ("a start with everything ActivityKit needs", _live(START_APS), (200, None)),
+    ("a start asking for its update token", _live({**START_APS, "input-push-token": 1}), (200, None)),
+    ("a start joining a channel", _live({**START_APS, "input-push-channel": "dHN0LXNyY2gtY2hubA=="}), (200, None)),
+    ("an update at priority 5 (no budget)", _live(UPDATE_APS, apns_priority="5"), (200, None)),
+    ("an end with a dismissal date", _live({"event": "end", "timestamp": int(NOW), "dismissal-date": 1}), (200, None)),
+    ("the bare bundle id as topic", _live(UPDATE_APS, apns_topic=BUNDLE), (400, "TopicDisallowed")),
+    ("priority 1", _live(UPDATE_APS, apns_priority="1"), (400, "BadPriority")),
+    ("no event", _live({k: v for k, v in UPDATE_APS.items() if k != "event"}), (400, "BadPayload")),
+    ("an unknown event", _live({**UPDATE_APS, "event": "pause"}), (400, "BadPayload")),
+    ("no timestamp", _live({k: v for k, v in UPDATE_APS.items() if k != "timestamp"}), (400, "BadPayload")),
+    ("an update without content state", _live({"event": "update", "timestamp": int(NOW)}), (400, "BadPayload")),
+    ("a start without an alert", _live({k: v for k, v in START_APS.items() if k != "alert"}), (400, "BadPayload")),
+    ("a start without attributes", _live({k: v for k, v in START_APS.items() if k != "attributes"}), (400, "BadPayload")),
+    ("input-push-token other than 1", _live({**START_APS, "input-push-token": True}), (400, "BadPayload")),
+    ("token and channel at once", _live({**START_APS, "input-push-token": 1, "input-push-channel": "c"}),
+     (400, "BadPayload")),
+    ("attributes on an update", _live({**UPDATE_APS, "attributes-type": "DeliveryAttributes"}), (400, "BadPayload")),
+    ("a stale date that is no number", _live({**UPDATE_APS, "stale-date": "soon"}), (400, "BadPayload")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "request_", "expected"), LIVE_CASES, ids=[case[0] for case in LIVE_CASES])
+def test_live_activity_pushes_are_judged_as_apple_documents_them(
+    name: str, request_: Request, expected: tuple[int, str | None]
+) -> None:
+    assert _answer(request_) == expected
+
+
+def test_an_accepted_live_activity_push_says_its_event() -> None:
+    assert judge(_live(START_APS), Directory(KEYS), NOW).event == "start"
+    assert judge(_request(), Directory(KEYS), NOW).event is None
+
+
+def test_an_expired_push_to_start_token_in_the_registry_is_410_expired_token_with_its_time() -> None:
+    expired_at = int(NOW * 1000) - 60_000
+    directory = Directory(KEYS, devices={DEVICE: Device(frozenset({LIVE_TOPIC}), expired_at, "ExpiredToken")})
+    answer = judge(_live(START_APS), directory, NOW)
+    assert (answer.status, answer.reason, answer.timestamp) == (410, "ExpiredToken", expired_at)
+
+
+def test_a_push_to_start_token_is_not_a_token_for_the_apps_alert_topic() -> None:
+    directory = Directory(KEYS, devices={DEVICE: Device(frozenset({LIVE_TOPIC}))})
+    assert _answer(_request(), directory) == (400, "DeviceTokenNotForTopic")
+    assert _answer(_live(UPDATE_APS), directory) == (200, None)

@@ -17,7 +17,7 @@ from noti.store.db import make_engine
 from noti.store.models import Base, Device, Notification
 
 TABLES = {
-    "api_keys", "campaign_counts", "device_owners", "devices", "idempotency_keys", "notifications",
+    "api_keys", "campaign_counts", "device_owners", "device_tokens", "devices", "idempotency_keys", "notifications",
     "notification_counts",
 }  # fmt: skip
 

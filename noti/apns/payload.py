@@ -124,6 +124,8 @@ class NotificationContent:
     stale_date: int | None = None
     attributes_type: str | None = None
     attributes: dict[str, Any] | None = None
+    input_push_token: bool | None = None  # start: the new activity reports its update token
+    input_push_channel: str | None = None  # start: the new activity joins this broadcast channel
 
     def __post_init__(self) -> None:
         _check(self)
@@ -193,6 +195,7 @@ _APS_FIELDS = {
     "stale_date": "stale-date",
     "attributes_type": "attributes-type",
     "attributes": "attributes",
+    "input_push_channel": "input-push-channel",
 }
 _TYPES: dict[str, tuple[type, ...]] = {
     **{name: (str,) for name in ("title", "subtitle", "body", "title_loc_key", "subtitle_loc_key", "loc_key")},
@@ -220,6 +223,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "stale_date": (int,),
     "attributes_type": (str,),
     "attributes": (dict,),
+    "input_push_token": (bool,),
+    "input_push_channel": (str,),
 }
 
 
@@ -258,6 +263,51 @@ def _check(content: NotificationContent) -> None:
         raise InvalidNotification("push_type", "a background notification carries no alert; use push_type alert")
     if content.push_type == "background" and content.priority == 10:
         raise InvalidNotification("priority", "a background notification uses priority 5 (APNs refuses 10)")
+    problem = live_activity_problem(content)
+    if problem is not None:
+        raise InvalidNotification(*problem)
+
+
+_START_ONLY = ("attributes_type", "attributes", "input_push_token", "input_push_channel")
+_LIVE_ACTIVITY_ONLY = ("event", "content_state", "timestamp", "dismissal_date", "stale_date", *_START_ONLY)
+
+
+def live_activity_problem(content: NotificationContent) -> tuple[str, str] | None:
+    """(field, why) when a Live Activity push lacks what ActivityKit needs for its event, or None.
+
+    As "Starting and updating Live Activities with ActivityKit push notifications" has it:
+    every event carries a timestamp; a start names the attributes type, its attributes, the
+    content state and an alert; an update carries the content state; start-only keys stay
+    on starts, and a new activity takes updates by token or by channel, not both.
+    """
+    if content.push_type != "liveactivity":
+        for name in _LIVE_ACTIVITY_ONLY:
+            if getattr(content, name) is not None:
+                return name, "is a Live Activity field: use push_type liveactivity"
+        return None
+    if content.event is None:
+        return "event", "a Live Activity push says start, update or end"
+    if content.timestamp is None:
+        return "timestamp", "a Live Activity push carries the epoch seconds its content was made at"
+    if content.event == "start":
+        for name in ("attributes_type", "attributes", "content_state"):
+            if getattr(content, name) is None:
+                return name, "a Live Activity start needs attributes_type, attributes and content_state"
+        if not content.has_alert:
+            return "title", "a Live Activity start needs an alert (title and body)"
+        if content.input_push_token is False:
+            return "input_push_token", "give true, or leave it out"
+        if content.input_push_token and content.input_push_channel is not None:
+            return "input_push_channel", "a Live Activity takes updates by token or by channel, not both"
+        if content.dismissal_date is not None:
+            return "dismissal_date", "a dismissal date ends an activity: give it with event end"
+        return None
+    for name in _START_ONLY:
+        if getattr(content, name) is not None:
+            return name, f"is for starting a Live Activity, not for event {content.event}"
+    if content.event == "update" and content.content_state is None:
+        return "content_state", "a Live Activity update carries the new content state"
+    return None
 
 
 def payload_dict(content: NotificationContent) -> dict[str, Any]:
@@ -274,6 +324,8 @@ def payload_dict(content: NotificationContent) -> dict[str, Any]:
         aps["content-available"] = 1
     if content.mutable_content:
         aps["mutable-content"] = 1
+    if content.input_push_token:
+        aps["input-push-token"] = 1
     if content.push_type in RELOAD_PUSH_TYPES:
         aps["content-changed"] = True
     return {**(content.data or {}), "aps": aps}

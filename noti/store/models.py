@@ -191,6 +191,11 @@ class Notification(Base):
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     apns_id: Mapped[str | None] = mapped_column(String(36))
     apns_unique_id: Mapped[str | None] = mapped_column(String(36))  # apns-unique-id (sandbox), migration 0006
+    # A record sent to a token of another kind than the device token (migration 0010): the
+    # device_tokens row it went to, so a 410 retires that token and leaves the device alone.
+    token_id: Mapped[int | None] = mapped_column(BigId)
+    activity_id: Mapped[str | None] = mapped_column(String(255))  # the Live Activity an update or end is for
+    event: Mapped[str | None] = mapped_column(String(10))  # a Live Activity's start, update or end
     apns_reason: Mapped[str | None] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(300))
@@ -200,6 +205,54 @@ class Notification(Base):
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+class TokenKind(enum.StrEnum):
+    """The kinds of token a device holds besides its device token (which stays on ``devices``)."""
+
+    PUSH_TO_START = "push_to_start"  # starts a Live Activity of one attributes type (ActivityKit)
+    UPDATE = "update"  # updates and ends one running Live Activity
+    VOIP = "voip"  # PushKit
+
+    @property
+    def push_type(self) -> str:
+        """The apns-push-type a token of this kind is sent with."""
+        return "voip" if self is TokenKind.VOIP else "liveactivity"
+
+
+class DeviceToken(Base):
+    """A token of a device other than its device token: one per (device, kind, slot).
+
+    The slot is what makes a token one of several of its kind: the attributes type of a
+    push-to-start token, the activity id of an update token, empty for the VoIP token.
+    """
+
+    __tablename__ = "device_tokens"
+    __table_args__ = (
+        UniqueConstraint("device_id", "kind", "slot"),
+        Index(None, "token"),
+        Index(None, "kind", "attributes_type", "is_active"),
+        Index(None, "activity_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    kind: Mapped[TokenKind] = mapped_column(_str_enum(TokenKind, "token_kind"))
+    slot: Mapped[str] = mapped_column(String(255), default="")
+    token: Mapped[str] = mapped_column(String(200))
+    attributes_type: Mapped[str | None] = mapped_column(String(255))
+    activity_id: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A 410 dated before this leaves the token active: the app registered it again since.
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    device: Mapped[Device] = relationship()
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}/{self.token[:12]}…"
 
 
 class ApiKey(Base):

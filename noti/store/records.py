@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql
 
+from noti.store import tokens
 from noti.store.db import upsert_insert
 from noti.store.models import (
     FINAL_STATUSES,
@@ -79,6 +80,7 @@ class Applied:
     created_at: datetime
     status: NotificationStatus
     campaign: str | None = None
+    token_id: int | None = None  # sent to a token of another kind (device_tokens), not the device token
 
 
 def hour_bucket(moment: datetime) -> datetime:
@@ -231,7 +233,7 @@ _PG_APPLY = text(
                   CAST(:sent AS timestamptz[]), CAST(:unique_ids AS varchar[]))
            AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at, apns_unique_id)
      WHERE n.id = v.id AND n.status NOT IN :final
-    RETURNING n.id, n.app, n.device_id, n.created_at, n.status, n.campaign
+    RETURNING n.id, n.app, n.device_id, n.created_at, n.status, n.campaign, n.token_id
     """
 ).bindparams(bindparam("final", expanding=True))
 
@@ -252,7 +254,9 @@ def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) 
         },
     )
     return [
-        Applied(row.id, row.app, row.device_id, row.created_at, NotificationStatus(row.status), row.campaign)
+        Applied(
+            row.id, row.app, row.device_id, row.created_at, NotificationStatus(row.status), row.campaign, row.token_id
+        )
         for row in result
     ]
 
@@ -277,6 +281,7 @@ def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
             Notification.created_at,
             Notification.status,
             Notification.campaign,
+            Notification.token_id,
         )
     )
     applied = []
@@ -295,7 +300,9 @@ def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
             },
         ).one_or_none()
         if row is not None:
-            applied.append(Applied(row.id, row.app, row.device_id, row.created_at, row.status, row.campaign))
+            applied.append(
+                Applied(row.id, row.app, row.device_id, row.created_at, row.status, row.campaign, row.token_id)
+            )
     return applied
 
 
@@ -342,7 +349,21 @@ def _update_devices(
     now = utcnow()
     applied = list(applied)
     sent = sorted({a.device_id for a in applied if a.device_id is not None and a.status is NotificationStatus.SENT})
-    dead = [a for a in applied if a.device_id is not None and a.status is NotificationStatus.INVALID_TOKEN]
+    # A 410 for a push-to-start, update or VoIP token retires that token, not the device.
+    dead_tokens = [a for a in applied if a.token_id is not None and a.status is NotificationStatus.INVALID_TOKEN]
+    if dead_tokens:
+        undated_tokens = [a.token_id for a in dead_tokens if a.token_id is not None and a.id not in invalidated_at]
+        dated_tokens: dict[int, datetime] = {}
+        for a in dead_tokens:
+            if a.token_id is not None and a.id in invalidated_at:
+                moment = invalidated_at[a.id]
+                dated_tokens[a.token_id] = max(moment, dated_tokens.get(a.token_id, moment))
+        tokens.retire_tokens(connection, undated_tokens, dated_tokens)
+    dead = [
+        a
+        for a in applied
+        if a.device_id is not None and a.token_id is None and a.status is NotificationStatus.INVALID_TOKEN
+    ]
     undated = sorted({a.device_id for a in dead if a.device_id is not None and a.id not in invalidated_at})
     # A dated invalidation (410) only wins over a registration made before it; the latest date per device.
     dated: dict[int, datetime] = {}

@@ -10,7 +10,10 @@ goes from the request's shape to who sends it, then what it says, then to whom:
 3. the headers: push type, topic (for this credential: TopicDisallowed), priority,
    expiration, collapse id, apns-id;
 4. the device token's form, then the payload (empty, too large, not JSON);
-5. the device: a token APNs does not know (BadDeviceToken), one issued for another topic
+5. a Live Activity's payload, as "Starting and updating Live Activities with ActivityKit
+   push notifications" describes it (Apple does not document APNs' answer to a wrong one:
+   ours is BadPayload, as for any payload the device could not use);
+6. the device: a token APNs does not know (BadDeviceToken), one issued for another topic
    (DeviceTokenNotForTopic), one no longer active (410 Unregistered / ExpiredToken).
 """
 
@@ -29,11 +32,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from noti.apns.payload import MAX_COLLAPSE_ID, MAX_PAYLOAD, MAX_VOIP_PAYLOAD, PUSH_TYPES, TOPIC_SUFFIXES
+from noti.apns.payload import (
+    LIVE_ACTIVITY_EVENTS,
+    MAX_COLLAPSE_ID,
+    MAX_PAYLOAD,
+    MAX_VOIP_PAYLOAD,
+    PUSH_TYPES,
+    TOPIC_SUFFIXES,
+)
 
 TOKEN_MAX_AGE = 3600  # seconds Apple accepts a provider token after its iat
 DEVICE_PATH = "/3/device/"
 PRIORITIES = frozenset({"10", "5", "1"})
+# Live Activity pushes are 10 (at once, drawing on the device's budget) or 5 (no budget).
+LIVE_ACTIVITY_PRIORITIES = frozenset({"10", "5"})
 HEX_DIGITS = frozenset("0123456789abcdef")
 # apns-id: "a canonical UUID ... in the form 8-4-4-4-12" (Apple), in either case.
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}").fullmatch
@@ -124,10 +136,12 @@ class Keyring:
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """A device token APNs issued: the topics it was issued for, and when it stopped being valid (ms)."""
+    """A token APNs issued (a device, push-to-start, update or VoIP token): the topics it was issued
+    for, and when it stopped being valid (ms) and why (Unregistered, or ExpiredToken)."""
 
     topics: frozenset[str]
     unregistered_at: int | None = None
+    reason: str = "Unregistered"
 
 
 @dataclass
@@ -158,6 +172,7 @@ class Answer(NamedTuple):
     reason: str | None = None
     timestamp: int | None = None  # ms since the epoch
     team_id: str | None = None  # the team whose provider token was accepted (token auth)
+    event: str | None = None  # an accepted Live Activity push: its event
 
     def body(self) -> bytes:
         """The JSON error body, or b"" on success."""
@@ -176,6 +191,52 @@ def topic_allowed(topic: str, push_type: str, bundle_ids: tuple[str, ...]) -> bo
     """Whether a credential of these bundle ids may push this push type to ``topic`` (without building a set)."""
     suffix = TOPIC_SUFFIXES.get(push_type, "")
     return topic.endswith(suffix) and topic[: len(topic) - len(suffix)] in bundle_ids
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def live_activity_problem(aps: Mapping[str, Any]) -> str | None:
+    """Why ActivityKit could not use this ``aps`` of a liveactivity push, or None when it can.
+
+    Every event has a timestamp; a start names its attributes type with the attributes, the
+    content state and an alert; an update has a content state; input-push-token (1) and
+    input-push-channel belong to starts, and not together.
+    """
+    event = aps.get("event")
+    if event not in LIVE_ACTIVITY_EVENTS:
+        return "aps.event is start, update or end"
+    if not _is_int(aps.get("timestamp")):
+        return "aps.timestamp (epoch seconds) is required"
+    for key in ("stale-date", "dismissal-date"):
+        if key in aps and not _is_int(aps[key]):
+            return f"aps.{key} is epoch seconds"
+    score = aps.get("relevance-score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+        return "aps.relevance-score is a number"
+    if "content-state" in aps and not isinstance(aps["content-state"], dict):
+        return "aps.content-state is an object"
+    if event == "start":
+        if not isinstance(aps.get("attributes-type"), str) or not isinstance(aps.get("attributes"), dict):
+            return "a start names aps.attributes-type and gives aps.attributes"
+        if "content-state" not in aps:
+            return "a start gives aps.content-state"
+        if "alert" not in aps:
+            return "a start gives aps.alert"
+        if "input-push-token" in aps and not (_is_int(aps["input-push-token"]) and aps["input-push-token"] == 1):
+            return "aps.input-push-token is 1"
+        if "input-push-channel" in aps and not isinstance(aps["input-push-channel"], str):
+            return "aps.input-push-channel is a channel id"
+        if "input-push-token" in aps and "input-push-channel" in aps:
+            return "a start asks for an update token or a channel, not both"
+        return None
+    for key in ("attributes-type", "attributes", "input-push-token", "input-push-channel"):
+        if key in aps:
+            return f"aps.{key} is for starts only"
+    if event == "update" and "content-state" not in aps:
+        return "an update gives aps.content-state"
+    return None
 
 
 def judge(request: Request, directory: Directory, now: float) -> Answer:
@@ -223,6 +284,8 @@ def judge(request: Request, directory: Directory, now: float) -> Answer:
     priority = headers.get("apns-priority", "10")
     if priority not in PRIORITIES or (push_type == "background" and priority == "10"):
         return Answer(400, "BadPriority", team_id=team_id)  # "Using priority 10 [for background] is an error"
+    if push_type == "liveactivity" and priority not in LIVE_ACTIVITY_PRIORITIES:
+        return Answer(400, "BadPriority", team_id=team_id)
     expiration = headers.get("apns-expiration")
     if expiration is not None and not expiration.isdigit():
         return Answer(400, "BadExpirationDate", team_id=team_id)
@@ -246,21 +309,26 @@ def judge(request: Request, directory: Directory, now: float) -> Answer:
         return Answer(400, "BadPayload", team_id=team_id)
     if not isinstance(document, dict) or not isinstance(document.get("aps"), dict):
         return Answer(400, "BadPayload", team_id=team_id)
+    event = None
+    if push_type == "liveactivity":
+        if live_activity_problem(document["aps"]) is not None:
+            return Answer(400, "BadPayload", team_id=team_id)
+        event = document["aps"]["event"]
 
     if token in directory.bad_tokens:
         return Answer(400, "BadDeviceToken", team_id=team_id)
-    unregistered_at = None
     if directory.devices is not None:
         device = directory.devices.get(token)
         if device is None:
             return Answer(400, "BadDeviceToken", team_id=team_id)  # well-formed, but APNs never issued it
         if topic not in device.topics:
             return Answer(400, "DeviceTokenNotForTopic", team_id=team_id)
-        unregistered_at = device.unregistered_at
-    if unregistered_at is not None:
-        return Answer(410, "Unregistered", unregistered_at, team_id)
+        if device.unregistered_at is not None:
+            return Answer(410, device.reason, device.unregistered_at, team_id)
     if token in directory.unregistered:
         return Answer(410, "Unregistered", int(now * 1000), team_id)
     if token in directory.expired:
         return Answer(410, "ExpiredToken", int(now * 1000), team_id)
-    return Answer(200, None, None, team_id) if team_id is not None else ACCEPTED
+    if team_id is None and event is None:
+        return ACCEPTED
+    return Answer(200, None, None, team_id, event)

@@ -51,7 +51,8 @@ class Faults:
 
 def parse_devices(devices: dict[str, Any]) -> dict[str, Device]:
     """Registry entries from JSON: ``{token: [topic, ...]}``, or ``{token: {"topics": [...], "unregistered_at": ms}}``
-    for a token APNs stopped delivering to at that time (410 Unregistered with that timestamp)."""
+    for a token APNs stopped delivering to at that time (410 Unregistered with that timestamp), or with
+    ``"expired_at": ms`` for one that expired then (410 ExpiredToken: an outdated push-to-start token)."""
     parsed = {}
     for token, entry in devices.items():
         if isinstance(entry, list):
@@ -60,13 +61,16 @@ def parse_devices(devices: dict[str, Any]) -> dict[str, Device]:
             raise ValueError(
                 f"device {token}: give its topics as a list, or {{'topics': [...], 'unregistered_at': ms}}"
             )
-        unknown = set(entry) - {"topics", "unregistered_at"}
+        unknown = set(entry) - {"topics", "unregistered_at", "expired_at"}
         if unknown:
             raise ValueError(f"device {token}: unknown fields {', '.join(sorted(unknown))}")
-        at = entry.get("unregistered_at")
-        if at is not None and not isinstance(at, int):
-            raise ValueError(f"device {token}: unregistered_at is milliseconds since the epoch")
-        parsed[token.lower()] = Device(frozenset(str(topic) for topic in entry["topics"]), at)
+        if "unregistered_at" in entry and "expired_at" in entry:
+            raise ValueError(f"device {token}: give unregistered_at or expired_at, not both")
+        reason = "ExpiredToken" if "expired_at" in entry else "Unregistered"
+        at = entry.get("expired_at", entry.get("unregistered_at"))
+        if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+            raise ValueError(f"device {token}: unregistered_at and expired_at are milliseconds since the epoch")
+        parsed[token.lower()] = Device(frozenset(str(topic) for topic in entry["topics"]), at, reason)
     return parsed
 
 
@@ -78,6 +82,8 @@ class State:
         self.directory = Directory(Keyring(keys or ()))
         self.by_outcome: Counter[str] = Counter()
         self.by_token: Counter[str] = Counter()
+        # Accepted Live Activity pushes by event and priority ("update/10"): 10s draw on the device's budget.
+        self.live_activities: Counter[str] = Counter()
         self.provider_tokens: set[str] = set()
         self.resets = 0  # how many times the counters were cleared
         self.team_tokens: dict[str, tuple[str, float]] = {}  # team → (its provider token, since when)
@@ -122,6 +128,7 @@ class State:
         self.team_tokens.clear()
         self.by_outcome.clear()
         self.by_token.clear()
+        self.live_activities.clear()
         self.provider_tokens.clear()
 
     def counters(self) -> dict[str, Any]:
@@ -129,6 +136,7 @@ class State:
             "total": sum(self.by_outcome.values()),
             "by_outcome": dict(self.by_outcome),
             "by_token": dict(self.by_token),
+            "live_activities": dict(self.live_activities),
             "provider_tokens": len(self.provider_tokens),
             # Fingerprints, not tokens: workers' sets merge into one count of distinct tokens.
             "provider_token_ids": sorted(hashlib.sha256(t.encode()).hexdigest()[:16] for t in self.provider_tokens),

@@ -1,0 +1,214 @@
+"""``/api/live-activities/``: start, update and end Live Activities with ActivityKit push notifications.
+
+A start goes to the push-to-start tokens of an attributes type (one device, an owner, a tag
+or every device); an update or end to the update tokens of one activity, or of an owner's
+activities of an attributes type. Each token gets a delivery record and goes through the
+same stream and sender as any notification, as push type ``liveactivity`` on the topic
+``<bundle id>.push-type.liveactivity``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from noti.apns.payload import InvalidNotification, NotificationContent, PayloadTooLarge, build_payload
+from noti.gateway.auth import Scope
+from noti.gateway.context import gateway, require
+from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
+from noti.gateway.ids import new_id
+from noti.gateway.notifications import default_environment
+from noti.gateway.routing import SlashRouter
+from noti.gateway.schemas import (
+    BULK_MAX,
+    App,
+    Environment,
+    Error,
+    ExternalId,
+    Tag,
+    Text,
+    Token,
+    json_problem,
+    normalize_token,
+)
+from noti.gateway.sends import StreamEntries, stream_for
+from noti.live_activities import Targets, record_rows, targets_problem, token_query
+from noti.queue import QueuedNotification
+from noti.store import records
+from noti.store.models import utcnow
+
+router = SlashRouter(tags=["live activities"], responses=AUTH_RESPONSES)
+Name = Annotated[Text, Field(min_length=1, max_length=255)]
+
+
+class Alert(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    title: Text | None = Field(default=None, max_length=4096)
+    subtitle: Text | None = Field(default=None, max_length=4096)
+    body: Text | None = Field(default=None, max_length=4096)
+    sound: Text | None = Field(default=None, max_length=255)
+
+
+class LiveActivityIn(BaseModel):
+    """One ActivityKit push: the event, whose tokens it goes to, and what it says."""
+
+    model_config = {"extra": "forbid"}
+
+    event: Literal["start", "update", "end"]
+    # Whose tokens: for a start exactly one of device_token, owner, tag, all_devices; for an
+    # update or end an activity_id, or an owner with an attributes_type.
+    device_token: Token | None = Field(default=None, description="start: the device with this device token")
+    owner: ExternalId | None = Field(default=None, description="The owner's devices (external id)")
+    tag: Tag | None = Field(default=None, description="start: devices with this tag")
+    all_devices: bool = Field(default=False, description="start: every device with a push-to-start token")
+    activity_id: Name | None = Field(default=None, description="update/end: the activity's update token(s)")
+    app: App | None = Field(default=None, description="Only devices of this app")
+    environment: Environment | None = Field(default=None, description="Defaults to NOTI_APNS_ENVIRONMENT")
+    # What it says (Apple's aps keys, with underscores)
+    attributes_type: Name | None = None
+    attributes: dict[str, Any] | None = None
+    content_state: dict[str, Any] | None = None
+    alert: Alert | None = None
+    stale_date: int | None = Field(default=None, ge=0, le=2**53, description="Epoch seconds")
+    dismissal_date: int | None = Field(default=None, ge=0, le=2**53, description="end: epoch seconds")
+    relevance_score: float | None = Field(default=None, ge=0, le=1)
+    timestamp: int | None = Field(default=None, ge=0, le=2**53, description="Epoch seconds; default now")
+    input_push_token: bool | None = Field(default=None, description="start: report the new activity's update token")
+    input_push_channel: Name | None = Field(default=None, description="start: join this broadcast channel")
+    priority: Literal[10, 5] | None = Field(
+        default=None,
+        description="10 shows at once and counts against the device's Live Activity budget; 5 does not. "
+        "Default 10 with an alert, 5 without",
+    )
+    expiration: int | None = Field(default=None, ge=0, le=2**53, description="apns-expiration, epoch seconds")
+
+    @field_validator("attributes", "content_state")
+    @classmethod
+    def _sendable(cls, value: Any) -> Any:
+        problem = json_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    def targets(self) -> Targets:
+        return Targets(
+            event=self.event,
+            attributes_type=self.attributes_type,
+            app=self.app,
+            device_tokens=(normalize_token(self.device_token),) if self.device_token else (),
+            owners=(self.owner,) if self.owner else (),
+            tags=(self.tag,) if self.tag else (),
+            all_devices=self.all_devices,
+            activity_id=self.activity_id,
+        )
+
+    def content(self) -> dict[str, Any]:
+        alert = self.alert.model_dump(exclude_none=True) if self.alert else {}
+        values = {
+            "push_type": "liveactivity",
+            "event": self.event,
+            "timestamp": self.timestamp if self.timestamp is not None else int(time.time()),
+            **alert,
+            **self.model_dump(
+                include={
+                    "attributes_type", "attributes", "content_state", "stale_date", "dismissal_date",
+                    "relevance_score", "input_push_token", "input_push_channel", "priority", "expiration",
+                },
+                exclude_none=True,
+            ),
+        }  # fmt: skip
+        if self.event != "start":  # the attributes type chose the activities; it is no update key
+            values.pop("attributes_type", None)
+        return values
+
+
+class LiveActivityItem(BaseModel):
+    id: uuid.UUID = Field(description="The delivery record")
+    token: str = Field(description="The push-to-start or update token it goes to")
+    activity_id: str | None
+
+
+class LiveActivityAccepted(BaseModel):
+    count: int = Field(description="Notifications queued, one per token")
+    notifications: list[LiveActivityItem]
+
+
+def checked(body: LiveActivityIn) -> dict[str, Any]:
+    """The queue message's content of a Live Activity request; a 422 naming the field otherwise."""
+    problem = targets_problem(body.targets())
+    if problem is not None:
+        raise invalid(f"body.{problem[0]}", problem[1])
+    values = body.content()
+    try:
+        build_payload(NotificationContent.from_dict(values))
+    except PayloadTooLarge as exc:
+        raise invalid("body", exc.reason) from None
+    except InvalidNotification as exc:
+        field = {"title": "alert"}.get(exc.field, exc.field)
+        raise invalid(f"body.{field}", exc.reason) from None
+    return values
+
+
+def write_live_activity(
+    connection: Connection, targets: Targets, content: dict[str, Any], environment: Literal["sandbox", "production"]
+) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+    """Write a record per token ``targets`` reach; the records and their stream entries. Call in a transaction."""
+    found = connection.execute(token_query(targets, connection.dialect.name).limit(BULK_MAX + 1)).all()
+    if len(found) > BULK_MAX:
+        raise invalid("body", f"more than {BULK_MAX} tokens match: use a NotificationCampaign for an audience this big")
+    if not found:
+        what = "push-to-start token of this attributes type" if targets.event == "start" else "update token"
+        raise ApiError(404, f"no active {what} matches; register tokens with POST /api/devices/<token>/tokens/")
+    rows = record_rows(found, content, [new_id() for _ in found], utcnow())
+    records.insert_notifications(connection, rows)
+    by_stream: dict[str, StreamEntries] = defaultdict(lambda: StreamEntries("", [], []))
+    for row in rows:
+        stream = stream_for(row["app"], environment)
+        queued = by_stream[stream]
+        queued.stream = stream
+        queued.ids.append(row["id"])
+        message = QueuedNotification(row["id"], row["device_token"], row["app"], content, device_id=row["device_id"])
+        queued.entries.append(message.encode())
+    return rows, list(by_stream.values())
+
+
+@router.post(
+    "/api/live-activities/",
+    response_model=LiveActivityAccepted,
+    status_code=202,
+    responses={
+        404: {"model": Error, "description": "No active token matches"},
+        422: {"model": Error, "description": "Invalid input, or a push ActivityKit would not take"},
+    },
+    summary="Start, update or end Live Activities (event start, update or end)",
+)
+async def send_live_activity(
+    body: LiveActivityIn, request: Request, _: Annotated[Any, Depends(require(Scope.SEND))]
+) -> LiveActivityAccepted:
+    state = gateway(request)
+    content = checked(body)
+    environment = body.environment or default_environment(state.settings)
+
+    def write() -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+        with state.engine.begin() as connection:
+            return write_live_activity(connection, body.targets(), content, environment)
+
+    try:
+        rows, entries = await run_in_threadpool(write)
+    except ValueError:  # a device whose app is no bundle id (registered before they were checked)
+        raise invalid("body.app", "a matching device's app is not a bundle id; register it again") from None
+    await state.enqueuer.queue(entries)
+    return LiveActivityAccepted(
+        count=len(rows),
+        notifications=[
+            LiveActivityItem(id=row["id"], token=row["device_token"], activity_id=row["activity_id"]) for row in rows
+        ],
+    )

@@ -1,0 +1,125 @@
+"""Live Activities: which tokens a start, update or end goes to, and the records it writes.
+
+A start goes to push-to-start tokens of one attributes type (of one device, an owner, a tag
+or every device); an update or an end goes to the update tokens of one activity, or of
+every activity of an attributes type that an owner's devices run. The REST API and
+campaigns choose their targets here, so both reach the same tokens.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ARRAY, Select, String, cast, exists, func, select
+from sqlalchemy.dialects.postgresql import array
+
+from noti.store import records
+from noti.store.models import Device, DeviceOwner, DeviceToken, NotificationStatus, TokenKind
+
+Event = Literal["start", "update", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Whose tokens a Live Activity push goes to: exactly one way of choosing devices (or activities)."""
+
+    event: Event
+    attributes_type: str | None = None
+    app: str | None = None  # only devices of this app
+    device_tokens: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    all_devices: bool = False
+    activity_id: str | None = None  # update and end only
+
+    @property
+    def kind(self) -> TokenKind:
+        """The kind of token the event is sent to."""
+        return TokenKind.PUSH_TO_START if self.event == "start" else TokenKind.UPDATE
+
+
+def targets_problem(targets: Targets) -> tuple[str, str] | None:
+    """(field, why) when ``targets`` do not choose tokens the event can go to, or None."""
+    chosen = [
+        name
+        for name, given in (
+            ("device_token", bool(targets.device_tokens)),
+            ("owner", bool(targets.owners)),
+            ("tag", bool(targets.tags)),
+            ("all_devices", targets.all_devices),
+            ("activity_id", targets.activity_id is not None),
+        )
+        if given
+    ]
+    if targets.event == "start":
+        if "activity_id" in chosen:
+            return "activity_id", "a start creates an activity: choose devices (device_token, owner, tag, all_devices)"
+        if len(chosen) != 1:
+            return "device_token", "a start goes to exactly one of device_token, owner, tag or all_devices"
+        if not targets.attributes_type:
+            return "attributes_type", "a start goes to push-to-start tokens of one attributes type: give it"
+        return None
+    if chosen == ["activity_id"]:
+        return None
+    if chosen == ["owner"] and targets.attributes_type:
+        return None
+    return "activity_id", f"an {targets.event} goes to an activity_id, or to an owner's activities of attributes_type"
+
+
+def token_query(targets: Targets, dialect: str) -> Select[int, str, int, str, str | None]:
+    """The active tokens ``targets`` reach, with their devices: (token id, token, device id, app, activity id)."""
+    query = (
+        select(DeviceToken.id, DeviceToken.token, DeviceToken.device_id, Device.app, DeviceToken.activity_id)
+        .join(Device, DeviceToken.device_id == Device.id)
+        .where(DeviceToken.kind == targets.kind, DeviceToken.is_active.is_(True), Device.is_active.is_(True))
+    )
+    if targets.attributes_type is not None:
+        query = query.where(DeviceToken.attributes_type == targets.attributes_type)
+    if targets.app is not None:
+        query = query.where(Device.app == targets.app)
+    if targets.activity_id is not None:
+        query = query.where(DeviceToken.activity_id == targets.activity_id)
+    if targets.device_tokens:
+        query = query.where(Device.device_token.in_(targets.device_tokens))
+    if targets.owners:
+        query = query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
+            DeviceOwner.external_id.in_(targets.owners), DeviceOwner.is_active.is_(True)
+        )
+    if targets.tags:
+        if dialect == "postgresql":
+            query = query.where(Device.tags.op("?|")(cast(array(list(targets.tags)), ARRAY(String))))
+        else:
+            tags = func.json_each(Device.tags).table_valued("value")
+            query = query.where(exists(select(1).select_from(tags).where(tags.c.value.in_(targets.tags))))
+    return query
+
+
+def record_rows(
+    targets: Sequence[Any],
+    content: Mapping[str, Any],
+    ids: Sequence[uuid.UUID],
+    now: datetime,
+    campaign: str | None = None,
+) -> list[dict[str, Any]]:
+    """The delivery records of one Live Activity push to each of ``targets`` (rows of :func:`token_query`)."""
+    columns = records.content_columns(content)
+    return [
+        {
+            "id": id,
+            "device_id": target.device_id,
+            "token_id": target.id,
+            "device_token": target.token,
+            "app": target.app,
+            "campaign": campaign,
+            "event": content.get("event"),
+            "activity_id": target.activity_id,
+            "status": NotificationStatus.QUEUED,
+            "queued_at": now,
+            **columns,
+        }
+        for id, target in zip(ids, targets, strict=True)
+    ]
