@@ -246,7 +246,7 @@ def test_a_silent_live_activity_update_defaults_to_priority_5_outside_the_budget
         ({"dismissal_date": 1}, "dismissal_date"),
         ({"event": "update", "attributes": None, "attributes_type": None, "content_state": None}, "content_state"),
         ({"event": "end", "attributes_type": None, "input_push_token": True}, "attributes"),
-        ({"push_type": "alert"}, "event"),
+        ({"priority": 1}, "priority"),
     ],
 )
 def test_a_live_activity_push_activitykit_could_not_use_is_refused_naming_the_field(

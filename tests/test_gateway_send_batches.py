@@ -160,6 +160,9 @@ OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+LIVE_START_ONLY = ("attributes_type", "attributes", "input_push_token", "input_push_channel")
+
+
 @st.composite
 def valid_sends(draw: st.DrawFn) -> dict[str, Any]:
     """A send the gateway must accept: any subset of the optional fields, to a registered device or not."""
@@ -167,6 +170,12 @@ def valid_sends(draw: st.DrawFn) -> dict[str, Any]:
     body: dict[str, Any] = {name: draw(OPTIONAL[name]) for name in sorted(chosen)}
     if body.get("push_type") == "background":  # carries no alert, by Apple's rules
         body = {name: value for name, value in body.items() if name not in ALERT_FIELDS}
+    if body.get("push_type") == "liveactivity":  # an update ActivityKit can use (noti.apns.payload)
+        body = {name: value for name, value in body.items() if name not in LIVE_START_ONLY}
+        body |= {"event": "update", "timestamp": body.get("timestamp", 1)}
+        body.setdefault("content_state", {})
+        if body.get("priority") == 1:
+            del body["priority"]
     if draw(st.booleans()):
         body["device_token"] = draw(st.sampled_from(REGISTERED))
         if draw(st.booleans()):

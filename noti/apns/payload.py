@@ -269,7 +269,6 @@ def _check(content: NotificationContent) -> None:
 
 
 _START_ONLY = ("attributes_type", "attributes", "input_push_token", "input_push_channel")
-_LIVE_ACTIVITY_ONLY = ("event", "content_state", "timestamp", "dismissal_date", "stale_date", *_START_ONLY)
 
 
 def live_activity_problem(content: NotificationContent) -> tuple[str, str] | None:
@@ -281,10 +280,9 @@ def live_activity_problem(content: NotificationContent) -> tuple[str, str] | Non
     on starts, and a new activity takes updates by token or by channel, not both.
     """
     if content.push_type != "liveactivity":
-        for name in _LIVE_ACTIVITY_ONLY:
-            if getattr(content, name) is not None:
-                return name, "is a Live Activity field: use push_type liveactivity"
         return None
+    if content.priority == 1:
+        return "priority", "a Live Activity push is 10 (at once, on the device's budget) or 5 (no budget)"
     if content.event is None:
         return "event", "a Live Activity push says start, update or end"
     if content.timestamp is None:

@@ -184,7 +184,10 @@ def clean_db(engine: Engine) -> Engine:
     """The migrated database with every table emptied."""
     with engine.begin() as connection:
         connection.execute(
-            text("TRUNCATE notifications, devices, device_owners, api_keys, notification_counts RESTART IDENTITY")
+            text(
+                "TRUNCATE notifications, device_tokens, devices, device_owners, api_keys, notification_counts"
+                " RESTART IDENTITY"
+            )
         )
     return engine
 

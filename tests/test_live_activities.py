@@ -1,0 +1,278 @@
+"""Live Activities end to end: tokens by kind over REST, start/update/end through the gateway, the
+stream and an in-process sender to the APNs simulator over TLS HTTP/2, and 410s by token kind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from harness.apns import SimulatorProcess
+from harness.gateway import APP, StoreGateway
+from harness.sender import final_count
+from noti.sender.config import SenderConfig
+from noti.sender.service import Sender
+from noti.store.models import Device, DeviceToken, Notification
+
+DEVICE = "0a" * 32
+OTHER_DEVICE = "0b" * 32
+START_TOKEN = "5a" * 80  # push-to-start tokens are longer than device tokens
+UPDATE_TOKEN = "7c" * 80
+OTHER_UPDATE_TOKEN = "7d" * 80
+VOIP_TOKEN = "9e" * 32
+LIVE_TOPIC = f"{APP}.push-type.liveactivity"
+START = {
+    "event": "start",
+    "attributes_type": "DeliveryAttributes",
+    "attributes": {"order": "A-17"},
+    "content_state": {"eta": 12},
+    "alert": {"title": "On its way", "body": "ETA 12 minutes"},
+}
+
+
+def _config(simulator: SimulatorProcess) -> SenderConfig:
+    env = {key.removeprefix("NOTI_").lower(): value for key, value in simulator.sender_env().items()}
+    settings: dict[str, object] = {
+        "credential": "default/test", "sender_health_port": 0, "sender_backoff_base": 0.05,
+        "sender_backoff_max": 0.2, "sender_claim_idle_seconds": 2, **env,
+    }  # fmt: skip
+    return SenderConfig(**settings)  # type: ignore[arg-type]
+
+
+async def _deliver(simulator: SimulatorProcess, engine: Engine, expected: int, seconds: float = 60) -> None:
+    """Run a sender until ``expected`` records are final."""
+    sender = Sender(_config(simulator))
+    task = asyncio.create_task(sender.run())
+    try:
+        for _ in range(int(seconds * 10)):
+            if await asyncio.to_thread(final_count, engine) >= expected:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def _device(client: httpx.AsyncClient, token: str = DEVICE, owner: str = "ann", **more: Any) -> None:
+    answer = await client.post("/api/devices/", json={"device_token": token, "app": APP, "owner": owner, **more})
+    assert answer.status_code in (200, 201), answer.text
+
+
+async def _token(client: httpx.AsyncClient, device: str = DEVICE, **body: Any) -> httpx.Response:
+    return await client.post(f"/api/devices/{device}/tokens/", json=body)
+
+
+def _record(engine: Engine, id: str) -> Notification:
+    with Session(engine) as session:
+        return session.execute(select(Notification).where(Notification.id == uuid.UUID(id))).scalar_one()
+
+
+def _token_row(engine: Engine, token: str) -> DeviceToken:
+    with Session(engine) as session:
+        return session.execute(select(DeviceToken).where(DeviceToken.token == token)).scalar_one()
+
+
+# --- tokens by kind ---
+
+
+async def test_tokens_of_each_kind_register_idempotently_list_and_delete(any_store: StoreGateway) -> None:
+    async with any_store.client(any_store.new_key()) as client:
+        await _device(client)
+        first = await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+        again = await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert first.json()["id"] == again.json()["id"]
+        assert first.json()["push_type"] == "liveactivity"
+        # A new push-to-start token of the same attributes type replaces the old one.
+        newer = await _token(
+            client, kind="push_to_start", token=START_TOKEN.upper().replace("5A", "5B", 1),
+            attributes_type="DeliveryAttributes",
+        )  # fmt: skip
+        assert newer.status_code == 200 and newer.json()["token"].startswith("5b")
+        update_token = await _token(
+            client, kind="update", token=UPDATE_TOKEN, attributes_type="DeliveryAttributes", activity_id="act-1"
+        )
+        voip = await _token(client, kind="voip", token=VOIP_TOKEN)
+        assert (update_token.status_code, voip.status_code) == (201, 201)
+        assert voip.json()["push_type"] == "voip"
+
+        listed = (await client.get(f"/api/devices/{DEVICE}/tokens/")).json()["results"]
+        assert [(t["kind"], t["attributes_type"], t["activity_id"]) for t in listed] == [
+            ("push_to_start", "DeliveryAttributes", None),
+            ("update", "DeliveryAttributes", "act-1"),
+            ("voip", None, None),
+        ]
+        only_voip = (await client.get(f"/api/devices/{DEVICE}/tokens/", params={"kind": "voip"})).json()["results"]
+        assert [t["token"] for t in only_voip] == [VOIP_TOKEN]
+
+        assert (await client.delete(f"/api/devices/{DEVICE}/tokens/{VOIP_TOKEN}/")).status_code == 204
+        assert (await client.delete(f"/api/devices/{DEVICE}/tokens/{VOIP_TOKEN}/")).status_code == 404
+        assert len((await client.get(f"/api/devices/{DEVICE}/tokens/")).json()["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "push_to_start", "token": START_TOKEN}, "body.attributes_type"),
+        ({"kind": "update", "token": UPDATE_TOKEN, "attributes_type": "DeliveryAttributes"}, "body.activity_id"),
+        ({"kind": "voip", "token": VOIP_TOKEN, "attributes_type": "DeliveryAttributes"}, "body.attributes_type"),
+        ({"kind": "push_to_start", "token": "zz" * 40, "attributes_type": "A"}, "body.token"),
+        ({"kind": "push_to_start", "token": "ab" * 10, "attributes_type": "A"}, "body.token"),
+        ({"kind": "watch", "token": VOIP_TOKEN}, "body.kind"),
+    ],
+)
+async def test_a_token_that_does_not_fit_its_kind_is_refused_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    await _device(client)
+    answer = await _token(client, **body)
+    assert answer.status_code == 422
+    assert field in [error["field"] for error in answer.json()["errors"]]
+
+
+async def test_a_token_for_an_unregistered_device_is_404(client: httpx.AsyncClient) -> None:
+    answer = await _token(client, kind="voip", token=VOIP_TOKEN)
+    assert answer.status_code == 404
+
+
+# --- start, update, end over the simulator ---
+
+
+async def test_start_update_and_end_reach_the_simulator_as_liveactivity_pushes_with_history(
+    sender_env: None, client: httpx.AsyncClient, clean_db: Engine, apns_simulator: SimulatorProcess
+) -> None:
+    await _device(client)
+    await _device(client, OTHER_DEVICE, owner="bob")
+    await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+    # Only the Live Activity topic knows these tokens: a push on the app's alert topic would be refused.
+    apns_simulator.register_devices({START_TOKEN: [LIVE_TOPIC], UPDATE_TOKEN: [LIVE_TOPIC]})
+
+    started = await client.post("/api/live-activities/", json={**START, "owner": "ann", "input_push_token": True})
+    assert started.status_code == 202, started.text
+    assert [n["token"] for n in started.json()["notifications"]] == [START_TOKEN]
+    await _deliver(apns_simulator, clean_db, 1)
+
+    # The started activity reported its update token.
+    await _token(client, kind="update", token=UPDATE_TOKEN, attributes_type="DeliveryAttributes", activity_id="A-17")
+    updated = await client.post(
+        "/api/live-activities/",
+        json={"event": "update", "activity_id": "A-17", "content_state": {"eta": 5}, "stale_date": 1_900_000_000},
+    )
+    ended = await client.post(
+        "/api/live-activities/",
+        json={"event": "end", "owner": "ann", "attributes_type": "DeliveryAttributes",
+              "content_state": {"eta": 0}, "dismissal_date": int(time.time()) + 60, "priority": 10},
+    )  # fmt: skip
+    assert (updated.status_code, ended.status_code) == (202, 202), (updated.text, ended.text)
+    await _deliver(apns_simulator, clean_db, 3)
+
+    counters = apns_simulator.counters()
+    assert counters["by_outcome"] == {"Success": 3}
+    # An alerting start and an asked-for 10 draw on the budget; the silent update goes at 5.
+    assert counters["live_activities"] == {"start/10": 1, "update/5": 1, "end/10": 1}
+    history = (await client.get("/api/notifications/", params={"device_token": UPDATE_TOKEN})).json()["results"]
+    assert sorted(n["status"] for n in history) == ["sent", "sent"]
+    record = _record(clean_db, started.json()["notifications"][0]["id"])
+    assert (record.push_type, record.event, record.status) == ("liveactivity", "start", "sent")
+    assert _record(clean_db, updated.json()["notifications"][0]["id"]).activity_id == "A-17"
+
+
+async def test_an_expired_push_to_start_token_is_retired_and_its_device_stays_active(
+    sender_env: None, client: httpx.AsyncClient, clean_db: Engine, apns_simulator: SimulatorProcess
+) -> None:
+    await _device(client)
+    await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+    expired_at = int(time.time() * 1000)  # after the registration: the token really is outdated
+    apns_simulator.register_devices({START_TOKEN: {"topics": [LIVE_TOPIC], "expired_at": expired_at}})  # type: ignore[dict-item]
+
+    started = await client.post("/api/live-activities/", json={**START, "device_token": DEVICE})
+    assert started.status_code == 202, started.text
+    await _deliver(apns_simulator, clean_db, 1)
+
+    record = _record(clean_db, started.json()["notifications"][0]["id"])
+    assert (record.status, record.apns_reason, record.status_code) == ("invalid_token", "ExpiredToken", 410)
+    retired = _token_row(clean_db, START_TOKEN)
+    assert not retired.is_active and retired.retired_at is not None
+    with clean_db.connect() as connection:
+        assert connection.execute(select(Device.is_active)).scalar_one() is True
+    # A retired token is no target: the next start finds none, until the app registers a fresh one.
+    again = await client.post("/api/live-activities/", json={**START, "device_token": DEVICE})
+    assert again.status_code == 404
+    await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+    assert _token_row(clean_db, START_TOKEN).is_active
+
+
+async def test_an_update_token_registered_after_apns_410_timestamp_is_kept(
+    sender_env: None, client: httpx.AsyncClient, clean_db: Engine, apns_simulator: SimulatorProcess
+) -> None:
+    await _device(client)
+    for token, activity in ((UPDATE_TOKEN, "A-1"), (OTHER_UPDATE_TOKEN, "A-2")):
+        await _token(client, kind="update", token=token, attributes_type="DeliveryAttributes", activity_id=activity)
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    apns_simulator.register_devices({
+        UPDATE_TOKEN: {"topics": [LIVE_TOPIC], "unregistered_at": an_hour_ago},  # before its registration: stale
+        OTHER_UPDATE_TOKEN: {"topics": [LIVE_TOPIC], "unregistered_at": int(time.time() * 1000) + 1000},
+    })  # type: ignore[dict-item]  # fmt: skip
+    sent = await client.post(
+        "/api/live-activities/",
+        json={"event": "update", "owner": "ann", "attributes_type": "DeliveryAttributes", "content_state": {"eta": 1}},
+    )
+    assert sent.json()["count"] == 2
+    await _deliver(apns_simulator, clean_db, 2)
+
+    assert apns_simulator.counters()["by_outcome"] == {"Unregistered": 2}
+    assert _token_row(clean_db, UPDATE_TOKEN).is_active  # registered after APNs' timestamp
+    assert not _token_row(clean_db, OTHER_UPDATE_TOKEN).is_active
+
+
+# --- what the API refuses ---
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**START, "alert": None, "owner": "ann"}, "body.alert"),
+        ({**START, "attributes": None, "owner": "ann"}, "body.attributes"),
+        ({**START, "attributes_type": None, "owner": "ann"}, "body.attributes_type"),
+        ({**START}, "body.device_token"),  # no audience
+        ({**START, "owner": "ann", "tag": "vip"}, "body.device_token"),  # two audiences
+        ({**START, "owner": "ann", "dismissal_date": 1}, "body.dismissal_date"),
+        ({**START, "owner": "ann", "input_push_token": True, "input_push_channel": "ch"}, "body.input_push_channel"),
+        ({"event": "update", "owner": "ann", "content_state": {}}, "body.activity_id"),
+        ({"event": "update", "activity_id": "A-1"}, "body.content_state"),
+        ({"event": "end", "activity_id": "A-1", "relevance_score": 2}, "body.relevance_score"),
+        ({"event": "pause", "activity_id": "A-1"}, "body.event"),
+        ({"event": "update", "activity_id": "A-1", "content_state": {}, "priority": 1}, "body.priority"),
+        ({"event": "end", "activity_id": "A-1", "attributes": {"x": 1}}, "body.attributes"),
+    ],
+)
+async def test_a_live_activity_request_activitykit_could_not_use_is_422_naming_the_field(
+    client: httpx.AsyncClient, clean_redis: redis.Redis, body: dict[str, Any], field: str
+) -> None:
+    answer = await client.post("/api/live-activities/", json={k: v for k, v in body.items() if v is not None})
+    assert answer.status_code == 422, answer.text
+    assert field in [error["field"] for error in answer.json()["errors"]]
+    assert clean_redis.keys("*stream*") == []  # nothing queued
+
+
+async def test_an_update_for_an_activity_nobody_registered_is_404(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/api/live-activities/", json={"event": "update", "activity_id": "nope", "content_state": {"eta": 1}}
+    )
+    assert answer.status_code == 404
+    assert "update token" in answer.json()["detail"]
+
+
+async def test_an_inactive_device_gets_no_live_activity(client: httpx.AsyncClient, clean_db: Engine) -> None:
+    await _device(client)
+    await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+    with clean_db.begin() as connection:
+        connection.execute(update(Device).values(is_active=False))
+    assert (await client.post("/api/live-activities/", json={**START, "all_devices": True})).status_code == 404
