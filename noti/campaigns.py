@@ -9,9 +9,10 @@ campaign and the device, so a chunk done twice writes each record once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, 
 from sqlalchemy.dialects.postgresql import array
 
 from noti import crd_schema
+from noti.live_activities import Targets, record_rows, token_query
 from noti.queue import (
     XADD_CHUNK,
     CampaignProgress,
@@ -36,6 +38,7 @@ from noti.store.models import (
     CampaignCount,
     Device,
     DeviceOwner,
+    DeviceToken,
     Notification,
     NotificationStatus,
     utcnow,
@@ -61,6 +64,18 @@ CONTENT_FIELDS = {
     "collapseId": "collapse_id",
     "interruptionLevel": "interruption_level",
     "mutableContent": "mutable_content",
+}
+# camelCase spec.liveActivity field → notification field
+LIVE_ACTIVITY_FIELDS = {
+    "event": "event",
+    "attributesType": "attributes_type",
+    "attributes": "attributes",
+    "contentState": "content_state",
+    "staleDate": "stale_date",
+    "dismissalDate": "dismissal_date",
+    "relevanceScore": "relevance_score",
+    "inputPushToken": "input_push_token",
+    "inputPushChannel": "input_push_channel",
 }
 _RECORD_NAMESPACE = uuid.UUID("6f1c2d4e-8a7b-4c3d-9e0f-a1b2c3d4e5f6")
 
@@ -110,6 +125,8 @@ class CampaignSpec:
     start_at: datetime | None = None
     suspend: bool = False
     uid: str = ""
+    # spec.liveActivity: a start to push-to-start tokens, or an update or end of running activities
+    live_activity: Targets | None = None
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> CampaignSpec:
@@ -123,6 +140,10 @@ class CampaignSpec:
             raise CampaignError("; ".join(wrong))
         metadata, spec = manifest["metadata"], manifest["spec"]
         content = {CONTENT_FIELDS[key]: value for key, value in spec["notification"].items()}
+        live_activity = None
+        if "liveActivity" in spec:
+            content = _live_activity_content(content, spec["liveActivity"], metadata.get("creationTimestamp"))
+            live_activity = Targets(event=content["event"], attributes_type=spec["liveActivity"]["attributesType"])
         start_at = spec.get("startAt")
         if isinstance(start_at, str):
             try:
@@ -140,11 +161,43 @@ class CampaignSpec:
             start_at=start_at,
             suspend=bool(spec.get("suspend", False)),
             uid=str(metadata.get("uid") or ""),
+            live_activity=live_activity,
         )
 
     def record_id(self, device_key: str) -> uuid.UUID:
         """The delivery record id of this campaign for one device (stable across restarts)."""
         return uuid.uuid5(_RECORD_NAMESPACE, f"{self.name}/{self.uid}/{device_key}")
+
+
+def _live_activity_content(content: dict[str, Any], live: dict[str, Any], created: Any) -> dict[str, Any]:
+    """The notification of a Live Activity campaign: its liveActivity fields, stamped with the campaign's
+    creation (ActivityKit ignores a push older than the last one it took, so a resumed fan-out's are alike)."""
+    values = {**content, "push_type": "liveactivity"}
+    values.update({LIVE_ACTIVITY_FIELDS[key]: value for key, value in live.items()})
+    if values["event"] != "start":  # the attributes type chose the activities; it is no update key
+        values.pop("attributes_type", None)
+    stamp = datetime.now(UTC)
+    if isinstance(created, str):
+        with contextlib.suppress(ValueError):
+            stamp = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    elif isinstance(created, datetime):
+        stamp = created
+    values.setdefault("timestamp", int(stamp.timestamp()))
+    return values
+
+
+def _targets(spec: CampaignSpec, app: str) -> Targets:
+    """The tokens a Live Activity campaign reaches: those of its kind and attributes type on the audience's devices."""
+    assert spec.live_activity is not None
+    audience = spec.audience
+    return replace(
+        spec.live_activity,
+        app=app,
+        device_tokens=audience.device_tokens,
+        owners=audience.owner_external_ids,
+        tags=audience.tags,
+        all_devices=audience.all_devices,
+    )
 
 
 def _device_query(app: str, audience: Audience, dialect: str) -> Select[int, str]:
@@ -164,8 +217,11 @@ def _device_query(app: str, audience: Audience, dialect: str) -> Select[int, str
     return query
 
 
-def count_audience(connection: Connection, app: str, audience: Audience) -> int:
-    """How many notifications the campaign will write."""
+def count_audience(connection: Connection, app: str, audience: Audience, spec: CampaignSpec | None = None) -> int:
+    """How many notifications the campaign will write (for a Live Activity ``spec``: how many tokens it reaches)."""
+    if spec is not None and spec.live_activity is not None:
+        tokens = token_query(_targets(spec, app), connection.dialect.name).subquery()
+        return int(connection.execute(select(func.count()).select_from(tokens)).scalar_one())
     if audience.device_tokens:
         return len(set(audience.device_tokens))
     query = _device_query(app, audience, connection.dialect.name).with_only_columns(func.count())
@@ -230,7 +286,7 @@ async def fan_out(
         "rate": spec.rate_per_second, "suspend": int(spec.suspend), "stream": stream, "roster": credential.campaigns,
         "chunks": credential.campaign_chunks(spec.name),
     })  # fmt: skip
-    total = await asyncio.to_thread(_count, engine, credential.app, spec.audience)
+    total = await asyncio.to_thread(_count, engine, credential.app, spec)
     await redis.hset(campaign_counters(spec.name), "total", total)
     await redis.sadd(credential.campaigns, spec.name)
     state = await redis.hgetall(cursor_key)
@@ -274,13 +330,27 @@ class _Chunk:
     cursor: int
 
 
-def _count(engine: Engine, app: str, audience: Audience) -> int:
+def _count(engine: Engine, app: str, spec: CampaignSpec) -> int:
     with engine.connect() as connection:
-        return count_audience(connection, app, audience)
+        return count_audience(connection, app, spec.audience, spec)
+
+
+def _live_activity_chunk(connection: Connection, spec: CampaignSpec, app: str, after: int, limit: int) -> _Chunk:
+    """The next tokens of a Live Activity campaign, by token id, and their records."""
+    query = token_query(_targets(spec, app), connection.dialect.name)
+    found = connection.execute(query.where(DeviceToken.id > after).order_by(DeviceToken.id).limit(limit)).all()
+    if not found:
+        return _Chunk([], set(), after)
+    ids = [spec.record_id(f"token/{row.id}") for row in found]
+    rows = record_rows(found, spec.content, ids, utcnow(), campaign=spec.name)
+    written = records.insert_notifications(connection, rows, skip_existing=True)
+    return _Chunk(rows, written, found[-1].id)
 
 
 def _write_chunk(engine: Engine, spec: CampaignSpec, app: str, after: int, limit: int) -> _Chunk:
     with engine.begin() as connection:
+        if spec.live_activity is not None:
+            return _live_activity_chunk(connection, spec, app, after, limit)
         devices = _next_chunk(connection, app, spec.audience, after, limit)
         if not devices:
             return _Chunk([], set(), after)

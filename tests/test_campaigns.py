@@ -13,12 +13,21 @@ import redis.asyncio as aioredis
 import yaml
 from sqlalchemy import Engine, func, insert, select
 
-from noti.campaigns import CONTENT_FIELDS, CRD_FILE, CampaignError, CampaignSpec, cancel, fan_out
+from noti.campaigns import (
+    CONTENT_FIELDS,
+    CRD_FILE,
+    LIVE_ACTIVITY_FIELDS,
+    CampaignError,
+    CampaignSpec,
+    cancel,
+    fan_out,
+)
 from noti.queue import QueuedNotification, StreamKeys, campaign_counters, campaign_fanout_cursor
 from noti.store import migrate, records
 from noti.store.db import make_engine
-from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus
+from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, TokenKind
 from noti.store.records import RecordUpdate
+from noti.store.tokens import TokenFields, upsert_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "com.example.app"
@@ -246,3 +255,87 @@ async def test_cancel_drops_the_queue_and_closes_unsent_records_in_chunks(
     assert await aredis.exists(CREDENTIAL.campaign_stream(spec.name), campaign_counters(spec.name),
                                CREDENTIAL.campaign_chunks(spec.name)) == 0  # fmt: skip
     assert await aredis.smembers(CREDENTIAL.campaigns) == set()
+
+
+# --- Live Activity campaigns: tokens of a kind and attributes type on the audience's devices ---
+
+
+def _live_manifest(audience: dict[str, Any], name: str, **live: Any) -> dict[str, Any]:
+    manifest = _manifest(audience, title="Kick-off", body="The match starts")
+    manifest["metadata"] = {"name": name, "namespace": "shop", "uid": f"u-{name}",
+                            "creationTimestamp": "2026-12-01T09:00:00Z"}  # fmt: skip
+    manifest["spec"]["notification"].pop("threadId")
+    manifest["spec"]["liveActivity"] = live
+    return manifest
+
+
+def _seed_tokens(engine: Engine, count: int) -> None:
+    """Push-to-start tokens of two attributes types, and an update token per device of the first."""
+    with engine.connect() as connection:
+        devices = connection.execute(select(Device.id).where(Device.app == APP).order_by(Device.id)).scalars().all()
+    with engine.begin() as connection:
+        upsert_tokens(connection, [
+            *(TokenFields(d, TokenKind.PUSH_TO_START, f"{d:0160x}", "MatchAttributes") for d in devices[:count]),
+            *(TokenFields(d, TokenKind.PUSH_TO_START, f"{d + 5000:0160x}", "OtherAttributes") for d in devices[:count]),
+            *(TokenFields(d, TokenKind.UPDATE, f"{d + 9000:0160x}", "MatchAttributes", f"match-{d}")
+              for d in devices[:count]),
+        ])  # fmt: skip
+
+
+async def test_a_live_activity_start_campaign_reaches_push_to_start_tokens_of_its_type_once(
+    clean_db: Engine, aredis: aioredis.Redis
+) -> None:
+    _seed(clean_db, 60)
+    _seed_tokens(clean_db, 40)
+    spec = CampaignSpec.from_manifest(
+        _live_manifest({"allDevices": True}, "kickoff", event="start", attributesType="MatchAttributes",
+                       attributes={"home": "A", "away": "B"}, contentState={"score": "0-0"}, inputPushToken=True)
+    )  # fmt: skip
+    assert spec.content["push_type"] == "liveactivity" and spec.content["timestamp"] == 1796115600
+    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=7)
+    active = sum(1 for i in range(40) if i % 7 != 3)  # tokens of inactive devices are not reached
+    assert (result.total, result.written) == (active, active)
+    messages = [QueuedNotification.decode(f) for _, f in await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))]
+    assert len({m.id for m in messages}) == active
+    assert {m.content["event"] for m in messages} == {"start"}
+    assert all(len(m.device_token) == 160 for m in messages)  # the push-to-start tokens, not device tokens
+    with clean_db.connect() as connection:
+        kinds = connection.execute(
+            select(Notification.event, func.count(Notification.token_id)).group_by(Notification.event)
+        ).all()
+    assert kinds == [("start", active)]
+    # A resumed fan-out writes nothing twice.
+    await aredis.delete(campaign_fanout_cursor(spec.name))
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=7)).written == 0
+
+
+async def test_a_live_activity_end_campaign_ends_every_activity_of_its_type_for_the_audience(
+    clean_db: Engine, aredis: aioredis.Redis
+) -> None:
+    _seed(clean_db, 30)
+    _seed_tokens(clean_db, 30)
+    spec = CampaignSpec.from_manifest(
+        _live_manifest({"tags": ["vip"]}, "final-whistle", event="end", attributesType="MatchAttributes",
+                       contentState={"score": "2-1"}, dismissalDate=1796119200)
+    )  # fmt: skip
+    assert "attributes_type" not in spec.content  # it chose the activities; an end carries no attributes
+    result = await fan_out(clean_db, aredis, CREDENTIAL, spec)
+    vip = [i for i in range(0, 30, 10) if i % 7 != 3]
+    assert result.total == len(vip)
+    messages = [QueuedNotification.decode(f) for _, f in await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))]
+    with clean_db.connect() as connection:
+        activities = set(connection.execute(select(Notification.activity_id)).scalars())
+    assert {m.content["event"] for m in messages} == {"end"} and len(activities) == len(vip)
+
+
+def test_a_live_activity_campaign_activitykit_could_not_use_is_refused() -> None:
+    manifest = _live_manifest({"allDevices": True}, "bad", event="start", attributesType="MatchAttributes")
+    with pytest.raises(CampaignError, match="liveActivity"):
+        CampaignSpec.from_manifest({**manifest, "spec": {**manifest["spec"], "liveActivity": {"event": "pause"}}})
+
+
+def test_the_crd_declares_exactly_the_live_activity_fields_a_campaign_sends() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
+    (version,) = crd["spec"]["versions"]
+    declared = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["liveActivity"]["properties"]
+    assert set(declared) == set(LIVE_ACTIVITY_FIELDS)
