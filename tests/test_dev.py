@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from harness.procs import free_port, wait_until
-from harness.readme import check_try_it, run_try_it
+from harness.readme import check_try_it, live_activity_examples, run_try_it
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +79,28 @@ def test_readme_examples_work_and_reach_the_simulator(dev: Dev) -> None:
     output = dev.stop()
     assert dev.process.returncode == 0, output
     assert "stopped" in output
+
+
+def test_readme_live_activity_walk_through_starts_updates_and_ends_one_on_the_simulator(dev: Dev) -> None:
+    answers = run_try_it(dev.url, dev.data_dir.parent, live_activity_examples())
+    assert not any("detail" in answer for answer in answers), answers
+    device, start_token, started, update_token, updated, ended = answers
+    assert device["owner"] == "user-2"
+    assert (start_token["kind"], update_token["kind"]) == ("push_to_start", "update")
+    assert [started["count"], updated["count"], ended["count"]] == [1, 1, 1]
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+
+    def delivered() -> list[str]:
+        statuses = []
+        for token in (start_token["token"], update_token["token"]):
+            page = httpx.get(f"{dev.url}/api/notifications/", params={"device_token": token}, headers=headers).json()
+            statuses += [n["status"] for n in page["results"]]
+        return statuses
+
+    wait_until(lambda: delivered() == ["sent"] * 3, timeout=30, what="start, update and end sent")
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
+    assert counters["live_activities"] == {"start/10": 1, "update/5": 1, "end/5": 1}
+    assert counters["by_token"][start_token["token"]] == 1 and counters["by_token"][update_token["token"]] == 2
 
 
 def test_second_start_reuses_data_and_key(tmp_path: Path) -> None:
