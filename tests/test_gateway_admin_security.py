@@ -263,3 +263,26 @@ async def test_dashboard_lists_and_resend_work_on_sqlite(
     finally:
         await client.aclose()
         engine.dispose()
+
+
+async def test_the_tokens_page_lists_a_devices_tokens_by_kind(admin_app: FastAPI, keys: Keys, clean_db: Engine) -> None:
+    from noti.store.models import TokenKind
+    from noti.store.tokens import TokenFields, upsert_tokens
+
+    with clean_db.begin() as connection:
+        device = connection.execute(
+            Device.__table__.insert().values(app=APP, device_token=TOKEN, tags=[]).returning(Device.id)
+        ).scalar_one()
+        upsert_tokens(connection, [
+            TokenFields(device, TokenKind.PUSH_TO_START, "5a" * 80, "DeliveryAttributes"),
+            TokenFields(device, TokenKind.UPDATE, "7c" * 80, "DeliveryAttributes", "A-17"),
+            TokenFields(device, TokenKind.VOIP, "9e" * 32),
+        ])  # fmt: skip
+    async with browser(admin_app) as http:
+        await log_in(http, keys.admin)
+        page = await http.get("/admin/device-token/list")
+        assert page.status_code == 200
+        for shown in ("push_to_start", "update", "voip", "DeliveryAttributes", "A-17", short_token("5a" * 80)):
+            assert shown in page.text
+        only_voip = await http.get("/admin/device-token/list", params={"kind": "voip"})
+        assert short_token("9e" * 32) in only_voip.text and short_token("5a" * 80) not in only_voip.text

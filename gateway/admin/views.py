@@ -28,7 +28,7 @@ from noti.gateway.notifications import default_environment
 from noti.gateway.payloads import checked_content
 from noti.gateway.schemas import DeviceIn, ExternalId, NotificationIn
 from noti.gateway.sends import Send
-from noti.store.models import ApiKey, Device, DeviceOwner, Notification, NotificationStatus
+from noti.store.models import ApiKey, Device, DeviceOwner, DeviceToken, Notification, NotificationStatus, TokenKind
 
 STATUS_COLORS = {
     NotificationStatus.PENDING: "secondary",
@@ -281,6 +281,37 @@ class DeviceAdmin(ModelView, model=Device):
     page_size = 50
 
 
+class TokenAdmin(ModelView, model=DeviceToken):
+    """A device's tokens by kind (push-to-start, Live Activity update, VoIP): registered over the API, so read-only."""
+
+    name = "Token"
+    name_plural = "Tokens by kind"
+    icon = "fa-solid fa-bolt"
+    can_create = False
+    can_edit = False
+    column_list: ClassVar[Any] = [
+        DeviceToken.id, DeviceToken.kind, DeviceToken.token, DeviceToken.device, DeviceToken.attributes_type,
+        DeviceToken.activity_id, DeviceToken.is_active, DeviceToken.registered_at,
+    ]  # fmt: skip
+    column_labels: ClassVar[Any] = {
+        DeviceToken.attributes_type: "attributes type", DeviceToken.activity_id: "activity",
+        DeviceToken.is_active: "active", DeviceToken.registered_at: "registered (UTC)",
+    }  # fmt: skip
+    column_searchable_list: ClassVar[Any] = [DeviceToken.token, DeviceToken.attributes_type, DeviceToken.activity_id]
+    column_filters: ClassVar[Any] = [
+        StaticValuesFilter(DeviceToken.kind, [(kind.value, kind.value) for kind in TokenKind], title="Kind"),
+        BooleanFilter(DeviceToken.is_active, title="Active"),
+    ]
+    column_formatters: ClassVar[Any] = {
+        DeviceToken.kind: lambda m, _a: TokenKind(m.kind).value,
+        DeviceToken.is_active: active_badge,
+        DeviceToken.token: lambda m, _a: token_cell(m.token),
+        DeviceToken.device: lambda m, _a: token_cell(m.device.device_token) if m.device else "",
+        DeviceToken.registered_at: lambda m, _a: utc_time(m.registered_at),
+    }
+    page_size = 50
+
+
 class OwnerAdmin(ModelView, model=DeviceOwner):
     name = "Owner"
     name_plural = "Owners"
@@ -317,4 +348,4 @@ class ApiKeyAdmin(ModelView, model=ApiKey):
     column_details_exclude_list: ClassVar[Any] = [ApiKey.key_hash]
 
 
-VIEWS = (NotificationAdmin, DeviceAdmin, OwnerAdmin, ApiKeyAdmin)
+VIEWS = (NotificationAdmin, DeviceAdmin, TokenAdmin, OwnerAdmin, ApiKeyAdmin)
