@@ -32,7 +32,8 @@ from harness.procs import free_port, wait_until
 from harness.services import PostgresServer, RedisServer
 from noti.operator.deployment import FINGERPRINT_ANNOTATION, key_fingerprint
 from noti.queue import QueuedNotification, StreamKeys, campaign_settings
-from noti.store.models import Device, Notification
+from noti.store.models import Device, Notification, TokenKind
+from noti.store.tokens import TokenFields, upsert_tokens
 
 GROUP, VERSION = "noti.dev", "v1alpha1"
 CONNECTIONS = "noti-connections"
@@ -406,6 +407,45 @@ def test_campaign_runs_to_completion_with_a_sender_of_the_credentials_deployment
     assert table[:7] == ["NAME", "PHASE", "SENT", "TOTAL", "FAILED", "INVALID", "AGE"]
     assert table[7:13] == ["winter", "Completed", "27", "30", "0", "3"]
     assert "Will escalate" not in operator.log.read_text()  # kopf cancelled no daemon that was ending anyway
+
+
+def test_a_live_activity_campaign_starts_activities_on_push_to_start_tokens_to_completion(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, tmp_path: Path,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    seed_devices(clean_db, apns_simulator.bundle_id, 8)
+    with clean_db.begin() as connection:
+        devices = connection.execute(select(Device.id).order_by(Device.id)).scalars().all()
+        upsert_tokens(connection, [TokenFields(d, TokenKind.PUSH_TO_START, f"{d:0160x}", "MatchAttributes")
+                                   for d in devices[:5]])  # fmt: skip
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    apply_campaign(
+        noti_crds, ns, "kickoff", ratePerSecond=0, notification={"title": "Kick-off", "body": "A v B"},
+        liveActivity={"event": "start", "attributesType": "MatchAttributes", "attributes": {"home": "A"},
+                      "contentState": {"score": "0-0"}, "inputPushToken": True},
+    )  # fmt: skip
+    eventually(lambda: _deployment(k8s.AppsV1Api(api), ns), "the sender Deployment", operator)
+    sender = start_sender(noti_crds, ns, apns_simulator, tmp_path)
+    try:
+        noti_crds.kubectl(
+            "wait", "-n", ns, "--for=condition=Complete", "notificationcampaign/kickoff", "--timeout=90s", timeout=100
+        )
+    finally:
+        stop_sender(sender)
+    status = custom(api, ns, "notificationcampaigns", "kickoff")["status"]
+    assert (status["total"], status["sent"], status["failed"]) == (5, 5, 0)  # one per push-to-start token
+    assert apns_simulator.counters()["live_activities"] == {"start/10": 5}
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.push_type, Notification.event, Notification.token_id)).all()
+    assert sorted((r.push_type, r.event) for r in rows) == [("liveactivity", "start")] * 5
+    assert all(r.token_id is not None for r in rows)
+    edit = noti_crds.kubectl(
+        "patch", "-n", ns, "notificationcampaigns", "kickoff", "--type=merge",
+        "-p", '{"spec": {"liveActivity": {"event": "end"}}}', check=False,
+    )  # fmt: skip
+    assert edit.returncode != 0 and "cannot change once the campaign started" in edit.stderr
 
 
 def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stops_when_deleted(
