@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
@@ -167,6 +168,14 @@ def write_live_activity(
     if not found:
         what = "push-to-start token of this attributes type" if targets.event == "start" else "update token"
         raise ApiError(404, f"no active {what} matches; register tokens with POST /api/devices/<token>/tokens/")
+    return write_to_tokens(connection, found, content, environment)
+
+
+def write_to_tokens(
+    connection: Connection, found: Sequence[Any], content: dict[str, Any], environment: Literal["sandbox", "production"]
+) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+    """Write a record of ``content`` per token ``found`` (rows of ``token_query``'s shape); the records and their
+    stream entries, per (app, environment) stream. Call in a transaction."""
     rows = record_rows(found, content, [new_id() for _ in found], utcnow())
     records.insert_notifications(connection, rows)
     by_stream: dict[str, StreamEntries] = defaultdict(lambda: StreamEntries("", [], []))

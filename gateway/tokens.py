@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
@@ -15,9 +16,13 @@ from noti.gateway.auth import Scope
 from noti.gateway.context import gateway, require
 from noti.gateway.devices import find_device
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
+from noti.gateway.live_activities import write_to_tokens
+from noti.gateway.notifications import default_environment
+from noti.gateway.payloads import checked_content
 from noti.gateway.routing import SlashRouter
-from noti.gateway.schemas import App, Error, Text, Timestamp, Token, normalize_token
-from noti.store.models import DeviceToken, TokenKind
+from noti.gateway.schemas import App, Content, Environment, Error, Text, Timestamp, Token, normalize_token
+from noti.gateway.sends import StreamEntries
+from noti.store.models import Device, DeviceToken, TokenKind
 from noti.store.tokens import TokenFields, kind_problem, upsert_tokens
 
 router = SlashRouter(tags=["tokens"], responses=AUTH_RESPONSES)
@@ -144,6 +149,50 @@ async def list_tokens(
             return TokenList(results=[token_out(row, device.device_token, device.app) for row in rows])
 
     return await run_in_threadpool(run)
+
+
+class VoipAccepted(BaseModel):
+    id: uuid.UUID = Field(description="The delivery record")
+    token: str = Field(description="The VoIP token it goes to")
+
+
+@router.post(
+    "/api/devices/{token}/voip/",
+    response_model=VoipAccepted,
+    status_code=202,
+    responses={**_NOT_FOUND, 422: {"model": Error, "description": "Invalid input, or an oversize payload"}},
+    summary="Send a VoIP (PushKit) push to the device's VoIP token",
+)
+async def send_voip(
+    token: Token,
+    body: Content,
+    request: Request,
+    _: Annotated[Any, Depends(require(Scope.SEND))],
+    app: Annotated[App | None, Query()] = None,
+    environment: Environment | None = None,
+) -> VoipAccepted:
+    state = gateway(request)
+    if body.push_type not in ("alert", "voip"):  # alert: the default, when none was given
+        raise invalid("body.push_type", "a VoIP token takes push type voip")
+    content = checked_content(body.model_copy(update={"push_type": "voip"}))
+    where = environment or default_environment(state.settings)
+
+    def write() -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+        with Session(state.engine) as session, session.begin():
+            device, _owner = find_device(session, token, app)
+            found = session.execute(
+                select(DeviceToken.id, DeviceToken.token, DeviceToken.device_id, Device.app, DeviceToken.activity_id)
+                .join(Device, DeviceToken.device_id == Device.id)
+                .where(DeviceToken.device_id == device.id, DeviceToken.kind == TokenKind.VOIP)
+                .where(DeviceToken.is_active.is_(True), Device.is_active.is_(True))
+            ).all()
+            if not found:
+                raise ApiError(404, "this device has no active VoIP token; register one with kind voip")
+            return write_to_tokens(session.connection(), found, content, where)
+
+    rows, entries = await run_in_threadpool(write)
+    await state.enqueuer.queue(entries)
+    return VoipAccepted(id=rows[0]["id"], token=rows[0]["device_token"])
 
 
 @router.delete(

@@ -232,6 +232,36 @@ async def test_an_update_token_registered_after_apns_410_timestamp_is_kept(
     assert not _token_row(clean_db, OTHER_UPDATE_TOKEN).is_active
 
 
+async def test_a_voip_push_goes_to_the_voip_token_on_the_voip_topic_and_a_410_retires_only_it(
+    sender_env: None, client: httpx.AsyncClient, clean_db: Engine, apns_simulator: SimulatorProcess
+) -> None:
+    await _device(client)
+    await _token(client, kind="voip", token=VOIP_TOKEN)
+    apns_simulator.register_devices({VOIP_TOKEN: [f"{APP}.voip"], DEVICE: [APP]})
+    first = await client.post(f"/api/devices/{DEVICE}/voip/", json={"data": {"call": "42"}})
+    assert first.status_code == 202, first.text
+    assert first.json()["token"] == VOIP_TOKEN
+    await _deliver(apns_simulator, clean_db, 1)
+    assert _record(clean_db, first.json()["id"]).status == "sent"
+    assert _record(clean_db, first.json()["id"]).push_type == "voip"
+
+    apns_simulator.set_faults(unregistered=[VOIP_TOKEN])
+    second = await client.post(f"/api/devices/{DEVICE}/voip/", json={"data": {"call": "43"}})
+    await _deliver(apns_simulator, clean_db, 2)
+    assert _record(clean_db, second.json()["id"]).status == "invalid_token"
+    assert not _token_row(clean_db, VOIP_TOKEN).is_active
+    with clean_db.connect() as connection:
+        assert connection.execute(select(Device.is_active)).scalar_one() is True  # its device token still works
+    assert (await client.post(f"/api/devices/{DEVICE}/voip/", json={"data": {}})).status_code == 404
+
+
+async def test_a_voip_push_of_another_push_type_is_refused(client: httpx.AsyncClient) -> None:
+    await _device(client)
+    await _token(client, kind="voip", token=VOIP_TOKEN)
+    answer = await client.post(f"/api/devices/{DEVICE}/voip/", json={"push_type": "background"})
+    assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "body.push_type"
+
+
 # --- what the API refuses ---
 
 
