@@ -408,6 +408,11 @@ class NotificationOut(BaseModel):
     )
     apns_reason: str | None
     status_code: int | None
+    event: str | None = Field(default=None, description="A Live Activity push: start, update or end")
+    activity_id: str | None = Field(default=None, description="A Live Activity update or end: the activity")
+    token_id: int | None = Field(
+        default=None, description="Sent to a push-to-start, update or VoIP token (GET /api/devices/<token>/tokens/)"
+    )
     created_at: Timestamp
     queued_at: Timestamp | None
     sent_at: Timestamp | None

@@ -178,7 +178,9 @@ async def test_start_update_and_end_reach_the_simulator_as_liveactivity_pushes_w
     # An alerting start and an asked-for 10 draw on the budget; the silent update goes at 5.
     assert counters["live_activities"] == {"start/10": 1, "update/5": 1, "end/10": 1}
     history = (await client.get("/api/notifications/", params={"device_token": UPDATE_TOKEN})).json()["results"]
-    assert sorted(n["status"] for n in history) == ["sent", "sent"]
+    assert sorted((n["event"], n["activity_id"], n["status"]) for n in history) == [
+        ("end", "A-17", "sent"), ("update", "A-17", "sent"),
+    ]  # fmt: skip
     record = _record(clean_db, started.json()["notifications"][0]["id"])
     assert (record.push_type, record.event, record.status) == ("liveactivity", "start", "sent")
     assert _record(clean_db, updated.json()["notifications"][0]["id"]).activity_id == "A-17"
