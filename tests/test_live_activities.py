@@ -264,6 +264,20 @@ async def test_a_voip_push_of_another_push_type_is_refused(client: httpx.AsyncCl
     assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "body.push_type"
 
 
+async def test_a_start_by_tag_or_to_all_devices_reaches_each_push_to_start_token_of_its_type(
+    client: httpx.AsyncClient,
+) -> None:
+    for n, tags in enumerate((["vip"], ["vip"], [], ["vip"])):
+        device = f"{n + 1:064x}"
+        await _device(client, device, owner=f"user-{n}", tags=tags)
+        kind = "DeliveryAttributes" if n < 3 else "OtherAttributes"
+        await _token(client, device, kind="push_to_start", token=f"{n + 1:0160x}", attributes_type=kind)
+    by_tag = (await client.post("/api/live-activities/", json={**START, "tag": "vip"})).json()
+    everyone = (await client.post("/api/live-activities/", json={**START, "all_devices": True})).json()
+    assert sorted(n["token"] for n in by_tag["notifications"]) == [f"{1:0160x}", f"{2:0160x}"]
+    assert everyone["count"] == 3  # the fourth device's token is of another attributes type
+
+
 # --- what the API refuses ---
 
 
