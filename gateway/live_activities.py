@@ -180,7 +180,11 @@ def write_to_tokens(
     records.insert_notifications(connection, rows)
     by_stream: dict[str, StreamEntries] = defaultdict(lambda: StreamEntries("", [], []))
     for row in rows:
-        stream = stream_for(row["app"], environment)
+        try:
+            stream = stream_for(row["app"], environment)
+        except ValueError:  # a device registered before bundle ids were checked
+            problem = f"the device's app {row['app']!r} is not a bundle id; register it again"
+            raise invalid("body.app", problem) from None
         queued = by_stream[stream]
         queued.stream = stream
         queued.ids.append(row["id"])
@@ -210,10 +214,7 @@ async def send_live_activity(
         with state.engine.begin() as connection:
             return write_live_activity(connection, body.targets(), content, environment)
 
-    try:
-        rows, entries = await run_in_threadpool(write)
-    except ValueError:  # a device whose app is no bundle id (registered before they were checked)
-        raise invalid("body.app", "a matching device's app is not a bundle id; register it again") from None
+    rows, entries = await run_in_threadpool(write)
     await state.enqueuer.queue(entries)
     return LiveActivityAccepted(
         count=len(rows),

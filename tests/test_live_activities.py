@@ -115,6 +115,10 @@ async def test_tokens_of_each_kind_register_idempotently_list_and_delete(any_sto
         assert (await client.delete(f"/api/devices/{DEVICE}/tokens/{VOIP_TOKEN}/")).status_code == 204
         assert (await client.delete(f"/api/devices/{DEVICE}/tokens/{VOIP_TOKEN}/")).status_code == 404
         assert len((await client.get(f"/api/devices/{DEVICE}/tokens/")).json()["results"]) == 2
+        # A deleted device takes its tokens with it.
+        assert (await client.delete(f"/api/devices/{DEVICE}/")).status_code == 204
+        with any_store.engine.connect() as connection:
+            assert connection.execute(select(DeviceToken.id)).all() == []
 
 
 @pytest.mark.parametrize(
