@@ -343,6 +343,15 @@ def campaign_counts(connection: Connection, campaign: str) -> dict[str, int]:
     return {status: int(count) for status, count in connection.execute(query)}
 
 
+def _latest(moments: Iterable[tuple[int | None, datetime]]) -> dict[int, datetime]:
+    """The latest moment per key (keys that are None left out)."""
+    latest: dict[int, datetime] = {}
+    for key, moment in moments:
+        if key is not None:
+            latest[key] = max(moment, latest.get(key, moment))
+    return latest
+
+
 def _update_devices(
     connection: Connection, applied: Iterable[Applied], invalidated_at: Mapping[uuid.UUID, datetime]
 ) -> None:
@@ -352,13 +361,11 @@ def _update_devices(
     # A 410 for a push-to-start, update or VoIP token retires that token, not the device.
     dead_tokens = [a for a in applied if a.token_id is not None and a.status is NotificationStatus.INVALID_TOKEN]
     if dead_tokens:
-        undated_tokens = [a.token_id for a in dead_tokens if a.token_id is not None and a.id not in invalidated_at]
-        dated_tokens: dict[int, datetime] = {}
-        for a in dead_tokens:
-            if a.token_id is not None and a.id in invalidated_at:
-                moment = invalidated_at[a.id]
-                dated_tokens[a.token_id] = max(moment, dated_tokens.get(a.token_id, moment))
-        tokens.retire_tokens(connection, undated_tokens, dated_tokens)
+        tokens.retire_tokens(
+            connection,
+            [a.token_id for a in dead_tokens if a.token_id is not None and a.id not in invalidated_at],
+            _latest((a.token_id, invalidated_at[a.id]) for a in dead_tokens if a.id in invalidated_at),
+        )
     dead = [
         a
         for a in applied
@@ -366,11 +373,7 @@ def _update_devices(
     ]
     undated = sorted({a.device_id for a in dead if a.device_id is not None and a.id not in invalidated_at})
     # A dated invalidation (410) only wins over a registration made before it; the latest date per device.
-    dated: dict[int, datetime] = {}
-    for a in dead:
-        if a.id in invalidated_at and a.device_id is not None:
-            moment = invalidated_at[a.id]
-            dated[a.device_id] = max(moment, dated.get(a.device_id, moment))
+    dated = _latest((a.device_id, invalidated_at[a.id]) for a in dead if a.id in invalidated_at)
     if sent:
         connection.execute(update(Device).where(Device.id.in_(sent)).values(last_notification_at=now))
     if undated:
