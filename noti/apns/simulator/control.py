@@ -1,13 +1,14 @@
 """The simulator's control plane: commands on a process's state, and the HTTP JSON API that runs them.
 
 Routes (JSON in and out): ``GET /counters`` (``live_activities`` counts accepted Live Activity
-pushes by event and priority, ``"update/10"``: the 10s are what a device's budget pays for); ``POST /faults`` (a partial :class:`Faults`);
-``POST /reset`` (counters); ``POST /keys`` (``{"team_id", "key_id", "bundle_ids": [...],
-"public_key_pem"}``); ``POST /devices`` (``{"devices": {token: [topic, ...]}}``: turns the
-device registry on, where unknown tokens get BadDeviceToken and each token its topics; a token
-given as ``{"topics": [...], "unregistered_at": ms}`` or ``{..., "expired_at": ms}`` is answered
-410 Unregistered or ExpiredToken with that timestamp: any kind of token, a push-to-start or
-Live Activity update token on ``<bundle>.push-type.liveactivity`` as well as a device token);
+pushes by event and priority, ``"update/10"``: the 10s are what a device's budget pays for);
+``POST /faults`` (a partial :class:`Faults`); ``POST /reset`` (counters); ``POST /keys``
+(``{"team_id", "key_id", "bundle_ids": [...], "public_key_pem"}``); ``POST /devices``
+(``{"devices": {token: [topic, ...]}}``: turns the device registry on, where unknown tokens
+get BadDeviceToken and each token its topics; a token given as ``{"topics": [...],
+"unregistered_at": ms}`` or ``{..., "expired_at": ms}`` is answered 410 Unregistered or
+ExpiredToken with that timestamp, whatever its kind: a push-to-start or update token on
+``<bundle>.push-type.liveactivity`` as well as a device token);
 ``DELETE /devices`` (registry off). A bad argument gets 400 ``{"error": ...}``, an unknown
 route 404 ``{"error": ...}``.
 """
