@@ -22,7 +22,7 @@ import orjson
 from noti.gateway.errors import ApiError, invalid
 from noti.gateway.ids import idempotent_id, random_id_strings
 from noti.queue import Environment, QueuedNotification, StreamKeys
-from noti.store import records
+from noti.store.content import record_columns
 from noti.store.models import NotificationStatus
 
 KEY_REUSED = "this key was used for a different request; a new request needs a new key"
@@ -107,7 +107,7 @@ def _record(
         "app": app,
         "status": NotificationStatus.QUEUED,
         "queued_at": now,
-        **records.content_columns(content),
+        **record_columns(content),
     }
 
 

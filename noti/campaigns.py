@@ -31,6 +31,7 @@ from noti.queue import (
     pack_entries,
 )
 from noti.store import records
+from noti.store.content import record_columns
 from noti.store.models import (
     FINAL_STATUSES,
     CampaignCount,
@@ -40,7 +41,7 @@ from noti.store.models import (
     NotificationStatus,
     utcnow,
 )
-from noti.store.records import RECORD_COLUMNS, RecordUpdate
+from noti.store.records import RecordUpdate
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -192,7 +193,7 @@ def _next_chunk(
 
 def _records(spec: CampaignSpec, app: str, chunk: Sequence[tuple[int | None, str, int]]) -> list[dict[str, Any]]:
     now = utcnow()
-    columns = {name: spec.content[name] for name in RECORD_COLUMNS if spec.content.get(name) is not None}
+    columns = record_columns(spec.content)
     return [
         {
             "id": spec.record_id(str(device_id) if device_id is not None else token),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -151,7 +152,7 @@ class NotificationContent:
     def effective_priority(self) -> int:
         if self.priority is not None:
             return self.priority
-        return 5 if self.push_type in {"background", "liveactivity"} and not self.has_alert else 10
+        return _default_priority(self.push_type, self.has_alert)
 
     @property
     def has_alert(self) -> bool:
@@ -221,6 +222,16 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "attributes_type": (str,),
     "attributes": (dict,),
 }
+
+
+def _default_priority(push_type: str, has_alert: bool) -> int:
+    return 5 if push_type in {"background", "liveactivity"} and not has_alert else 10
+
+
+def default_priority(push_type: str, values: Mapping[str, Any]) -> int:
+    """The apns-priority of a content (``to_dict()`` form) that gives none: 5 for a background or
+    Live Activity push without an alert, else 10."""
+    return _default_priority(push_type, any(values.get(name) is not None for name in _ALERT_FIELDS))
 
 
 def _check(content: NotificationContent) -> None:

@@ -22,13 +22,13 @@ from sqlalchemy import Engine, select
 from noti.apns.simulator import Simulator
 from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
-from noti.campaigns import RECORD_COLUMNS
 from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev_signing_key
 from noti.dev.embedded_redis import EmbeddedRedis
 from noti.dev.memory import limit_malloc_arenas, return_idle_memory
 from noti.queue import QueuedNotification, StreamKeys
 from noti.settings import Settings
 from noti.store import migrate
+from noti.store.content import RECORD_COLUMNS, record_content
 from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 from noti.store.models import FINAL_STATUSES, Notification
 
@@ -132,7 +132,7 @@ class DevStack:
         await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)
         credential = StreamKeys(options.app, "sandbox")
         if requeue:
-            count = await self._requeue(engine, redis, credential)
+            count = await requeue_unfinished(engine, redis, credential)
             if count:
                 click.echo(f"re-queued {count} notifications left unfinished by the last run")
         api_key = await asyncio.to_thread(self._api_key, data, engine)
@@ -226,36 +226,6 @@ class DevStack:
             handle.write(key + "\n")
         return key
 
-    async def _requeue(self, engine: Engine, redis: aioredis.Redis, credential: StreamKeys) -> int:
-        """The embedded Redis forgets its queues on exit: queue unfinished records of the app again."""
-
-        def unfinished() -> list[QueuedNotification]:
-            columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
-            query = select(
-                Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
-            ).where(Notification.app == credential.app, Notification.status.notin_(FINAL_STATUSES))
-            with engine.connect() as connection:
-                rows = connection.execute(query).all()
-            return [
-                QueuedNotification(
-                    id=row.id,
-                    device_token=row.device_token,
-                    app=credential.app,
-                    content={name: getattr(row, name) for name in RECORD_COLUMNS if getattr(row, name) is not None},
-                    device_id=row.device_id,
-                    campaign=row.campaign,
-                )
-                for row in rows
-            ]
-
-        messages = await asyncio.to_thread(unfinished)
-        if messages:
-            async with redis.pipeline(transaction=False) as pipe:
-                for message in messages:
-                    pipe.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
-                await pipe.execute()
-        return len(messages)
-
     def _banner(self, data: DataDir, database_url: str, gateway_url: str, simulator_url: str, api_key: str) -> str:
         token = "a1" * 32
         return "\n".join(
@@ -293,3 +263,35 @@ def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise DevError(f"port {port} for the {what} is in use: stop what uses it or pass {option}") from None
             raise DevError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}") from None
+
+
+async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: StreamKeys) -> int:
+    """Queue the app's unfinished records again, with the content they were queued with: the
+    embedded Redis forgets its queues on exit. Returns how many."""
+
+    def unfinished() -> list[QueuedNotification]:
+        columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
+        query = select(
+            Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
+        ).where(Notification.app == keys.app, Notification.status.notin_(FINAL_STATUSES))
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            QueuedNotification(
+                id=row.id,
+                device_token=row.device_token,
+                app=keys.app,
+                content=record_content(row),
+                device_id=row.device_id,
+                campaign=row.campaign,
+            )
+            for row in rows
+        ]
+
+    messages = await asyncio.to_thread(unfinished)
+    if messages:
+        async with redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.xadd(keys.transactional_stream, message.encode())  # type: ignore[arg-type]
+            await pipe.execute()
+    return len(messages)
