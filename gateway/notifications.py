@@ -124,11 +124,12 @@ async def send_bulk(
     environment = _environment(request, body.environment)
     asked = None
     if idempotency_key:  # the same audience in another order is the same request
-        audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owner_ids or ()))}
+        # "owner_ids" as the fingerprints of keys already stored were made (the field's earlier name).
+        audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owners or ()))}
         asked = fingerprint(send="bulk", **audience, app=body.app, env=environment, content=content)
     bulk = BulkSend(
         tokens=tokens,
-        owner_ids=body.owner_ids,
+        owners=body.owners,
         app=body.app,
         environment=environment,
         content=content,

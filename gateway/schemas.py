@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -346,16 +347,21 @@ class NotificationIn(Content):
 
 class BulkIn(Content):
     device_tokens: list[Token] | None = Field(default=None, min_length=1, max_length=BULK_MAX)
-    owner_ids: list[ExternalId] | None = Field(
-        default=None, min_length=1, max_length=BULK_MAX, description="External ids: every active device of each"
+    owners: list[ExternalId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=BULK_MAX,
+        validation_alias=AliasChoices("owners", "owner_ids"),
+        description="Every active device of each of these owners (a device's owner); owner_ids, the earlier name, "
+        "is accepted too",
     )
     app: App | None = Field(default=None, description="Only devices of this app")
     environment: Environment | None = None
 
     @model_validator(mode="after")
     def _one_audience(self) -> BulkIn:
-        if (self.device_tokens is None) == (self.owner_ids is None):
-            raise ValueError("give exactly one of device_tokens or owner_ids")
+        if (self.device_tokens is None) == (self.owners is None):
+            raise ValueError("give exactly one of device_tokens or owners")
         return self
 
 
@@ -372,7 +378,7 @@ class BulkItem(BaseModel):
 class BulkAccepted(BaseModel):
     count: int = Field(description="Notifications queued by this request")
     notifications: list[BulkItem]
-    not_found: list[str] = Field(description="Tokens (or owner ids) with no registered device")
+    not_found: list[str] = Field(description="Tokens (or owners) with no registered device")
     inactive: list[str] = Field(description="Tokens of devices that are not active (not sent)")
 
 

@@ -75,25 +75,26 @@ class Audience:
     """Exactly one way of choosing the devices a campaign reaches."""
 
     all_devices: bool = False
-    owner_external_ids: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()  # the owner each device was registered with (``owner`` in the API)
     tags: tuple[str, ...] = ()
     device_tokens: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Audience:
+        """The audience of a manifest's ``spec.audience`` (``ownerExternalIds`` is the earlier name of ``owners``)."""
         chosen = [
             name
-            for name in ("allDevices", "ownerExternalIds", "tags", "deviceTokens")
+            for name in ("allDevices", "owners", "ownerExternalIds", "tags", "deviceTokens")
             if (spec.get(name) if name == "allDevices" else name in spec)
         ]
         if len(chosen) != 1:
             raise CampaignError(
-                "spec.audience needs exactly one of allDevices: true, ownerExternalIds, tags, deviceTokens"
+                "spec.audience needs exactly one of allDevices: true, owners, tags, deviceTokens"
                 + (f" (got {', '.join(chosen)})" if chosen else "")
             )
         return cls(
             all_devices=bool(spec.get("allDevices")),
-            owner_external_ids=tuple(spec.get("ownerExternalIds", ())),
+            owners=tuple(spec.get("owners", spec.get("ownerExternalIds", ()))),
             tags=tuple(spec.get("tags", ())),
             device_tokens=tuple(token.lower() for token in spec.get("deviceTokens", ())),
         )
@@ -150,9 +151,9 @@ class CampaignSpec:
 
 def _device_query(app: str, audience: Audience, dialect: str) -> Select[int, str]:
     query = select(Device.id, Device.device_token).where(Device.app == app, Device.is_active.is_(True))
-    if audience.owner_external_ids:
+    if audience.owners:
         query = query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
-            DeviceOwner.external_id.in_(audience.owner_external_ids), DeviceOwner.is_active.is_(True)
+            DeviceOwner.external_id.in_(audience.owners), DeviceOwner.is_active.is_(True)
         )
     elif audience.tags:
         if dialect == "postgresql":
