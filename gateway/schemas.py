@@ -24,17 +24,12 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails
 
-from noti.apns.payload import device_token_problem
+from noti.apns.payload import InterruptionLevel, LiveActivityEvent, Priority, PushType, device_token_problem
 from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN, bundle_id_problem
+from noti.queue import Environment
 from noti.store.models import NotificationStatus, Platform
 
 BULK_MAX = 10_000
-
-Environment = Literal["sandbox", "production"]
-PushType = Literal[
-    "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
-    "pushtotalk", "widgets", "controls",
-]  # fmt: skip
 
 
 def _bundle_id(value: str) -> str:
@@ -312,15 +307,15 @@ class Content(_Body):
     target_content_id: Text | None = Field(default=None, max_length=255)
     filter_criteria: Text | None = Field(default=None, max_length=255)
     push_type: PushType = "alert"
-    priority: Literal[10, 5, 1] | None = Field(default=None, description="Default 10, or 5 for background pushes")
+    priority: Priority | None = Field(default=None, description="Default 10, or 5 for background pushes")
     expiration: int | None = Field(default=None, ge=0, le=2**53, description="apns-expiration, epoch seconds")
     collapse_id: HeaderValue | None = Field(
         default=None, max_length=64, description="apns-collapse-id, at most 64 bytes"
     )
-    interruption_level: Literal["passive", "active", "time-sensitive", "critical"] | None = None
+    interruption_level: InterruptionLevel | None = None
     mutable_content: bool | None = None
     # Live Activities (push_type liveactivity)
-    event: Literal["start", "update", "end"] | None = None
+    event: LiveActivityEvent | None = None
     content_state: dict[str, Any] | None = None
     timestamp: int | None = Field(default=None, ge=0, le=2**53)
     dismissal_date: int | None = Field(default=None, ge=0, le=2**53)

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noti.queue import StreamKeys
+from noti.queue import ENVIRONMENTS, StreamKeys
 
 
 class SenderConfig(BaseSettings):
@@ -77,7 +77,7 @@ class SenderConfig(BaseSettings):
         found = []
         if not self.apns_bundle_id:
             found.append("NOTI_APNS_BUNDLE_ID (the app's bundle id) is not set")
-        if self.apns_environment not in ("sandbox", "production"):
+        if self.apns_environment not in ENVIRONMENTS:
             found.append("NOTI_APNS_ENVIRONMENT must be sandbox or production")
         if self.apns_proxy:
             from noti.apns.transport import parse_proxy

@@ -27,6 +27,7 @@ from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS, APNsProto
 from noti.apns.simulator.rules import RegisteredKey
 from noti.apns.simulator.state import Faults, State
 from noti.loops import install_uvloop
+from noti.queue import ENVIRONMENTS
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Simulator:
     """A running simulator: in this process (workers == 1) or in worker processes sharing the port."""
 
     def __init__(self, config: SimulatorConfig) -> None:
-        if config.environment not in ("sandbox", "production"):
+        if config.environment not in ENVIRONMENTS:
             raise ValueError(f"environment is sandbox or production, not {config.environment!r}")
         self.config = config
         self.state = State(config.faults, config.keys)
