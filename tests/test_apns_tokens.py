@@ -44,7 +44,7 @@ async def main() -> None:
                             redis=redis, redis_key=redis_key)
     client = APNsClient(bundle, endpoint=url, tokens=tokens, ssl_context=client_ssl_context(ca_file=ca))
     await asyncio.sleep(max(0.0, float(start_at) - time.time()))
-    results = await client.send_many([(f"{i:064x}", NotificationContent(title="hi")) for i in range(50)])
+    results = await asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="hi")) for i in range(50)))
     print(json.dumps({"ok": sum(r.ok for r in results), "minted": tokens.minted, "token": await tokens.current()}))
     await client.aclose()
     await redis.aclose()
@@ -141,7 +141,9 @@ async def test_a_thousand_first_sends_through_the_simulator_all_succeed_with_one
         ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path),
     )  # fmt: skip
     try:
-        results = await client.send_many([(f"{i:064x}", NotificationContent(title="hi")) for i in range(1000)])
+        results = await asyncio.gather(
+            *(client.send(f"{i:064x}", NotificationContent(title="hi")) for i in range(1000))
+        )
     finally:
         await client.aclose()
         await small.aclose()
