@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 SETUP_HINT = "run the README's test command (scripts/test.sh), which installs it"
 
@@ -59,3 +62,32 @@ def reap(process: subprocess.Popen[Any], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout)
+
+
+def answers_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 now (False while nothing answers there)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def cache_dir() -> Path:
+    """Where scripts/build-*.sh keep what they build: ``$NOTI_CACHE_DIR``, else ~/.cache/noti."""
+    return Path(os.environ.get("NOTI_CACHE_DIR") or Path.home() / ".cache" / "noti")
+
+
+def read_terminal(controller: int, output: bytes = b"", marker: bytes | None = None, timeout: float = 60) -> bytes:
+    """``output`` and what a pseudo-terminal shows next, until ``marker`` shows (None: until it closes)
+    or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while (marker is None or marker not in output) and time.monotonic() < deadline:
+        if select.select([controller], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            output += chunk
+    return output

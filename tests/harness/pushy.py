@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness.apns import BUNDLE_ID, KEY_ID, TEAM_ID, sender_environment
-from harness.procs import SETUP_HINT, reap
+from harness.procs import SETUP_HINT, cache_dir, reap
 from noti.apns.payload import PUSH_TYPES, topic_for
 from noti.apns.simulator import generate_certificate
 
@@ -63,8 +63,7 @@ def jar_path() -> Path:
         return Path(explicit)
     pinned = versions()
     key = f"pushy-{pinned['PUSHY_VERSION']}_netty-{pinned['NETTY_VERSION']}_src-{sources_hash()}"
-    cache = Path(os.environ.get("NOTI_CACHE_DIR") or Path.home() / ".cache" / "noti")
-    return cache / "pushy" / key / "noti-pushy-mock.jar"
+    return cache_dir() / "pushy" / key / "noti-pushy-mock.jar"
 
 
 def pushy_jar() -> Path:
