@@ -40,7 +40,7 @@ from noti.gateway.schemas import (
 )
 from noti.gateway.sends import BulkSend, Send, fingerprint
 from noti.queue import Environment
-from noti.settings import Settings
+from noti.settings import GatewaySettings
 from noti.store.models import Notification, NotificationStatus
 
 router = SlashRouter(tags=["notifications"], responses=AUTH_RESPONSES)
@@ -61,9 +61,9 @@ IdempotencyKey = Annotated[
 ]
 
 
-def default_environment(settings: Settings) -> Environment:
+def default_environment(settings: GatewaySettings) -> Environment:
     """Where sends that name no environment go: ``NOTI_APNS_ENVIRONMENT``."""
-    return "sandbox" if settings.apns_environment == "sandbox" else "production"
+    return settings.environment
 
 
 def _environment(request: Request, asked: Environment | None) -> Environment:

@@ -23,6 +23,7 @@ from harness.apns import SimulatorProcess
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
 from noti.apns.tokens import REFRESH_AFTER, CredentialKeyError, ProviderTokens, load_signing_key, mint
+from noti.settings import Settings
 
 REDIS_KEY = "noti:provider-token:test"
 NOW = 1_800_000_000.0
@@ -220,14 +221,12 @@ def test_unusable_signing_keys_are_refused_without_revealing_them(pem: bytes) ->
 
 
 def _sender_config(tmp_path: Path, key: ec.EllipticCurvePrivateKey, key_id: str, team_id: str = "TEAM123456") -> Any:
-    from noti.sender.config import SenderConfig
-
     key_file = tmp_path / f"{key_id}-{id(key)}.p8"
     key_file.write_bytes(_pem(key))
-    return SenderConfig(
+    return Settings.defaults(
         apns_team_id=team_id, apns_key_id=key_id, apns_key_file=key_file, apns_bundle_id="com.example.app",
         apns_environment="sandbox",
-    )  # fmt: skip
+    ).sender  # fmt: skip
 
 
 @pytest.mark.parametrize("rotation", ["new-key-id", "same-key-id-new-key", "new-team"])

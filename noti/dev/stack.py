@@ -65,8 +65,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class DevStack:
-    def __init__(self, options: DevOptions) -> None:
+    def __init__(self, options: DevOptions, settings: Settings) -> None:
         self.options = options
+        self.settings = settings  # from the environment: a store and Redis to use, the components' tuning
 
     async def run(self) -> None:
         options = self.options
@@ -84,7 +85,7 @@ class DevStack:
         options = self.options
         ensure_port_free(options.host, options.port, "gateway", "--port")
         ensure_port_free("127.0.0.1", options.sim_port, "APNs simulator", "--sim-port")
-        database_url = os.environ.get("NOTI_DATABASE_URL")
+        database_url = self.settings.dev.database_url
         if not database_url:
             create_private(data.database)
             database_url = f"sqlite:///{data.database}"
@@ -94,7 +95,7 @@ class DevStack:
         except DatabaseUnavailable as exc:
             raise DevError(str(exc)) from None
         embedded: EmbeddedRedis | None = None
-        redis_url = os.environ.get("NOTI_REDIS_URL")
+        redis_url = self.settings.dev.redis_url
         if not redis_url:
             embedded = EmbeddedRedis().start()
             redis_url = embedded.url
@@ -120,7 +121,6 @@ class DevStack:
         simulator: Simulator, requeue: bool,
     ) -> None:  # fmt: skip
         from noti.gateway.app import create_app
-        from noti.sender.config import SenderConfig
         from noti.sender.service import Sender
 
         options = self.options
@@ -136,14 +136,15 @@ class DevStack:
             if count:
                 click.echo(f"re-queued {count} notifications left unfinished by the last run")
         api_key = await asyncio.to_thread(self._api_key, data, engine)
-        settings = Settings(
-            database_url=database_url,
-            redis_url=redis_url,
-            apns_environment="sandbox",
-            gateway_host=options.host,
-            gateway_port=options.port,
-            gateway_default_app=options.app,
-        )
+        stack = self.settings.model_copy(update={"database_url": database_url, "redis_url": redis_url})
+        settings = stack.model_copy(
+            update={
+                "apns_environment": "sandbox",
+                "gateway_host": options.host,
+                "gateway_port": options.port,
+                "gateway_default_app": options.app,
+            }
+        ).gateway
         gateway_url = f"http://{options.host}:{options.port}"
         app = create_app(settings, engine=engine, redis=redis)
         server = _EmbeddedServer(
@@ -157,18 +158,22 @@ class DevStack:
             )
         )
         sender = Sender(
-            SenderConfig(
-                credential=f"default/{CREDENTIAL}",
-                apns_team_id=TEAM_ID,
-                apns_key_id=KEY_ID,
-                apns_key_file=data.apns_key,
-                apns_bundle_id=options.app,
-                apns_environment="sandbox",
-                apns_endpoint=simulator.url,
-                apns_ca_file=simulator.ca_path,
-                sender_health_port=0,
-                sender_claim_idle_seconds=10,
-            ),
+            stack.model_copy(
+                update={
+                    "credential": f"default/{CREDENTIAL}",
+                    "apns_team_id": TEAM_ID,
+                    "apns_key_id": KEY_ID,
+                    "apns_key_file": data.apns_key,
+                    "apns_cert_file": None,
+                    "apns_bundle_id": options.app,
+                    "apns_environment": "sandbox",
+                    "apns_endpoint": simulator.url,
+                    "apns_proxy": None,
+                    "apns_ca_file": simulator.ca_path,
+                    "sender_health_port": 0,
+                    "sender_claim_idle_seconds": 10,
+                }
+            ).sender,
             engine=engine,
             redis=redis,
         )
