@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 SETUP_HINT = "run the README's test command (scripts/test.sh), which installs it"
+S = TypeVar("S")
+
+
+@contextlib.contextmanager
+def started_in_temporary_directory(prefix: str, start: Callable[[Path], S], stop: Callable[[S], None]) -> Iterator[S]:
+    """A server ``start`` runs in a new temporary directory, stopped (and the directory removed) on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        server = start(Path(directory))
+        try:
+            yield server
+        finally:
+            stop(server)
 
 
 def free_port() -> int:
