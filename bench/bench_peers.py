@@ -45,7 +45,7 @@ import httpx
 from _services import ROOT, PostgresServer, RedisServer
 
 from harness.apns import SimulatorProcess, start_simulator, stop_simulator
-from harness.procs import free_port, wait_until
+from harness.procs import answers_ok, free_port, reap, wait_until
 
 BENCH = ROOT / "bench"
 BUILD_SCRIPT = ROOT / "scripts" / "build-peers.sh"
@@ -395,10 +395,7 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
         def serving() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"noti sender exited with {process.returncode}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return answers_ok(f"http://127.0.0.1:{health_port}/healthz")
 
         wait_until(serving, timeout=60, what="noti sender")
         # As bench_sender.py: the clock starts once the sender serves (imports and connecting excluded).
@@ -421,11 +418,7 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
     finally:
         if process.poll() is None:
             process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            reap(process, 30)
         engine.dispose()
         client.close()
 
@@ -558,11 +551,7 @@ def run_gorush(server: Server, setup: Setup, count: int, *, round_: int) -> Run:
         return Run("gorush", server.name, round_, count, ok, seconds, cpu, server_cpu, rss, *_wire(wire))
     finally:
         process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        reap(process, 30)
         log.close()
 
 

@@ -23,7 +23,7 @@ import redis
 from _services import PostgresServer, RedisServer
 
 from harness.apns import start_simulator, stop_simulator
-from harness.procs import free_port, wait_until
+from harness.procs import answers_ok, free_port, wait_until
 from harness.sender import enqueue, final_count, statuses
 from noti.store import migrate
 from noti.store.db import make_engine
@@ -88,10 +88,7 @@ def main() -> None:
         def serving() -> bool:
             if sender is not None and sender.poll() is not None:
                 raise RuntimeError(f"the sender exited with {sender.returncode}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return answers_ok(f"http://127.0.0.1:{health_port}/healthz")
 
         wait_until(serving, timeout=60, what="noti sender")
         # The clock starts once the sender serves: imports and connecting are not per-notification cost.

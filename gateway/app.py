@@ -20,7 +20,7 @@ from noti.gateway.bodies import BodyGuard
 from noti.gateway.context import Gateway, authenticate
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.metrics import Metrics, MetricsMiddleware
-from noti.settings import Settings, get_settings
+from noti.settings import GatewaySettings, get_settings
 from noti.store.db import make_engine
 
 _PING_AFTER_IDLE = 2.0  # seconds
@@ -34,10 +34,9 @@ Paths work with and without the trailing slash. Errors are `{"detail": ..., "err
 
 
 def create_app(
-    settings: Settings | None = None, *, engine: Engine | None = None, redis: aioredis.Redis | None = None
+    settings: GatewaySettings, *, engine: Engine | None = None, redis: aioredis.Redis | None = None
 ) -> FastAPI:
     """The gateway; ``engine`` and ``redis`` may be handed in (then the caller closes them)."""
-    settings = settings or get_settings()
     owns_engine, owns_redis = engine is None, redis is None
     # One pool for every route; the send path checks a connection out per batch, so a liveness
     # ping per checkout would be a round trip per batch: ping only connections that sat idle.
@@ -118,4 +117,4 @@ def create_app(
 
 def app_from_environment() -> FastAPI:
     """The uvicorn factory of ``noti gateway``: settings from ``NOTI_*``."""
-    return create_app(get_settings())
+    return create_app(get_settings().gateway)

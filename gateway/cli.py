@@ -22,7 +22,7 @@ def gateway(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the REST API, docs, admin UI and metrics (uvicorn; uvloop and httptools when installed)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = get_settings().gateway
     uvicorn.run(
         "noti.gateway.app:app_from_environment",
         factory=True,
@@ -50,7 +50,7 @@ def _engine() -> Engine:
     from noti.store import migrate
     from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 
-    url = get_settings().database_url
+    url = get_settings().store.database_url
     try:
         engine = make_engine(url, pool_size=1, create=False)
         current = migrate.current_revision(engine)

@@ -15,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, Principal, RateLimiter, Scope
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.errors import ApiError
-from noti.settings import Settings
+from noti.settings import GatewaySettings
 
 
 @dataclass(slots=True)
 class Gateway:
-    settings: Settings
+    settings: GatewaySettings
     engine: Engine
     redis: aioredis.Redis
     verifier: KeyVerifier

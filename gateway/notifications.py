@@ -40,7 +40,7 @@ from noti.gateway.schemas import (
 )
 from noti.gateway.sends import BulkSend, Send, fingerprint
 from noti.queue import Environment
-from noti.settings import Settings
+from noti.settings import GatewaySettings
 from noti.store.models import Notification, NotificationStatus
 
 router = SlashRouter(tags=["notifications"], responses=AUTH_RESPONSES)
@@ -61,9 +61,9 @@ IdempotencyKey = Annotated[
 ]
 
 
-def default_environment(settings: Settings) -> Environment:
+def default_environment(settings: GatewaySettings) -> Environment:
     """Where sends that name no environment go: ``NOTI_APNS_ENVIRONMENT``."""
-    return "sandbox" if settings.apns_environment == "sandbox" else "production"
+    return settings.environment
 
 
 def _environment(request: Request, asked: Environment | None) -> Environment:
@@ -124,11 +124,12 @@ async def send_bulk(
     environment = _environment(request, body.environment)
     asked = None
     if idempotency_key:  # the same audience in another order is the same request
-        audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owner_ids or ()))}
+        # "owner_ids" as the fingerprints of keys already stored were made (the field's earlier name).
+        audience = {"device_tokens": sorted(set(tokens or ())), "owner_ids": sorted(set(body.owners or ()))}
         asked = fingerprint(send="bulk", **audience, app=body.app, env=environment, content=content)
     bulk = BulkSend(
         tokens=tokens,
-        owner_ids=body.owner_ids,
+        owners=body.owners,
         app=body.app,
         environment=environment,
         content=content,

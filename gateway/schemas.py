@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,17 +24,12 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails
 
-from noti.apns.payload import device_token_problem
+from noti.apns.payload import InterruptionLevel, LiveActivityEvent, Priority, PushType, device_token_problem
 from noti.bundle_id import BUNDLE_ID_MAX_LENGTH, BUNDLE_ID_PATTERN, bundle_id_problem
+from noti.queue import Environment
 from noti.store.models import NotificationStatus, Platform
 
 BULK_MAX = 10_000
-
-Environment = Literal["sandbox", "production"]
-PushType = Literal[
-    "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
-    "pushtotalk", "widgets", "controls",
-]  # fmt: skip
 
 
 def _bundle_id(value: str) -> str:
@@ -311,15 +307,15 @@ class Content(_Body):
     target_content_id: Text | None = Field(default=None, max_length=255)
     filter_criteria: Text | None = Field(default=None, max_length=255)
     push_type: PushType = "alert"
-    priority: Literal[10, 5, 1] | None = Field(default=None, description="Default 10, or 5 for background pushes")
+    priority: Priority | None = Field(default=None, description="Default 10, or 5 for background pushes")
     expiration: int | None = Field(default=None, ge=0, le=2**53, description="apns-expiration, epoch seconds")
     collapse_id: HeaderValue | None = Field(
         default=None, max_length=64, description="apns-collapse-id, at most 64 bytes"
     )
-    interruption_level: Literal["passive", "active", "time-sensitive", "critical"] | None = None
+    interruption_level: InterruptionLevel | None = None
     mutable_content: bool | None = None
     # Live Activities (push_type liveactivity)
-    event: Literal["start", "update", "end"] | None = None
+    event: LiveActivityEvent | None = None
     content_state: dict[str, Any] | None = None
     timestamp: int | None = Field(default=None, ge=0, le=2**53)
     dismissal_date: int | None = Field(default=None, ge=0, le=2**53)
@@ -350,16 +346,21 @@ class NotificationIn(Content):
 
 class BulkIn(Content):
     device_tokens: list[Token] | None = Field(default=None, min_length=1, max_length=BULK_MAX)
-    owner_ids: list[ExternalId] | None = Field(
-        default=None, min_length=1, max_length=BULK_MAX, description="External ids: every active device of each"
+    owners: list[ExternalId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=BULK_MAX,
+        validation_alias=AliasChoices("owners", "owner_ids"),
+        description="Every active device of each of these owners (a device's owner); owner_ids, the earlier name, "
+        "is accepted too",
     )
     app: App | None = Field(default=None, description="Only devices of this app")
     environment: Environment | None = None
 
     @model_validator(mode="after")
     def _one_audience(self) -> BulkIn:
-        if (self.device_tokens is None) == (self.owner_ids is None):
-            raise ValueError("give exactly one of device_tokens or owner_ids")
+        if (self.device_tokens is None) == (self.owners is None):
+            raise ValueError("give exactly one of device_tokens or owners")
         return self
 
 
@@ -376,7 +377,7 @@ class BulkItem(BaseModel):
 class BulkAccepted(BaseModel):
     count: int = Field(description="Notifications queued by this request")
     notifications: list[BulkItem]
-    not_found: list[str] = Field(description="Tokens (or owner ids) with no registered device")
+    not_found: list[str] = Field(description="Tokens (or owners) with no registered device")
     inactive: list[str] = Field(description="Tokens of devices that are not active (not sent)")
 
 

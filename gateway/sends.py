@@ -22,7 +22,7 @@ import orjson
 from noti.gateway.errors import ApiError, invalid
 from noti.gateway.ids import idempotent_id, random_id_strings
 from noti.queue import Environment, QueuedNotification, StreamKeys
-from noti.store import records
+from noti.store.content import record_columns
 from noti.store.models import NotificationStatus
 
 KEY_REUSED = "this key was used for a different request; a new request needs a new key"
@@ -50,8 +50,8 @@ class Send:
 class BulkSend:
     """One bulk send, checked and ready to be written: one content to the devices of tokens or of owners."""
 
-    tokens: Sequence[str] | None  # exactly one of tokens and owner_ids is given
-    owner_ids: Sequence[str] | None
+    tokens: Sequence[str] | None  # exactly one of tokens and owners is given
+    owners: Sequence[str] | None
     app: str | None  # None: devices of any app
     environment: Environment
     content: dict[str, Any]
@@ -107,7 +107,7 @@ def _record(
         "app": app,
         "status": NotificationStatus.QUEUED,
         "queued_at": now,
-        **records.content_columns(content),
+        **record_columns(content),
     }
 
 
@@ -238,8 +238,8 @@ def plan_bulk(
     now: datetime,
     new_ids: Callable[[int], list[str]] = random_id_strings,
 ) -> BulkPlan:
-    """The records for the devices ``found`` (with ``external_id`` when the audience is owners)."""
-    wanted = list(dict.fromkeys(bulk.tokens if bulk.tokens is not None else bulk.owner_ids or ()))
+    """The records for the devices ``found`` (with ``external_id``, their owner's, when the audience is owners)."""
+    wanted = list(dict.fromkeys(bulk.tokens if bulk.tokens is not None else bulk.owners or ()))
     reached = {row.device_token if bulk.tokens is not None else row.external_id for row in found}
     active = [device for device in found if device.is_active]
     ids: list[uuid.UUID | str]

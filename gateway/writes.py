@@ -100,7 +100,7 @@ def write_bulk(connection: Connection, bulk: BulkSend) -> tuple[BulkResult, list
         query = query.where(_one_of(Device.device_token, list(dict.fromkeys(bulk.tokens)), connection))
     else:
         query = query.add_columns(DeviceOwner.external_id).join(DeviceOwner, Device.owner_id == DeviceOwner.id)
-        query = query.where(_one_of(DeviceOwner.external_id, list(dict.fromkeys(bulk.owner_ids or ())), connection))
+        query = query.where(_one_of(DeviceOwner.external_id, list(dict.fromkeys(bulk.owners or ())), connection))
     if bulk.app is not None:
         query = query.where(Device.app == bulk.app)
     plan = plan_bulk(bulk, connection.execute(query.order_by(Device.id)).all(), utcnow())

@@ -33,6 +33,7 @@ from noti.queue import (
     pack_entries,
 )
 from noti.store import records
+from noti.store.content import record_columns
 from noti.store.models import (
     FINAL_STATUSES,
     CampaignCount,
@@ -43,7 +44,7 @@ from noti.store.models import (
     NotificationStatus,
     utcnow,
 )
-from noti.store.records import RECORD_COLUMNS, RecordUpdate
+from noti.store.records import RecordUpdate
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -89,25 +90,26 @@ class Audience:
     """Exactly one way of choosing the devices a campaign reaches."""
 
     all_devices: bool = False
-    owner_external_ids: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()  # the owner each device was registered with (``owner`` in the API)
     tags: tuple[str, ...] = ()
     device_tokens: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Audience:
+        """The audience of a manifest's ``spec.audience`` (``ownerExternalIds`` is the earlier name of ``owners``)."""
         chosen = [
             name
-            for name in ("allDevices", "ownerExternalIds", "tags", "deviceTokens")
+            for name in ("allDevices", "owners", "ownerExternalIds", "tags", "deviceTokens")
             if (spec.get(name) if name == "allDevices" else name in spec)
         ]
         if len(chosen) != 1:
             raise CampaignError(
-                "spec.audience needs exactly one of allDevices: true, ownerExternalIds, tags, deviceTokens"
+                "spec.audience needs exactly one of allDevices: true, owners, tags, deviceTokens"
                 + (f" (got {', '.join(chosen)})" if chosen else "")
             )
         return cls(
             all_devices=bool(spec.get("allDevices")),
-            owner_external_ids=tuple(spec.get("ownerExternalIds", ())),
+            owners=tuple(spec.get("owners", spec.get("ownerExternalIds", ()))),
             tags=tuple(spec.get("tags", ())),
             device_tokens=tuple(token.lower() for token in spec.get("deviceTokens", ())),
         )
@@ -194,7 +196,7 @@ def _targets(spec: CampaignSpec, app: str) -> Targets:
         spec.live_activity,
         app=app,
         device_tokens=audience.device_tokens,
-        owners=audience.owner_external_ids,
+        owners=audience.owners,
         tags=audience.tags,
         all_devices=audience.all_devices,
     )
@@ -202,9 +204,9 @@ def _targets(spec: CampaignSpec, app: str) -> Targets:
 
 def _device_query(app: str, audience: Audience, dialect: str) -> Select[int, str]:
     query = select(Device.id, Device.device_token).where(Device.app == app, Device.is_active.is_(True))
-    if audience.owner_external_ids:
+    if audience.owners:
         query = query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
-            DeviceOwner.external_id.in_(audience.owner_external_ids), DeviceOwner.is_active.is_(True)
+            DeviceOwner.external_id.in_(audience.owners), DeviceOwner.is_active.is_(True)
         )
     elif audience.tags:
         if dialect == "postgresql":
@@ -248,7 +250,7 @@ def _next_chunk(
 
 def _records(spec: CampaignSpec, app: str, chunk: Sequence[tuple[int | None, str, int]]) -> list[dict[str, Any]]:
     now = utcnow()
-    columns = {name: spec.content[name] for name in RECORD_COLUMNS if spec.content.get(name) is not None}
+    columns = record_columns(spec.content)
     return [
         {
             "id": spec.record_id(str(device_id) if device_id is not None else token),

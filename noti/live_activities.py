@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import ARRAY, Select, String, cast, exists, func, select
 from sqlalchemy.dialects.postgresql import array
 
-from noti.store import records
+from noti.store.content import record_columns
 from noti.store.models import Device, DeviceOwner, DeviceToken, NotificationStatus, TokenKind
 
 Event = Literal["start", "update", "end"]
@@ -106,7 +106,7 @@ def record_rows(
     campaign: str | None = None,
 ) -> list[dict[str, Any]]:
     """The delivery records of one Live Activity push to each of ``targets`` (rows of :func:`token_query`)."""
-    columns = records.content_columns(content)
+    columns = record_columns(content)
     return [
         {
             "id": id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -19,7 +19,7 @@ from noti.bundle_id import bundle_id_problem
 from noti.store.models import FINAL_STATUSES
 
 Environment = Literal["sandbox", "production"]
-ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
+ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)
 
 MESSAGE_VERSION = 1
 _VERSION = str(MESSAGE_VERSION).encode()

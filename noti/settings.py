@@ -1,17 +1,38 @@
-"""Configuration from environment variables (``NOTI_*``)."""
+"""Configuration: read from environment variables (``NOTI_*``) in one place, handed to each component as its own.
+
+:class:`Settings` is the only reader of the environment: every variable Noti knows is one of its
+fields, ``NOTI_<FIELD>``, with its default, its check and its description. Components never read
+it themselves: each takes a small frozen dataclass of its own (:class:`GatewaySettings`,
+:class:`SenderSettings`, :class:`OperatorSettings`, :class:`StoreSettings`, :class:`DevSettings`),
+built once from it at the edge (a command, ``noti dev``, a test), in the manner of kopf's
+``OperatorSettings``. A component's fields have the names of the variables they come from.
+
+To add a setting: a field on :class:`Settings` in its component's section (the variable), and the
+same name on the component's dataclass (where the component finds it); ``test_settings`` checks
+that each variable reaches a component.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from noti.queue import ENVIRONMENTS, Environment, StreamKeys
+
+C = TypeVar("C")
 
 
 class Settings(BaseSettings):
     """Every setting Noti reads; each field is the env var ``NOTI_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="NOTI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NOTI_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
         default="sqlite:///./.noti/noti.db",
@@ -24,7 +45,9 @@ class Settings(BaseSettings):
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     data_dir: str = Field(default=".noti", description="Where `noti dev` keeps its SQLite file and keys.")
     apns_environment: str = Field(
-        default="production", description="APNs environment (sandbox or production) of streams the gateway feeds."
+        default="production",
+        description="APNs environment, sandbox or production: a sender's credential's, and the one a send "
+        "naming none goes to.",
     )
 
     # --- gateway (add gateway settings below this line) ---
@@ -70,7 +93,56 @@ class Settings(BaseSettings):
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `noti gateway`.")
     gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
 
-    # --- sender (add sender settings below this line) ---
+    # --- sender (add sender settings below this line): the operator sets NOTI_CREDENTIAL and NOTI_APNS_* ---
+    credential: str = Field(default="default/dev", description="namespace/name of the APNsCredential served.")
+    apns_team_id: str = Field(default="", description="Apple team id (token auth).")
+    apns_key_id: str = Field(default="", description="Key id of the .p8 signing key (token auth).")
+    apns_key_file: Path | None = Field(default=None, description="The .p8 signing key (a mounted Secret).")
+    apns_cert_file: Path | None = Field(default=None, description="Certificate auth instead: .pem or .p12 file.")
+    apns_cert_password: str | None = Field(default=None, description="Password of a .p12 certificate.")
+    # NOTI_APNS_TOPIC was this setting's name: it holds the bundle id, not the topic (which gets ".voip" and
+    # the like appended per push type). Still read, for one release.
+    apns_bundle_id: str = Field(
+        default="", validation_alias=AliasChoices("NOTI_APNS_BUNDLE_ID", "NOTI_APNS_TOPIC"),
+        description="The app's bundle id; each push type's apns-topic is made from it.",
+    )  # fmt: skip
+    apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
+    apns_proxy: str | None = Field(
+        default=None, description="HTTP CONNECT proxy to reach APNs through: http://[user:password@]host:port."
+    )
+    apns_ca_file: Path | None = Field(default=None, description="Extra CA to trust (the simulator's certificate).")
+    sender_connections: int = Field(default=2, ge=1, description="HTTP/2 connections to APNs per sender.")
+    sender_concurrency: int = Field(default=1000, ge=1, description="Notifications in flight at once per sender.")
+    sender_batch_size: int = Field(default=500, ge=1, description="Outcomes written per database batch.")
+    sender_batch_interval: float = Field(default=0.05, gt=0, description="Seconds an outcome may wait for its batch.")
+    sender_max_attempts: int = Field(default=8, ge=1, description="Delivery attempts before a record is failed.")
+    sender_backoff_base: float = Field(default=1.0, gt=0, description="First retry delay in seconds (doubles).")
+    sender_backoff_max: float = Field(default=300.0, gt=0, description="Longest retry delay in seconds.")
+    sender_rate_per_second: float = Field(default=0, ge=0, description="Credential-wide send rate; 0 = unlimited.")
+    sender_claim_idle_seconds: float = Field(
+        default=60.0, gt=0, description="Pending this long, a message of a dead sender is claimed by another."
+    )
+    sender_probe_base: float = Field(
+        default=5.0, gt=0, description="Seconds before a refused credential is tried again (doubles each time)."
+    )
+    sender_probe_max: float = Field(
+        default=300.0, gt=0, description="Longest wait between tries of a refused credential."
+    )
+    sender_topic_guard_answers: int = Field(
+        default=20,
+        ge=1,
+        description="DeviceTokenNotForTopic answers in a row (no success between) that stop the credential.",
+    )
+    sender_topic_guard_tokens: int = Field(
+        default=10, ge=1, description="...across at least this many distinct device tokens."
+    )
+    sender_grace_period: float = Field(default=25.0, gt=0, description="Seconds SIGTERM may take to drain.")
+    sender_health_port: int = Field(
+        default=8081, ge=0, le=65535, description="/healthz, /readyz and /metrics port (0: off)."
+    )
+    sender_consumer: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", description="Consumer name in the group."
+    )
 
     # --- operator ---
     operator_namespaces: str = Field(
@@ -109,6 +181,179 @@ class Settings(BaseSettings):
     operator_lease_seconds: int = Field(
         default=15, ge=4, description="How long a leader's Lease lasts unrenewed: the longest failover wait."
     )
+
+    @classmethod
+    def defaults(cls, **values: Any) -> Settings:
+        """The defaults with ``values`` set, the environment left unread (tests, embedded stacks)."""
+        return cls.model_construct(**values)
+
+    @property
+    def store(self) -> StoreSettings:
+        return _section(StoreSettings, self)
+
+    @property
+    def gateway(self) -> GatewaySettings:
+        return _section(GatewaySettings, self)
+
+    @property
+    def sender(self) -> SenderSettings:
+        return _section(SenderSettings, self)
+
+    @property
+    def operator(self) -> OperatorSettings:
+        return _section(OperatorSettings, self)
+
+    @property
+    def dev(self) -> DevSettings:
+        given = self.model_fields_set  # noti dev embeds a store and a Redis of its own unless told where they are
+        return DevSettings(
+            data_dir=self.data_dir,
+            database_url=self.database_url if "database_url" in given else None,
+            redis_url=self.redis_url if "redis_url" in given else None,
+        )
+
+
+def _section(component: type[C], settings: Settings) -> C:
+    """``component``'s dataclass, each field the setting of its name."""
+    return component(**{f.name: getattr(settings, f.name) for f in fields(component)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where the store is (``noti migrate``, ``noti campaign run``, the components that write to it)."""
+
+    database_url: str
+    database_pool_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """What ``noti gateway`` needs: its store and Redis, the environment it feeds, and its own ``NOTI_GATEWAY_*``."""
+
+    database_url: str
+    database_pool_size: int
+    redis_url: str
+    log_level: str
+    apns_environment: str
+    gateway_host: str
+    gateway_port: int
+    gateway_default_app: str | None
+    gateway_rate_limit: float
+    gateway_rate_burst: int
+    gateway_max_body_bytes: int
+    gateway_body_seconds: float
+    gateway_auth_failure_rate: float
+    gateway_auth_failure_burst: int
+    gateway_key_cache_seconds: float
+    gateway_batching: bool
+    gateway_batch_max: int
+    gateway_session_secret: str | None
+    gateway_forwarded_allow_ips: str
+    gateway_admin_hosts: str
+    gateway_workers: int
+    gateway_access_log: bool
+
+    @property
+    def environment(self) -> Environment:
+        """The APNs environment of a send that names none."""
+        return "sandbox" if self.apns_environment == "sandbox" else "production"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    """What one sender needs: its store and Redis, the credential it serves (set by the operator) and its tuning."""
+
+    database_url: str
+    database_pool_size: int
+    redis_url: str
+    credential: str
+    apns_team_id: str
+    apns_key_id: str
+    apns_key_file: Path | None
+    apns_cert_file: Path | None
+    apns_cert_password: str | None
+    apns_bundle_id: str
+    apns_environment: str
+    apns_endpoint: str | None
+    apns_proxy: str | None
+    apns_ca_file: Path | None
+    sender_connections: int
+    sender_concurrency: int
+    sender_batch_size: int
+    sender_batch_interval: float
+    sender_max_attempts: int
+    sender_backoff_base: float
+    sender_backoff_max: float
+    sender_rate_per_second: float
+    sender_claim_idle_seconds: float
+    sender_probe_base: float
+    sender_probe_max: float
+    sender_topic_guard_answers: int
+    sender_topic_guard_tokens: int
+    sender_grace_period: float
+    sender_health_port: int
+    sender_consumer: str
+
+    @property
+    def queue(self) -> StreamKeys:
+        return StreamKeys(self.apns_bundle_id, self.apns_environment)  # type: ignore[arg-type]
+
+    def problems(self) -> list[str]:
+        """What is missing or contradictory, as sentences for the user."""
+        found = []
+        if not self.apns_bundle_id:
+            found.append("NOTI_APNS_BUNDLE_ID (the app's bundle id) is not set")
+        if self.apns_environment not in ENVIRONMENTS:
+            found.append("NOTI_APNS_ENVIRONMENT must be sandbox or production")
+        if self.apns_proxy:
+            from noti.apns.transport import parse_proxy
+
+            try:
+                parse_proxy(self.apns_proxy)
+            except ValueError as exc:
+                found.append(f"NOTI_APNS_PROXY: {exc}")
+        if self.apns_cert_file is None:
+            for name, value in (
+                ("TEAM_ID", self.apns_team_id),
+                ("KEY_ID", self.apns_key_id),
+                ("KEY_FILE", self.apns_key_file),
+            ):
+                if not value:
+                    found.append(f"NOTI_APNS_{name} is not set (token auth needs team id, key id and key file)")
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """What ``noti operator`` needs: its store and Redis, and its own ``NOTI_OPERATOR_*``."""
+
+    database_url: str
+    database_pool_size: int
+    redis_url: str
+    log_level: str
+    operator_namespaces: str
+    operator_sender_image: str
+    operator_sender_image_pull_policy: str
+    operator_sender_image_pull_secrets: str
+    operator_sender_env_secret: str | None
+    operator_drain_seconds: float
+    operator_sender_rate: float
+    operator_scale_down_seconds: float
+    operator_interval_seconds: float
+    operator_health_port: int
+    operator_leader_election: bool
+    operator_lease_name: str
+    operator_lease_namespace: str
+    operator_lease_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevSettings:
+    """What ``noti dev`` needs: its data directory, and a store and Redis only when given (else its own)."""
+
+    data_dir: str
+    database_url: str | None
+    redis_url: str | None
 
 
 @lru_cache(maxsize=1)

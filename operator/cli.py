@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 from noti.settings import get_settings
@@ -14,7 +16,7 @@ def operator(namespaces: tuple[str, ...]) -> None:
     """Reconcile APNsCredentials into sender Deployments and run NotificationCampaigns."""
     from noti.operator.handlers import run
 
-    settings = get_settings()
+    settings = get_settings().operator
     if namespaces:
-        settings = settings.model_copy(update={"operator_namespaces": ",".join(namespaces)})
+        settings = replace(settings, operator_namespaces=",".join(namespaces))
     run(settings)

@@ -51,7 +51,7 @@ from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
 from noti.queue import StreamKeys, campaign_settings
-from noti.settings import Settings
+from noti.settings import OperatorSettings
 from noti.store.db import make_engine
 
 GROUP, VERSION = "noti.dev", "v1alpha1"
@@ -71,7 +71,7 @@ def stream_keys(spec: Mapping[str, Any]) -> StreamKeys:
 class Operator:
     """The operator's state (store, Redis, Kubernetes client, scalers) and its handlers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
         self.image = SenderImage(
             settings.operator_sender_image, settings.operator_sender_image_pull_policy,
@@ -426,7 +426,7 @@ def _managed_fields(deployment: Mapping[str, Any], manager: str) -> str:
     return " ".join(str(entry.get("fieldsV1")) for entry in entries if entry.get("manager") == manager)
 
 
-def run(settings: Settings) -> None:
+def run(settings: OperatorSettings) -> None:
     """Run the operator until SIGTERM/SIGINT."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # kopf reports every timer and handler run at INFO, and aiohttp every liveness probe: keep

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import replace
 
 import click
 
 from noti.loops import install_uvloop
-from noti.sender.config import SenderConfig
 from noti.sender.service import Sender, SenderError
+from noti.settings import SenderSettings, get_settings
 
 
 @click.command("sender")
@@ -21,13 +22,13 @@ def sender(credential: str) -> None:
     """
     install_uvloop()
     try:
-        config = SenderConfig(credential=credential)
+        config = replace(get_settings().sender, credential=credential)
         asyncio.run(_serve(config))
     except SenderError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-async def _serve(config: SenderConfig) -> None:
+async def _serve(config: SenderSettings) -> None:
     service = Sender(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,7 +24,6 @@ from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport
 from noti.ratelimit import TokenBucket
 from noti.sender.claimer import PAGE, Claimer
-from noti.sender.config import SenderConfig
 from noti.sender.delivery import Deliverer, Parked
 from noti.sender.health import HealthServer
 from noti.sender.metrics import SenderMetrics
@@ -32,7 +31,7 @@ from noti.sender.policy import Limits, TopicGuard, backoff_delay
 from noti.sender.reader import StreamReader
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import RetryQueue
-from noti.settings import get_settings
+from noti.settings import SenderSettings
 from noti.store.db import make_engine
 from noti.store.models import utcnow
 
@@ -46,7 +45,7 @@ class SenderError(RuntimeError):
     """The sender cannot start; the message says what to fix."""
 
 
-def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClient:
+def build_client(config: SenderSettings, redis: aioredis.Redis | None) -> APNsClient:
     """The APNs client of the configured credential, its provider token shared through ``redis``."""
     try:
         ssl_context = client_ssl_context(
@@ -89,7 +88,7 @@ class Sender:
 
     def __init__(
         self,
-        config: SenderConfig,
+        config: SenderSettings,
         *,
         engine: Engine | None = None,
         redis: aioredis.Redis | None = None,
@@ -99,16 +98,15 @@ class Sender:
         problems = config.problems()
         if problems:
             raise SenderError("; ".join(problems))
-        settings = get_settings()
         self.config = config
         self.queue = config.queue
         self._owns = (engine is None, redis is None, client is None)
-        self.engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
+        self.engine = engine or make_engine(config.database_url, pool_size=config.database_pool_size)
         # A blocking pool: a thousand deliveries at once (all asking for the provider token at start,
         # or scheduling retries) wait for a connection instead of failing with "Too many connections".
         self.redis = redis or aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url,
+                config.redis_url,
                 max_connections=REDIS_CONNECTIONS,
                 timeout=30,
                 socket_timeout=10,

@@ -19,6 +19,7 @@ from harness.apns import BUNDLE_ID, SimulatorProcess, start_simulator, stop_simu
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
 from noti.apns.reasons import Outcome
+from noti.apns.simulator.server import self_signed_ca
 
 TOKEN = "ab" * 32
 PASSWORD = b"p12-password"
@@ -68,20 +69,7 @@ class ProviderCertificates:
 
 
 def _authority(directory: Path) -> ProviderCertificates:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Apple Worldwide Developer Relations CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_ca("Test Apple Worldwide Developer Relations CA", days=1)
     ca = directory / "client-ca.crt"
     ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return ProviderCertificates(ca, directory, key, cert)

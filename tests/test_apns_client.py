@@ -40,7 +40,9 @@ async def client(apns_simulator: SimulatorProcess) -> AsyncIterator[APNsClient]:
 async def test_success_returns_apns_id_and_one_provider_token_serves_many(
     client: APNsClient, apns_simulator: SimulatorProcess
 ) -> None:
-    results = await client.send_many([(f"{i:064x}", NotificationContent(title="Hi", body=str(i))) for i in range(500)])
+    results = await asyncio.gather(
+        *(client.send(f"{i:064x}", NotificationContent(title="Hi", body=str(i))) for i in range(500))
+    )
     assert {r.outcome for r in results} == {Outcome.SUCCESS}
     assert all(r.status_code == 200 and r.apns_id for r in results)
     counters = apns_simulator.counters()
@@ -108,7 +110,7 @@ async def test_expired_provider_token_is_refreshed_once_and_resent(
 
 async def test_goaway_and_dropped_connections_reconnect(client: APNsClient, apns_simulator: SimulatorProcess) -> None:
     apns_simulator.set_faults(goaway_after=50)
-    results = await client.send_many([(f"{i:064x}", NotificationContent(title="x")) for i in range(400)])
+    results = await asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="x")) for i in range(400)))
     outcomes = [r.outcome for r in results]
     assert outcomes.count(Outcome.SUCCESS) + outcomes.count(Outcome.RETRYABLE) == 400
     assert outcomes.count(Outcome.SUCCESS) >= 350, {(r.status_code, r.reason) for r in results}

@@ -95,7 +95,7 @@ async def test_a_connection_that_stops_answering_pings_is_replaced_and_sends_suc
         assert (await client.send(TOKEN, HELLO)).ok
         server.go_silent()  # the first connection now swallows everything, PINGs included
         await asyncio.sleep(1.5)  # idle for longer than ping interval + timeout
-        results = await asyncio.wait_for(client.send_many([(TOKEN, HELLO)] * 5), 5)
+        results = await asyncio.wait_for(asyncio.gather(*(client.send(TOKEN, HELLO) for _ in range(5))), 5)
     finally:
         await client.aclose()
     assert [result.ok for result in results] == [True] * 5
@@ -177,7 +177,7 @@ async def test_notifications_reach_apns_through_an_http_connect_proxy(
 ) -> None:
     client = _client(apns_simulator, f"http://127.0.0.1:{proxy.port}")
     try:
-        results = await client.send_many([(f"{i:064x}", HELLO) for i in range(20)])
+        results = await asyncio.gather(*(client.send(f"{i:064x}", HELLO) for i in range(20)))
     finally:
         await client.aclose()
     assert [result.ok for result in results] == [True] * 20

@@ -23,6 +23,7 @@ from harness.apns import SimulatorProcess
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
 from noti.apns.tokens import REFRESH_AFTER, CredentialKeyError, ProviderTokens, load_signing_key, mint
+from noti.settings import Settings
 
 REDIS_KEY = "noti:provider-token:test"
 NOW = 1_800_000_000.0
@@ -44,7 +45,7 @@ async def main() -> None:
                             redis=redis, redis_key=redis_key)
     client = APNsClient(bundle, endpoint=url, tokens=tokens, ssl_context=client_ssl_context(ca_file=ca))
     await asyncio.sleep(max(0.0, float(start_at) - time.time()))
-    results = await client.send_many([(f"{i:064x}", NotificationContent(title="hi")) for i in range(50)])
+    results = await asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="hi")) for i in range(50)))
     print(json.dumps({"ok": sum(r.ok for r in results), "minted": tokens.minted, "token": await tokens.current()}))
     await client.aclose()
     await redis.aclose()
@@ -141,7 +142,9 @@ async def test_a_thousand_first_sends_through_the_simulator_all_succeed_with_one
         ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path),
     )  # fmt: skip
     try:
-        results = await client.send_many([(f"{i:064x}", NotificationContent(title="hi")) for i in range(1000)])
+        results = await asyncio.gather(
+            *(client.send(f"{i:064x}", NotificationContent(title="hi")) for i in range(1000))
+        )
     finally:
         await client.aclose()
         await small.aclose()
@@ -218,14 +221,12 @@ def test_unusable_signing_keys_are_refused_without_revealing_them(pem: bytes) ->
 
 
 def _sender_config(tmp_path: Path, key: ec.EllipticCurvePrivateKey, key_id: str, team_id: str = "TEAM123456") -> Any:
-    from noti.sender.config import SenderConfig
-
     key_file = tmp_path / f"{key_id}-{id(key)}.p8"
     key_file.write_bytes(_pem(key))
-    return SenderConfig(
+    return Settings.defaults(
         apns_team_id=team_id, apns_key_id=key_id, apns_key_file=key_file, apns_bundle_id="com.example.app",
         apns_environment="sandbox",
-    )  # fmt: skip
+    ).sender  # fmt: skip
 
 
 @pytest.mark.parametrize("rotation", ["new-key-id", "same-key-id-new-key", "new-team"])

@@ -30,7 +30,7 @@ async def test_requests_waiting_for_a_connection_fail_fast_when_apns_is_unreacha
         connections=1,
     )  # fmt: skip
     results = await asyncio.wait_for(
-        client.send_many([(f"{i:064x}", NotificationContent(title="x")) for i in range(50)]), 10
+        asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="x")) for i in range(50))), 10
     )
     await client.aclose()
     assert {(r.status_code, r.reason, r.outcome) for r in results} == {(0, "ConnectError", Outcome.RETRYABLE)}
@@ -45,7 +45,7 @@ async def test_a_connect_timeout_fails_the_waiting_requests_at_once_not_one_time
             "com.example.app", endpoint=f"https://127.0.0.1:{silent.getsockname()[1]}", transport=transport
         )
         started = time.perf_counter()
-        results = await client.send_many([(f"{i:064x}", NotificationContent(title="x")) for i in range(40)])
+        results = await asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="x")) for i in range(40)))
         elapsed = time.perf_counter() - started
         await client.aclose()
     assert {(r.status_code, r.reason) for r in results} == {(0, "ConnectError")}
@@ -86,7 +86,7 @@ async def test_a_goaway_naming_a_credential_failure_is_classified_not_resent(apn
     )  # fmt: skip
     assert (await client.send(TOKEN, NotificationContent(title="warm"))).ok
     apns_simulator.set_faults(goaway_after=1, goaway_reason="BadCertificate")
-    results = await client.send_many([(f"{i:064x}", NotificationContent(title="x")) for i in range(20)])
+    results = await asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="x")) for i in range(20)))
     await client.aclose()
     refused = [r for r in results if not r.ok]
     assert refused and {(r.reason, r.outcome) for r in refused} == {("BadCertificate", Outcome.CREDENTIAL)}

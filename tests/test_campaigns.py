@@ -17,6 +17,7 @@ from noti.campaigns import (
     CONTENT_FIELDS,
     CRD_FILE,
     LIVE_ACTIVITY_FIELDS,
+    Audience,
     CampaignError,
     CampaignSpec,
     cancel,
@@ -89,6 +90,14 @@ def test_manifest_errors_say_what_to_fix() -> None:
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
     assert spec.name == "shop/launch"
     assert spec.content == {"title": "Launch", "body": "It's here", "thread_id": "launch"}
+
+
+def test_owners_is_the_audience_of_owners_and_its_earlier_name_still_works() -> None:
+    assert CampaignSpec.from_manifest(_manifest({"owners": ["user-1"]})).audience == Audience(owners=("user-1",))
+    earlier = CampaignSpec.from_manifest(_manifest({"ownerExternalIds": ["user-1"]}))
+    assert earlier.audience == Audience(owners=("user-1",))
+    with pytest.raises(CampaignError, match="exactly one of allDevices: true, owners, tags, deviceTokens"):
+        CampaignSpec.from_manifest(_manifest({"owners": ["a"], "ownerExternalIds": ["b"]}))
 
 
 def test_a_typo_in_a_spec_field_is_an_unknown_field_not_a_silent_default() -> None:
@@ -201,7 +210,7 @@ async def test_two_fan_outs_of_one_campaign_queue_each_record_once(clean_db: Eng
 
 async def test_owner_and_inline_token_audiences(clean_db: Engine, aredis: aioredis.Redis) -> None:
     _seed(clean_db, 20)
-    owners = CampaignSpec.from_manifest(_manifest({"ownerExternalIds": ["user-1", "user-2", "user-3", "nobody"]}))
+    owners = CampaignSpec.from_manifest(_manifest({"owners": ["user-1", "user-2", "user-3", "nobody"]}))
     assert (await fan_out(clean_db, aredis, CREDENTIAL, owners)).total == 2  # user-3's device is inactive
     unknown_token = "ff" * 32
     inline = CampaignSpec.from_manifest(

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import pty
 import re
-import select
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ import orjson
 import pytest
 
 from harness.gateway import APP, Keys
-from harness.procs import free_port
+from harness.procs import free_port, read_terminal
 from noti import __version__
 from noti.commands.devices import COLUMNS, Progress, Totals, file_format
 from noti.gateway.schemas import DeviceIn
@@ -142,21 +140,6 @@ def test_migrate_down_without_a_terminal_needs_yes_and_keeps_the_tables(tmp_path
     assert "api_keys" not in _tables(tmp_path / "noti.db")
 
 
-def _read_until(controller: int, output: bytes, marker: bytes | None, timeout: float = 60) -> bytes:
-    """Read the terminal until ``marker`` shows (None: until it closes) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while (marker is None or marker not in output) and time.monotonic() < deadline:
-        if select.select([controller], [], [], 0.5)[0]:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the terminal closed with the process
-                break
-            if not chunk:
-                break
-            output += chunk
-    return output
-
-
 def _on_a_terminal(args: list[str], answer: str) -> tuple[int, str]:
     """Run noti with a pseudo-terminal as stdin and stdout, typing ``answer`` at its prompt."""
     controller, terminal = pty.openpty()
@@ -165,10 +148,10 @@ def _on_a_terminal(args: list[str], answer: str) -> tuple[int, str]:
     )
     os.close(terminal)
     try:
-        output = _read_until(controller, b"", b"Go on?")
+        output = read_terminal(controller, marker=b"Go on?")
         assert b"Go on?" in output, output.decode()
         os.write(controller, answer.encode() + b"\n")
-        output = _read_until(controller, output, None)
+        output = read_terminal(controller, output)
         return process.wait(timeout=60), output.decode()
     finally:
         if process.poll() is None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.procs import free_port, wait_until
+from harness.procs import free_port, read_terminal, wait_until
 from harness.readme import check_try_it, live_activity_examples, run_try_it
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,14 +363,7 @@ def test_campaign_run_on_a_terminal_draws_a_progress_bar(dev: Dev, tmp_path: Pat
     os.close(terminal)
     output = b""
     try:
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed with the process
-                break
-            if not chunk:
-                break
-            output += chunk
+        output = read_terminal(controller)
         assert process.wait(timeout=60) == 0, output.decode(errors="replace")
     finally:
         if process.poll() is None:

@@ -181,7 +181,7 @@ async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_
         assert stored[id].device_id == queued[id].device_id is not None
         assert (stored[id].status, stored[id].title, queued[id].content["title"]) == ("queued", "Sale", "Sale")
 
-    by_owner = await client.post("/api/notifications/bulk/", json={"owner_ids": ["alice", "nobody"], "body": "hi"})
+    by_owner = await client.post("/api/notifications/bulk/", json={"owners": ["alice", "nobody"], "body": "hi"})
     assert by_owner.status_code == 202
     assert by_owner.json()["count"] == 2 and by_owner.json()["not_found"] == ["nobody"]
     await register(client, 0xABCDEF)
@@ -192,13 +192,13 @@ async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_
 
     retried = [
         await client.post(
-            "/api/notifications/bulk/", json={"owner_ids": ["bob"], "body": "b"}, headers={"Idempotency-Key": "k1"}
+            "/api/notifications/bulk/", json={"owners": ["bob"], "body": "b"}, headers={"Idempotency-Key": "k1"}
         )
         for _ in range(2)
     ]
     assert retried[0].json()["notifications"] == retried[1].json()["notifications"]
     other_audience = await client.post(
-        "/api/notifications/bulk/", json={"owner_ids": ["alice"], "body": "b"}, headers={"Idempotency-Key": "k1"}
+        "/api/notifications/bulk/", json={"owners": ["alice"], "body": "b"}, headers={"Idempotency-Key": "k1"}
     )
     assert other_audience.status_code == 422 and "Idempotency-Key" in other_audience.json()["detail"]
     reordered = [
@@ -212,8 +212,17 @@ async def test_bulk_to_tokens_and_owners_writes_one_record_per_device_and_lists_
     assert record_count(clean_db) == 10 and len(stream_messages(clean_redis)) == 10
 
 
+async def test_bulk_to_owners_takes_their_earlier_name_owner_ids_too(client: httpx.AsyncClient) -> None:
+    await register(client, 7, owner="dora")
+    earlier = await client.post("/api/notifications/bulk/", json={"owner_ids": ["dora", "nobody"], "body": "hi"})
+    assert earlier.status_code == 202, earlier.text
+    assert earlier.json()["count"] == 1 and earlier.json()["not_found"] == ["nobody"]
+    both = await client.post("/api/notifications/bulk/", json={"owners": ["dora"], "owner_ids": ["dora"]})
+    assert both.status_code == 422
+
+
 async def test_bulk_takes_one_audience_of_at_most_ten_thousand(client: httpx.AsyncClient) -> None:
-    both = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(1)], "owner_ids": ["a"]})
+    both = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(1)], "owners": ["a"]})
     assert both.status_code == 422 and "exactly one" in both.json()["detail"]
     too_many = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(1)] * 10_001})
     assert too_many.status_code == 422

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from harness.contents import ALERT_FIELDS, as_json_numbers, contents
 from harness.gateway import APP, StoreGateway
-from noti.apns.payload import PUSH_TYPES
 from noti.gateway.ids import new_id
 from noti.gateway.sends import Accepted, Send
-from noti.queue import QueuedNotification, StreamKeys
+from noti.queue import ENVIRONMENTS, QueuedNotification, StreamKeys
+from noti.store.content import COLUMNS
 from noti.store.models import Notification
-from noti.store.records import RECORD_COLUMNS
 
 TOKEN = "ab" * 32
 STREAM = StreamKeys(APP, "sandbox").transactional_stream
@@ -116,66 +116,14 @@ async def test_a_send_the_store_refuses_in_a_batch_fails_alone(
 
 OTHER_APP = "com.example.other"
 REGISTERED = [f"{n:02x}" * 32 for n in (0xA1, 0xA2, 0xA3)]
-ALERT_FIELDS = ["title", "subtitle", "body", "title_loc_key", "title_loc_args", "subtitle_loc_key"]
-ALERT_FIELDS += ["subtitle_loc_args", "loc_key", "loc_args", "launch_image"]
-
-text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
-ascii_id = st.from_regex(r"\A[!-~]([ -~]{0,20}[!-~])?\Z")
-epoch = st.integers(0, 2**53)
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | text
-json_scalars |= st.floats(allow_nan=False, allow_infinity=False)
-json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8
-)
-json_objects = st.dictionaries(text, json_values, max_size=4)
-
-OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
-    **{name: text for name in ("title", "subtitle", "body", "title_loc_key", "subtitle_loc_key", "loc_key")},
-    **{name: st.lists(text, max_size=3) for name in ("title_loc_args", "subtitle_loc_args", "loc_args")},
-    "launch_image": text,
-    "badge": st.integers(0, 2**31 - 1),
-    "sound": text
-    | st.fixed_dictionaries({"name": text}, optional={"critical": st.sampled_from([0, 1]), "volume": st.floats(0, 1)}),
-    "category": text,
-    "thread_id": text,
-    "data": json_objects.filter(lambda data: "aps" not in data),
-    "content_available": st.booleans(),
-    "relevance_score": st.floats(0, 1),
-    "target_content_id": text,
-    "filter_criteria": text,
-    "push_type": st.sampled_from(sorted(PUSH_TYPES)),
-    "priority": st.sampled_from([10, 5, 1]),
-    "expiration": epoch,
-    "collapse_id": ascii_id,
-    "interruption_level": st.sampled_from(["passive", "active", "time-sensitive", "critical"]),
-    "mutable_content": st.booleans(),
-    "event": st.sampled_from(["start", "update", "end"]),
-    "content_state": json_objects,
-    "timestamp": epoch,
-    "dismissal_date": epoch,
-    "stale_date": epoch,
-    "attributes_type": text,
-    "attributes": json_objects,
-    "environment": st.sampled_from(["sandbox", "production"]),
-}
-
-
-LIVE_START_ONLY = ("attributes_type", "attributes", "input_push_token", "input_push_channel")
 
 
 @st.composite
 def valid_sends(draw: st.DrawFn) -> dict[str, Any]:
     """A send the gateway must accept: any subset of the optional fields, to a registered device or not."""
-    chosen = draw(st.sets(st.sampled_from(sorted(OPTIONAL))))
-    body: dict[str, Any] = {name: draw(OPTIONAL[name]) for name in sorted(chosen)}
-    if body.get("push_type") == "background":  # carries no alert, by Apple's rules
-        body = {name: value for name, value in body.items() if name not in ALERT_FIELDS}
-    if body.get("push_type") == "liveactivity":  # an update ActivityKit can use (noti.apns.payload)
-        body = {name: value for name, value in body.items() if name not in LIVE_START_ONLY}
-        body |= {"event": "update", "timestamp": body.get("timestamp", 1)}
-        body.setdefault("content_state", {})
-        if body.get("priority") == 1:
-            del body["priority"]
+    body = draw(contents())
+    if draw(st.booleans()):
+        body["environment"] = draw(st.sampled_from(ENVIRONMENTS))
     if draw(st.booleans()):
         body["device_token"] = draw(st.sampled_from(REGISTERED))
         if draw(st.booleans()):
@@ -212,21 +160,12 @@ INVALID_SENDS: list[tuple[bytes, str]] = [
 ]
 
 
-def as_json_numbers(value: Any) -> Any:
-    """``value`` with every number a float: JSON has one number type, and PostgreSQL's jsonb keeps a
-    float's decimal text (6.1e16 comes back as the integer 61000000000000000)."""
-    if isinstance(value, dict):
-        return {key: as_json_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [as_json_numbers(item) for item in value]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def expected_record(body: dict[str, Any]) -> dict[str, Any]:
-    defaults = {"push_type": "alert", "priority": 10}
-    return {name: body.get(name, defaults.get(name)) for name in RECORD_COLUMNS}
+    """The columns of a send's record: what the body says, the push type's default priority (the one sent)."""
+    push_type = body.get("push_type", "alert")
+    quiet = push_type in {"background", "liveactivity"} and not any(name in body for name in ALERT_FIELDS)
+    defaults = {"push_type": "alert", "priority": 5 if quiet else 10}
+    return {name: body.get(name, defaults.get(name)) for name in COLUMNS}
 
 
 class Mix(NamedTuple):
@@ -297,7 +236,7 @@ async def test_any_mix_of_concurrent_sends_each_gets_its_own_answer(
         assert entry.device_token == body["device_token"]
         assert entry.app == body.get("app", APP)
         record = records_by_id[entry.id]
-        stored_columns = {name: getattr(record, name) for name in RECORD_COLUMNS}
+        stored_columns = {name: getattr(record, name) for name in COLUMNS}
         assert as_json_numbers(stored_columns) == as_json_numbers(expected_record(body))
         assert (record.app, record.device_id, record.status) == (entry.app, entry.device_id, "queued")
         assert (entry.device_id is not None) == (body["device_token"] in REGISTERED)

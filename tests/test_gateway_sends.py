@@ -22,8 +22,8 @@ from noti.gateway.sends import (
     settle_sends,
     stream_for,
 )
+from noti.store.content import RECORD_COLUMNS
 from noti.store.models import NotificationStatus
-from noti.store.records import RECORD_COLUMNS
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 APP = "com.example.app"
@@ -84,7 +84,7 @@ def test_every_planned_record_carries_every_content_column() -> None:
     rows = [row for row, _ in plan.rows.values()]
     assert rows[0].keys() == rows[1].keys() >= set(RECORD_COLUMNS)
     assert (rows[0]["title"], rows[0]["badge"], rows[1]["title"], rows[1]["badge"]) == ("t", None, None, 1)
-    assert rows[0]["priority"] == rows[1]["priority"] == 10  # the column's default
+    assert rows[0]["priority"] == rows[1]["priority"] == 10  # an alert's default, the one APNs is sent
 
 
 def test_settling_answers_written_sends_and_replays_the_others_and_queues_per_stream() -> None:

@@ -21,8 +21,8 @@ from harness.apns import SimulatorProcess
 from harness.k8s import k8s_binary
 from harness.procs import free_port
 from harness.sender import enqueue, final_count
-from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
+from noti.settings import Settings
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "noti"
 # Series other exporters provide (kube-state-metrics): sender availability and restarts.
@@ -91,7 +91,7 @@ def exported(*texts: str) -> dict[str, set[str]]:
 async def _scrape_sender(simulator: SimulatorProcess, engine: Engine, client: redis.Redis) -> str:
     """A sender delivering a few notifications (one to a token APNs no longer knows), scraped at the end."""
     env = {key.removeprefix("NOTI_").lower(): value for key, value in simulator.sender_env().items()}
-    config = SenderConfig(**{"credential": "default/test", "sender_health_port": free_port(), **env})  # type: ignore[arg-type]
+    config = Settings(**{"credential": "default/test", "sender_health_port": free_port(), **env}).sender  # type: ignore[arg-type]
     tokens = [f"{i:064x}" for i in range(20)]
     simulator.set_faults(unregistered=[tokens[0]])
     enqueue(engine, client, simulator, tokens, with_devices=True)

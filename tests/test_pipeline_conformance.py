@@ -24,6 +24,7 @@ import redis
 from sqlalchemy import Engine, select, update
 
 from harness.gateway import APP
+from harness.procs import reap
 from harness.pushy import Decision, PushyServer
 from harness.sender import wait_for_final
 from noti.queue import CONSUMER_GROUP, StreamKeys
@@ -53,11 +54,7 @@ def sender_log(
         yield log_path
     finally:
         process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        reap(process, 30)
 
 
 async def test_every_record_ends_as_pushy_decided_once_and_only_dead_devices_are_deactivated(

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 from sqlalchemy import Engine, insert, select
 
@@ -15,19 +14,19 @@ from harness.apns import SimulatorProcess
 from harness.procs import free_port
 from harness.sender import enqueue, final_count, statuses, stream_keys_of
 from noti.queue import CampaignProgress, QueuedNotification, campaign_counters
-from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
+from noti.settings import SenderSettings, Settings
 from noti.store import records
 from noti.store.models import Device, Notification
 
 
-def _config(simulator: SimulatorProcess, **overrides: object) -> SenderConfig:
+def _config(simulator: SimulatorProcess, **overrides: object) -> SenderSettings:
     env = {key.removeprefix("NOTI_").lower(): value for key, value in simulator.sender_env().items()}
     settings: dict[str, object] = {
         "credential": "default/test", "sender_health_port": 0, "sender_backoff_base": 0.05,
         "sender_backoff_max": 0.2, "sender_claim_idle_seconds": 2, **env, **overrides,
     }  # fmt: skip
-    return SenderConfig(**settings)  # type: ignore[arg-type]
+    return Settings(**settings).sender  # type: ignore[arg-type]
 
 
 async def _run_until_final(sender: Sender, engine: Engine, expected: int, seconds: float = 60) -> None:
@@ -296,7 +295,7 @@ async def test_slow_answers_are_not_claimed_back_and_sent_twice(
 
 
 async def test_sender_is_ready_when_it_can_deliver_and_not_while_redis_is_away(
-    sender_env: None, apns_simulator: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
+    sender_env: None, apns_simulator: SimulatorProcess
 ) -> None:
     async def probe(sender: Sender) -> tuple[int, int, dict[str, object]]:
         task = asyncio.create_task(sender.run())
@@ -311,10 +310,7 @@ async def test_sender_is_ready_when_it_can_deliver_and_not_while_redis_is_away(
 
     assert (await probe(Sender(_config(apns_simulator, sender_health_port=free_port()))))[:2] == (200, 200)
 
-    from noti.settings import get_settings
-
-    monkeypatch.setenv("NOTI_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    get_settings.cache_clear()
-    live, ready, state = await probe(Sender(_config(apns_simulator, sender_health_port=free_port())))
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    live, ready, state = await probe(Sender(_config(apns_simulator, redis_url=nowhere, sender_health_port=free_port())))
     assert (live, ready) == (200, 503)
     assert "ConnectionError" in str(state["redis_failure"])

@@ -23,8 +23,8 @@ from harness.pushy import PushyServer
 from harness.sender import enqueue, final_count, statuses, stream_keys_of
 from noti.apns.tokens import ProviderTokens, load_signing_key, mint
 from noti.apns.transport import H2Transport
-from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
+from noti.settings import SenderSettings, Settings
 from noti.store.models import Device
 
 WRONG_TOPIC = "com.example.other"  # a bundle id Pushy knows none of the device tokens for
@@ -35,13 +35,13 @@ class App:
     bundle_id: str
 
 
-def _config(pushy: PushyServer, **overrides: object) -> SenderConfig:
+def _config(pushy: PushyServer, **overrides: object) -> SenderSettings:
     env = {key.removeprefix("NOTI_").lower(): value for key, value in pushy.sender_env().items()}
     settings: dict[str, object] = {
         "credential": "default/pushy", "sender_health_port": free_port(), "sender_backoff_base": 0.05,
         "sender_backoff_max": 0.2, "sender_claim_idle_seconds": 2, **env, **overrides,
     }  # fmt: skip
-    return SenderConfig(**settings)  # type: ignore[arg-type]
+    return Settings(**settings).sender  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from wtforms import Form, StringField
 
-from noti.campaigns import RECORD_COLUMNS
 from noti.gateway.context import Gateway
 from noti.gateway.errors import ApiError
 from noti.gateway.ids import new_id
@@ -28,6 +27,7 @@ from noti.gateway.notifications import default_environment
 from noti.gateway.payloads import checked_content
 from noti.gateway.schemas import DeviceIn, ExternalId, NotificationIn
 from noti.gateway.sends import Send
+from noti.store.content import record_content
 from noti.store.models import ApiKey, Device, DeviceOwner, DeviceToken, Notification, NotificationStatus, TokenKind
 
 STATUS_COLORS = {
@@ -241,7 +241,7 @@ class NotificationAdmin(ModelView, model=Notification):
 
 async def resend(state: Gateway, record: Notification) -> Any:
     """Queue the record's stored content to its device again; returns the new notification's id."""
-    stored = {name: getattr(record, name) for name in RECORD_COLUMNS if getattr(record, name) is not None}
+    stored = record_content(record)
     try:
         body = NotificationIn.model_validate({**stored, "device_token": record.device_token, "app": record.app})
     except ValidationError as exc:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,19 +159,6 @@ class APNsClient:
         response = await self._http.post(path, content=body, headers=headers)
         answered = [(name.lower(), value) for name, value in response.headers.items()]
         return response.status_code, answered, response.content
-
-    async def send_many(
-        self, notifications: Iterable[tuple[str, NotificationContent]], *, concurrency: int = 1000
-    ) -> list[APNsResult]:
-        """Send many at once (bounded), results in the same order."""
-        items: Sequence[tuple[str, NotificationContent]] = list(notifications)
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(token: str, content: NotificationContent) -> APNsResult:
-            async with gate:
-                return await self.send(token, content)
-
-        return list(await asyncio.gather(*(one(token, content) for token, content in items)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

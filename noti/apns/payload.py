@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 
-PUSH_TYPES = frozenset(
-    {
-        "alert",
-        "background",
-        "voip",
-        "liveactivity",
-        "complication",
-        "fileprovider",
-        "mdm",
-        "location",
-        "pushtotalk",
-        "widgets",
-        "controls",
-    }
-)
+# Each list once, as the type the API's schema is built from; the CRDs are held to them by tests.
+PushType = Literal[
+    "alert", "background", "voip", "liveactivity", "complication", "fileprovider", "mdm", "location",
+    "pushtotalk", "widgets", "controls",
+]  # fmt: skip
+InterruptionLevel = Literal["passive", "active", "time-sensitive", "critical"]
+LiveActivityEvent = Literal["start", "update", "end"]
+Priority = Literal[10, 5, 1]  # apns-priority: immediate, power-considerate, low
+PUSH_TYPES: frozenset[str] = frozenset(get_args(PushType))
 # apns-topic is the bundle id plus a suffix for some push types.
 TOPIC_SUFFIXES = {
     "voip": ".voip",
@@ -37,8 +32,9 @@ TOPIC_SUFFIXES = {
 }
 # WidgetKit and control reloads carry only this: "aps": {"content-changed": true}.
 RELOAD_PUSH_TYPES = frozenset({"widgets", "controls"})
-INTERRUPTION_LEVELS = frozenset({"passive", "active", "time-sensitive", "critical"})
-LIVE_ACTIVITY_EVENTS = frozenset({"start", "update", "end"})
+INTERRUPTION_LEVELS: frozenset[str] = frozenset(get_args(InterruptionLevel))
+LIVE_ACTIVITY_EVENTS: frozenset[str] = frozenset(get_args(LiveActivityEvent))
+PRIORITIES: frozenset[int] = frozenset(get_args(Priority))
 MAX_PAYLOAD = 4096
 MAX_VOIP_PAYLOAD = 5120
 MAX_COLLAPSE_ID = 64
@@ -153,7 +149,7 @@ class NotificationContent:
     def effective_priority(self) -> int:
         if self.priority is not None:
             return self.priority
-        return 5 if self.push_type in {"background", "liveactivity"} and not self.has_alert else 10
+        return _default_priority(self.push_type, self.has_alert)
 
     @property
     def has_alert(self) -> bool:
@@ -228,6 +224,16 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _default_priority(push_type: str, has_alert: bool) -> int:
+    return 5 if push_type in {"background", "liveactivity"} and not has_alert else 10
+
+
+def default_priority(push_type: str, values: Mapping[str, Any]) -> int:
+    """The apns-priority of a content (``to_dict()`` form) that gives none: 5 for a background or
+    Live Activity push without an alert, else 10."""
+    return _default_priority(push_type, any(values.get(name) is not None for name in _ALERT_FIELDS))
+
+
 def _check(content: NotificationContent) -> None:
     for name, allowed in _TYPES.items():
         value = getattr(content, name)
@@ -239,7 +245,7 @@ def _check(content: NotificationContent) -> None:
             raise InvalidNotification(name, f"must be {' or '.join(t.__name__ for t in allowed)}")
     if content.push_type not in PUSH_TYPES:
         raise InvalidNotification("push_type", f"must be one of {', '.join(sorted(PUSH_TYPES))}")
-    if content.priority is not None and content.priority not in (1, 5, 10):
+    if content.priority is not None and content.priority not in PRIORITIES:
         raise InvalidNotification("priority", "must be 10 (immediate), 5 (power-considerate) or 1 (low)")
     if content.badge is not None and content.badge < 0:
         raise InvalidNotification("badge", "must be 0 or more")

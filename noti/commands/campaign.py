@@ -227,7 +227,7 @@ async def _run(
     spec: CampaignSpec, credential: StreamKeys, database_url: str, redis_url: str, wait_seconds: float,
     display: Display,
 ) -> None:  # fmt: skip
-    engine = make_engine(database_url, pool_size=get_settings().database_pool_size)
+    engine = make_engine(database_url, pool_size=get_settings().store.database_pool_size)
     redis = aioredis.Redis.from_url(redis_url)
     throughput = Throughput()
     snapshot: Snapshot | None = None

@@ -9,6 +9,7 @@ import click
 from noti.dev.datadir import DevError
 from noti.dev.stack import DevOptions, DevStack
 from noti.loops import install_uvloop
+from noti.settings import get_settings
 
 
 @click.command("dev")
@@ -26,6 +27,6 @@ def dev(host: str, port: int, data_dir: str, app: str, sim_port: int) -> None:
     """
     install_uvloop()
     try:
-        asyncio.run(DevStack(DevOptions(host, port, data_dir, app, sim_port)).run())
+        asyncio.run(DevStack(DevOptions(host, port, data_dir, app, sim_port), get_settings()).run())
     except DevError as exc:
         raise click.ClickException(str(exc)) from None

@@ -22,13 +22,13 @@ from sqlalchemy import Engine, select
 from noti.apns.simulator import Simulator
 from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
-from noti.campaigns import RECORD_COLUMNS
 from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev_signing_key
 from noti.dev.embedded_redis import EmbeddedRedis
 from noti.dev.memory import limit_malloc_arenas, return_idle_memory
 from noti.queue import QueuedNotification, StreamKeys
 from noti.settings import Settings
 from noti.store import migrate
+from noti.store.content import RECORD_COLUMNS, record_content
 from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 from noti.store.models import FINAL_STATUSES, Notification
 
@@ -65,8 +65,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class DevStack:
-    def __init__(self, options: DevOptions) -> None:
+    def __init__(self, options: DevOptions, settings: Settings) -> None:
         self.options = options
+        self.settings = settings  # from the environment: a store and Redis to use, the components' tuning
 
     async def run(self) -> None:
         options = self.options
@@ -84,7 +85,7 @@ class DevStack:
         options = self.options
         ensure_port_free(options.host, options.port, "gateway", "--port")
         ensure_port_free("127.0.0.1", options.sim_port, "APNs simulator", "--sim-port")
-        database_url = os.environ.get("NOTI_DATABASE_URL")
+        database_url = self.settings.dev.database_url
         if not database_url:
             create_private(data.database)
             database_url = f"sqlite:///{data.database}"
@@ -94,7 +95,7 @@ class DevStack:
         except DatabaseUnavailable as exc:
             raise DevError(str(exc)) from None
         embedded: EmbeddedRedis | None = None
-        redis_url = os.environ.get("NOTI_REDIS_URL")
+        redis_url = self.settings.dev.redis_url
         if not redis_url:
             embedded = EmbeddedRedis().start()
             redis_url = embedded.url
@@ -120,7 +121,6 @@ class DevStack:
         simulator: Simulator, requeue: bool,
     ) -> None:  # fmt: skip
         from noti.gateway.app import create_app
-        from noti.sender.config import SenderConfig
         from noti.sender.service import Sender
 
         options = self.options
@@ -132,18 +132,19 @@ class DevStack:
         await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)
         credential = StreamKeys(options.app, "sandbox")
         if requeue:
-            count = await self._requeue(engine, redis, credential)
+            count = await requeue_unfinished(engine, redis, credential)
             if count:
                 click.echo(f"re-queued {count} notifications left unfinished by the last run")
         api_key = await asyncio.to_thread(self._api_key, data, engine)
-        settings = Settings(
-            database_url=database_url,
-            redis_url=redis_url,
-            apns_environment="sandbox",
-            gateway_host=options.host,
-            gateway_port=options.port,
-            gateway_default_app=options.app,
-        )
+        stack = self.settings.model_copy(update={"database_url": database_url, "redis_url": redis_url})
+        settings = stack.model_copy(
+            update={
+                "apns_environment": "sandbox",
+                "gateway_host": options.host,
+                "gateway_port": options.port,
+                "gateway_default_app": options.app,
+            }
+        ).gateway
         gateway_url = f"http://{options.host}:{options.port}"
         app = create_app(settings, engine=engine, redis=redis)
         server = _EmbeddedServer(
@@ -157,18 +158,22 @@ class DevStack:
             )
         )
         sender = Sender(
-            SenderConfig(
-                credential=f"default/{CREDENTIAL}",
-                apns_team_id=TEAM_ID,
-                apns_key_id=KEY_ID,
-                apns_key_file=data.apns_key,
-                apns_bundle_id=options.app,
-                apns_environment="sandbox",
-                apns_endpoint=simulator.url,
-                apns_ca_file=simulator.ca_path,
-                sender_health_port=0,
-                sender_claim_idle_seconds=10,
-            ),
+            stack.model_copy(
+                update={
+                    "credential": f"default/{CREDENTIAL}",
+                    "apns_team_id": TEAM_ID,
+                    "apns_key_id": KEY_ID,
+                    "apns_key_file": data.apns_key,
+                    "apns_cert_file": None,
+                    "apns_bundle_id": options.app,
+                    "apns_environment": "sandbox",
+                    "apns_endpoint": simulator.url,
+                    "apns_proxy": None,
+                    "apns_ca_file": simulator.ca_path,
+                    "sender_health_port": 0,
+                    "sender_claim_idle_seconds": 10,
+                }
+            ).sender,
             engine=engine,
             redis=redis,
         )
@@ -226,36 +231,6 @@ class DevStack:
             handle.write(key + "\n")
         return key
 
-    async def _requeue(self, engine: Engine, redis: aioredis.Redis, credential: StreamKeys) -> int:
-        """The embedded Redis forgets its queues on exit: queue unfinished records of the app again."""
-
-        def unfinished() -> list[QueuedNotification]:
-            columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
-            query = select(
-                Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
-            ).where(Notification.app == credential.app, Notification.status.notin_(FINAL_STATUSES))
-            with engine.connect() as connection:
-                rows = connection.execute(query).all()
-            return [
-                QueuedNotification(
-                    id=row.id,
-                    device_token=row.device_token,
-                    app=credential.app,
-                    content={name: getattr(row, name) for name in RECORD_COLUMNS if getattr(row, name) is not None},
-                    device_id=row.device_id,
-                    campaign=row.campaign,
-                )
-                for row in rows
-            ]
-
-        messages = await asyncio.to_thread(unfinished)
-        if messages:
-            async with redis.pipeline(transaction=False) as pipe:
-                for message in messages:
-                    pipe.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
-                await pipe.execute()
-        return len(messages)
-
     def _banner(self, data: DataDir, database_url: str, gateway_url: str, simulator_url: str, api_key: str) -> str:
         token = "a1" * 32
         return "\n".join(
@@ -293,3 +268,35 @@ def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise DevError(f"port {port} for the {what} is in use: stop what uses it or pass {option}") from None
             raise DevError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}") from None
+
+
+async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: StreamKeys) -> int:
+    """Queue the app's unfinished records again, with the content they were queued with: the
+    embedded Redis forgets its queues on exit. Returns how many."""
+
+    def unfinished() -> list[QueuedNotification]:
+        columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
+        query = select(
+            Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
+        ).where(Notification.app == keys.app, Notification.status.notin_(FINAL_STATUSES))
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            QueuedNotification(
+                id=row.id,
+                device_token=row.device_token,
+                app=keys.app,
+                content=record_content(row),
+                device_id=row.device_id,
+                campaign=row.campaign,
+            )
+            for row in rows
+        ]
+
+    messages = await asyncio.to_thread(unfinished)
+    if messages:
+        async with redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.xadd(keys.transactional_stream, message.encode())  # type: ignore[arg-type]
+            await pipe.execute()
+    return len(messages)

@@ -18,7 +18,7 @@ from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 @click.option("--yes", is_flag=True, help="Do not ask before --down drops tables and their data.")
 def migrate(database_url: str | None, revision: str | None, down: bool, yes: bool) -> None:
     """Apply the store's migrations to PostgreSQL or SQLite."""
-    url = database_url or get_settings().database_url
+    url = database_url or get_settings().store.database_url
     target = revision or ("base" if down else "head")
     try:
         migrations.check_revision(target)

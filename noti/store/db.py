@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
@@ -116,6 +117,9 @@ def _engine(parsed: URL, *, pool_size: int, echo: bool, create: bool, ping_after
         pool_pre_ping=ping_after_idle is None,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "noti"},
+        # jsonb gives a float such as 1e20 back as the integer 100000000000000000000, which no
+        # queue message can carry: orjson reads it as the float it was sent as.
+        json_deserializer=orjson.loads,
     )
     if ping_after_idle is not None:
         _ping_when_idle(engine, ping_after_idle)

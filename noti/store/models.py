@@ -184,6 +184,8 @@ class Notification(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, default=10)
     expiration: Mapped[int | None] = mapped_column(BigInteger)  # epoch seconds, as apns-expiration
     collapse_id: Mapped[str | None] = mapped_column(String(64))
+    # Every other content field that is set (noti.store.content), NULL when none is (migration 0007).
+    extra_content: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
     status: Mapped[NotificationStatus] = mapped_column(
         _str_enum(NotificationStatus, "notification_status"), default=NotificationStatus.PENDING

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql
 
-from noti.store import tokens
+from noti.store import content, tokens
 from noti.store.db import upsert_insert
 from noti.store.models import (
     FINAL_STATUSES,
@@ -35,21 +35,6 @@ from noti.store.models import (
 )
 
 CREATED = "created"  # the roll-up row counting every record written
-# The content fields a delivery record keeps (the rest travels on the stream only).
-RECORD_COLUMNS = [
-    "title",
-    "subtitle",
-    "body",
-    "badge",
-    "sound",
-    "category",
-    "thread_id",
-    "data",
-    "push_type",
-    "priority",
-    "expiration",
-    "collapse_id",
-]
 _FINAL_VALUES = tuple(sorted(status.value for status in FINAL_STATUSES))
 
 
@@ -144,12 +129,6 @@ def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = Notification.__table__
     fills = {name: _scalar_default(table.c[name]) for name in names}
     return [row if len(row) == len(names) else {**fills, **row} for row in rows]
-
-
-def content_columns(content: Mapping[str, Any]) -> dict[str, Any]:
-    """The record columns of a notification's content: every one of them, so the records of
-    different contents insert together, with the column's default where the content has none."""
-    return {name: value if (value := content.get(name)) is not None else default for name, default in _CONTENT_DEFAULTS}
 
 
 def _insert_new_postgresql(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[uuid.UUID]:
@@ -415,8 +394,7 @@ def status_counts(
 
 
 _COPY_DEFAULTS: dict[str, Any] = {"push_type": "alert", "priority": 10, "retry_count": 0}
-_CONTENT_DEFAULTS = [(name, _scalar_default(Notification.__table__.c[name])) for name in RECORD_COLUMNS]
-_JSON_COLUMNS = frozenset({"data", "sound", "tags"})
+_JSON_COLUMNS = frozenset({"data", "sound", "tags", content.EXTRA})
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 _NEEDS_ESCAPE = re.compile(r"[\\\n\r\t]")
 

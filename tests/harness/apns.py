@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness.procs import free_port, reap
+from harness.procs import free_port, reap, started_in_temporary_directory
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
@@ -142,12 +141,8 @@ def stop_simulator(simulator: SimulatorProcess) -> None:
 
 @pytest.fixture(scope="session")
 def apns_simulator_session() -> Iterator[SimulatorProcess]:
-    with tempfile.TemporaryDirectory(prefix="noti-apns-") as directory:
-        simulator = start_simulator(Path(directory))
-        try:
-            yield simulator
-        finally:
-            stop_simulator(simulator)
+    with started_in_temporary_directory("noti-apns-", start_simulator, stop_simulator) as simulator:
+        yield simulator
 
 
 @pytest.fixture

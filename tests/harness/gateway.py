@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from harness.procs import free_port, port_open, wait_until
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
-from noti.settings import Settings
+from noti.settings import GatewaySettings, Settings
 from noti.store import migrate
 from noti.store.db import make_engine
 
@@ -35,7 +35,8 @@ class Keys:
     admin: str
 
 
-def gateway_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
+def gateway_settings(database_url: str, redis_url: str, **overrides: object) -> GatewaySettings:
+    """The gateway's settings for a test: the defaults (the environment unread), on these servers."""
     values: dict[str, object] = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -45,7 +46,7 @@ def gateway_settings(database_url: str, redis_url: str, **overrides: object) -> 
         "gateway_session_secret": "test-session-secret",
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings.defaults(**values).gateway
 
 
 # --- bulk registration: batches of valid and invalid devices, and what the gateway must make of them ---

@@ -37,7 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from kubernetes.config import new_client_from_config
 
-from harness.procs import free_port, port_open, wait_until
+from harness.procs import cache_dir, free_port, port_open, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO / "tests" / "k8s" / "bin" / "versions.env"
@@ -60,8 +60,7 @@ def bin_dir() -> Path:
         return Path(explicit)
     pinned = versions()
     key = f"kube-{pinned['KUBE_VERSION']}_etcd-{pinned['ETCD_VERSION']}_helm-{pinned['HELM_VERSION']}"
-    cache = Path(os.environ.get("NOTI_CACHE_DIR") or Path.home() / ".cache" / "noti")
-    return cache / "k8s" / key / "bin"
+    return cache_dir() / "k8s" / key / "bin"
 
 
 def k8s_binary(name: str) -> str:

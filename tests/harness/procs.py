@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 SETUP_HINT = "run the README's test command (scripts/test.sh), which installs it"
+S = TypeVar("S")
+
+
+@contextlib.contextmanager
+def started_in_temporary_directory(prefix: str, start: Callable[[Path], S], stop: Callable[[S], None]) -> Iterator[S]:
+    """A server ``start`` runs in a new temporary directory, stopped (and the directory removed) on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        server = start(Path(directory))
+        try:
+            yield server
+        finally:
+            stop(server)
 
 
 def free_port() -> int:
@@ -59,3 +76,32 @@ def reap(process: subprocess.Popen[Any], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout)
+
+
+def answers_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 now (False while nothing answers there)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def cache_dir() -> Path:
+    """Where scripts/build-*.sh keep what they build: ``$NOTI_CACHE_DIR``, else ~/.cache/noti."""
+    return Path(os.environ.get("NOTI_CACHE_DIR") or Path.home() / ".cache" / "noti")
+
+
+def read_terminal(controller: int, output: bytes = b"", marker: bytes | None = None, timeout: float = 60) -> bytes:
+    """``output`` and what a pseudo-terminal shows next, until ``marker`` shows (None: until it closes)
+    or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while (marker is None or marker not in output) and time.monotonic() < deadline:
+        if select.select([controller], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            output += chunk
+    return output

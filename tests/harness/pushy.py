@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness.apns import BUNDLE_ID, KEY_ID, TEAM_ID, sender_environment
-from harness.procs import SETUP_HINT, reap
+from harness.procs import SETUP_HINT, cache_dir, reap, started_in_temporary_directory
 from noti.apns.payload import PUSH_TYPES, topic_for
 from noti.apns.simulator import generate_certificate
 
@@ -63,8 +62,7 @@ def jar_path() -> Path:
         return Path(explicit)
     pinned = versions()
     key = f"pushy-{pinned['PUSHY_VERSION']}_netty-{pinned['NETTY_VERSION']}_src-{sources_hash()}"
-    cache = Path(os.environ.get("NOTI_CACHE_DIR") or Path.home() / ".cache" / "noti")
-    return cache / "pushy" / key / "noti-pushy-mock.jar"
+    return cache_dir() / "pushy" / key / "noti-pushy-mock.jar"
 
 
 def pushy_jar() -> Path:
@@ -216,12 +214,8 @@ def stop_pushy(server: PushyServer) -> None:
 
 @pytest.fixture(scope="session")
 def pushy_session() -> Iterator[PushyServer]:
-    with tempfile.TemporaryDirectory(prefix="noti-pushy-") as directory:
-        server = start_pushy(Path(directory))
-        try:
-            yield server
-        finally:
-            stop_pushy(server)
+    with started_in_temporary_directory("noti-pushy-", start_pushy, stop_pushy) as server:
+        yield server
 
 
 @pytest.fixture

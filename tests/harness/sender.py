@@ -105,9 +105,7 @@ def statuses(engine: Engine) -> dict[str, int]:
 def sender_env(
     clean_db: Engine, clean_redis: redis.Redis, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sender built in this process finds the session's (clean) PostgreSQL and Redis through its settings."""
+    """The session's (clean) PostgreSQL and Redis in the environment, where the settings of a sender are read from
+    (as in its pod)."""
     monkeypatch.setenv("NOTI_DATABASE_URL", database_url)
     monkeypatch.setenv("NOTI_REDIS_URL", redis_url)
-    from noti.settings import get_settings
-
-    get_settings.cache_clear()

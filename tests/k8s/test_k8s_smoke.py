@@ -95,8 +95,8 @@ def test_campaign_is_stored_with_defaults_and_watched(
     ("manifest", "message"),
     [
         (campaign("two-audiences", {"allDevices": True, "tags": ["beta"]}),
-         "audience needs exactly one of allDevices, ownerExternalIds, tags, deviceTokens"),
-        (campaign("no-audience", {}), "audience needs exactly one of allDevices, ownerExternalIds, tags, deviceTokens"),
+         "audience needs exactly one of allDevices, owners, tags, deviceTokens"),
+        (campaign("no-audience", {}), "audience needs exactly one of allDevices, owners, tags, deviceTokens"),
         (credential("inverted", senders={"minReplicas": 5, "maxReplicas": 2}),
          "senders.minReplicas must not exceed senders.maxReplicas"),
         (credential("bad-team", teamId="abc"), "spec.teamId: Invalid value"),

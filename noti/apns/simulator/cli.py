@@ -16,6 +16,7 @@ from noti.apns.simulator.rules import Keyring, RegisteredKey
 from noti.apns.simulator.server import SimulatorConfig, start
 from noti.apns.simulator.state import Faults, parse_devices
 from noti.loops import install_uvloop
+from noti.queue import ENVIRONMENTS
 
 
 def _read_tokens(path: Path | None) -> list[str]:
@@ -84,7 +85,7 @@ def _parse_key(spec: str) -> RegisteredKey:
     "DeviceTokenNotForTopic.",
 )  # fmt: skip
 @click.option(
-    "--environment", type=click.Choice(["sandbox", "production"]), default="sandbox", show_default=True,
+    "--environment", type=click.Choice(ENVIRONMENTS), default="sandbox", show_default=True,
     help="sandbox answers with apns-unique-id, as Apple's development servers do.",
 )  # fmt: skip
 @click.option("--max-concurrent-streams", default=APPLE_MAX_CONCURRENT_STREAMS, show_default=True)

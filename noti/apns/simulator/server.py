@@ -27,6 +27,7 @@ from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS, APNsProto
 from noti.apns.simulator.rules import RegisteredKey
 from noti.apns.simulator.state import Faults, State
 from noti.loops import install_uvloop
+from noti.queue import ENVIRONMENTS
 
 
 @dataclass
@@ -44,29 +45,37 @@ class SimulatorConfig:
     environment: str = "sandbox"  # "sandbox" answers with apns-unique-id as Apple's development servers do
 
 
-def generate_certificate(directory: Path, hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
-    """A self-signed TLS certificate for ``hostnames``: (cert path, key path). The cert is its own CA."""
+def self_signed_ca(
+    common_name: str, *, days: int = 365, hostnames: tuple[str, ...] = ()
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-256 key and a CA certificate it signs itself, for ``hostnames`` when given (TLS servers)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "noti APNs simulator")])
-    alt_names: list[x509.GeneralName] = []
-    for host in hostnames:
-        try:
-            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alt_names.append(x509.DNSName(host))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    if hostnames:
+        alt_names: list[x509.GeneralName] = []
+        for host in hostnames:
+            try:
+                alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                alt_names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    return key, builder.sign(key, hashes.SHA256())
+
+
+def generate_certificate(directory: Path, hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """A self-signed TLS certificate for ``hostnames``: (cert path, key path). The cert is its own CA."""
+    key, cert = self_signed_ca("noti APNs simulator", hostnames=hostnames)
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "apns-sim.crt", directory / "apns-sim.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -113,7 +122,7 @@ class Simulator:
     """A running simulator: in this process (workers == 1) or in worker processes sharing the port."""
 
     def __init__(self, config: SimulatorConfig) -> None:
-        if config.environment not in ("sandbox", "production"):
+        if config.environment not in ENVIRONMENTS:
             raise ValueError(f"environment is sandbox or production, not {config.environment!r}")
         self.config = config
         self.state = State(config.faults, config.keys)
