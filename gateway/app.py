@@ -20,6 +20,7 @@ from noti.gateway.bodies import BodyGuard
 from noti.gateway.context import Gateway, authenticate
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.metrics import Metrics, MetricsMiddleware
+from noti.logs import collapse_repeats
 from noti.settings import Settings, get_settings
 from noti.store.db import Bounds, make_engine
 
@@ -117,4 +118,5 @@ def create_app(
 
 def app_from_environment() -> FastAPI:
     """The uvicorn factory of ``noti gateway``: settings from ``NOTI_*``."""
+    collapse_repeats()  # in each worker process, on uvicorn's handlers as configured by now
     return create_app(get_settings())
