@@ -78,7 +78,7 @@ def live_store(
             engine.dispose()
 
 
-def schemathesis_run(live: LiveGateway, *, max_examples: int) -> subprocess.CompletedProcess[str]:
+def schemathesis_run(live: LiveGateway, *, max_examples: int, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``schemathesis run`` (its CLI: every phase, as CI would run it) against the live gateway."""
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{live.url}/api/schema/",
@@ -86,11 +86,14 @@ def schemathesis_run(live: LiveGateway, *, max_examples: int) -> subprocess.Comp
         "--seed", str(SEED), "--generation-database", "none", "--workers", "1", "--no-color",
         "--header", f"Authorization: Bearer {live.key}", "--request-timeout", "30",
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    # In cwd, where it keeps its own state (.schemathesis/), away from the checkout.
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=cwd)
 
 
-def test_no_server_errors_and_every_answer_matches_the_schema_in_every_phase(live_store: LiveGateway) -> None:
-    result = schemathesis_run(live_store, max_examples=MAX_EXAMPLES)
+def test_no_server_errors_and_every_answer_matches_the_schema_in_every_phase(
+    live_store: LiveGateway, tmp_path: Path
+) -> None:
+    result = schemathesis_run(live_store, max_examples=MAX_EXAMPLES, cwd=tmp_path)
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout[-20_000:] + result.stderr[-2000:]
     assert "✅ Stateful" in result.stdout and "✅ Fuzzing" in result.stdout and "✅ Coverage" in result.stdout
