@@ -122,6 +122,23 @@ async def test_a_hung_database_is_answered_503_within_the_bound_and_recovers_by_
         await assert_serves_again(http)
 
 
+async def test_a_crowd_of_requests_meeting_a_hung_database_is_answered_within_the_bound(servers: Outage) -> None:
+    async with gateway_on(servers) as http:
+        servers.postgres.hang()
+        try:
+            crowd = [*(lambda: http.get("/api/devices/") for _ in range(60)),
+                     *(lambda n=n: http.post("/api/notifications/", json={"device_token": TOKEN, "body": f"{n}"})
+                       for n in range(60))]  # fmt: skip
+            answers = await asyncio.gather(*(timed(request) for request in crowd))
+        finally:
+            servers.postgres.resume()
+        slowest = max(seconds for _, seconds in answers)
+        print(f"slowest of {len(answers)}: {slowest:.2f}s")
+        assert {response.status_code for response, _ in answers} == {503}
+        assert slowest <= ANSWER_BOUND
+        await assert_serves_again(http)
+
+
 async def test_a_stopped_database_is_answered_503_at_once_and_recovers_when_it_starts(servers: Outage) -> None:
     async with gateway_on(servers) as http:
         servers.postgres.stop()
