@@ -82,10 +82,9 @@ class Bounds:
         return self.pool + max(self.answer, self.connect)
 
     def connect_args(self) -> dict[str, Any]:
-        """libpq parameters: server-side timeouts, and keepalives that find a peer gone while idle."""
+        """libpq parameters: the connect timeout, and keepalives that find a peer gone while idle."""
         return {
             "connect_timeout": max(2, math.ceil(self.connect)),  # libpq takes whole seconds, psycopg at least 2
-            "options": f"-c statement_timeout={round(self.statement * 1000)} -c lock_timeout={round(self.lock * 1000)}",
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 5,
@@ -124,6 +123,17 @@ def _bounded_connections(engine: Engine, bounds: Bounds) -> None:
     @event.listens_for(engine, "do_connect")
     def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
         return connection_class.connect(*cargs, **cparams)
+
+    # Set per session rather than as the `options` startup parameter, which PgBouncer refuses.
+    timeouts = (
+        f"SET statement_timeout = {round(bounds.statement * 1000)}; SET lock_timeout = {round(bounds.lock * 1000)}"
+    )
+
+    @event.listens_for(engine, "connect")
+    def set_timeouts(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(timeouts)
+        dbapi_connection.commit()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
