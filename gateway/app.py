@@ -20,8 +20,9 @@ from noti.gateway.bodies import BodyGuard
 from noti.gateway.context import Gateway, authenticate
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.metrics import Metrics, MetricsMiddleware
+from noti.logs import collapse_repeats
 from noti.settings import GatewaySettings, get_settings
-from noti.store.db import make_engine
+from noti.store.db import Bounds, make_engine
 
 _PING_AFTER_IDLE = 2.0  # seconds
 
@@ -41,8 +42,9 @@ def create_app(
     # One pool for every route; the send path checks a connection out per batch, so a liveness
     # ping per checkout would be a round trip per batch: ping only connections that sat idle.
     engine = engine or make_engine(
-        settings.database_url, pool_size=settings.database_pool_size, ping_after_idle=_PING_AFTER_IDLE
-    )
+        settings.database_url, pool_size=settings.database_pool_size, ping_after_idle=_PING_AFTER_IDLE,
+        bounds=Bounds.of(settings),
+    )  # fmt: skip
     redis = redis or aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     verifier = KeyVerifier(engine, settings.gateway_key_cache_seconds)
     metrics = Metrics()
@@ -117,4 +119,5 @@ def create_app(
 
 def app_from_environment() -> FastAPI:
     """The uvicorn factory of ``noti gateway``: settings from ``NOTI_*``."""
+    collapse_repeats()  # in each worker process, on uvicorn's handlers as configured by now
     return create_app(get_settings().gateway)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, Principal, RateLimiter, Scope
 from noti.gateway.enqueue import Enqueuer
-from noti.gateway.errors import ApiError
+from noti.gateway.errors import OUTAGES, ApiError, unavailable
 from noti.settings import GatewaySettings
 
 
@@ -52,7 +52,10 @@ async def authenticate(state: Gateway, authorization: str | None, address: str) 
     if wait:  # this address keeps sending unknown keys: no more lookups for a while
         raise ApiError(429, f"too many failed API key checks from {address}; retry in {wait} s",
                        headers={"Retry-After": str(wait)})  # fmt: skip
-    principal = await run_in_threadpool(state.verifier.verify, key)
+    try:
+        principal = await run_in_threadpool(state.verifier.verify, key)
+    except OUTAGES as exc:  # also called before routing (BodyGuard), where no exception handler answers
+        raise unavailable(exc) from None
     if principal is None:
         state.failed_auth.failed(address)
         raise ApiError(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})

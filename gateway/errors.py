@@ -117,11 +117,22 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, detail, headers=exc.headers)
 
 
-async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+# What a store or Redis outage raises (refused, lost, or no answer within its bound): answered 503.
+OUTAGES: tuple[type[Exception], ...] = (
+    OperationalError, PoolTimeout, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)  # fmt: skip
+
+
+def unavailable(exc: Exception) -> ApiError:
+    """The 503 for an outage of the store or Redis (one of ``OUTAGES``)."""
     # The exception text may hold a host or user name: log its type only, answer generically.
     what = "Redis" if isinstance(exc, redis.exceptions.RedisError) else "the database"
     log.warning("answering 503: %s unreachable (%s)", what, type(exc).__name__)
-    return error_response(503, f"{what} is unreachable; try again shortly", headers={"Retry-After": "1"})
+    return ApiError(503, f"{what} is unreachable; try again shortly", headers={"Retry-After": "1"})
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return await _api_error(request, unavailable(exc))
 
 
 async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
@@ -141,11 +152,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _unavailable)
-    app.add_exception_handler(PoolTimeout, _unavailable)
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, _unavailable)
     app.add_exception_handler(DataError, _unstorable)
-    app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
-    app.add_exception_handler(redis.exceptions.TimeoutError, _unavailable)
     app.add_exception_handler(Exception, _internal)
 
 

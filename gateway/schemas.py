@@ -344,7 +344,19 @@ class NotificationIn(Content):
         return _check_apns_token(value)
 
 
+def _one_audience_schema(schema: dict[str, Any]) -> None:
+    """Say in the schema what ``BulkIn`` checks: exactly one audience, a list (null is the same as leaving it out)."""
+    for name in ("device_tokens", "owner_ids"):
+        field = schema["properties"][name]
+        field.update(next(variant for variant in field.pop("anyOf") if variant.get("type") != "null"))
+        field.pop("default", None)
+    schema["oneOf"] = [{"required": ["device_tokens"]}, {"required": ["owner_ids"]}]
+
+
 class BulkIn(Content):
+    # A client, or a fuzzer, reading the schema then sends a body with one audience, as the API wants.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_audience_schema)
+
     device_tokens: list[Token] | None = Field(default=None, min_length=1, max_length=BULK_MAX)
     owners: list[ExternalId] | None = Field(
         default=None,

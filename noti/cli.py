@@ -8,6 +8,7 @@ import logging
 import click
 
 from noti import __version__
+from noti.logs import collapse_repeats
 
 # name -> "module:attribute" of a click command; each component registers its own here.
 COMMANDS: dict[str, str] = {
@@ -46,6 +47,7 @@ class LazyGroup(click.Group):
 def cli(log_level: str) -> None:
     """Noti: iOS push notifications at scale (operator, gateway, senders, APNs simulator)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    collapse_repeats()
     for chatty in ("httpx", "alembic"):  # a line per request, plugin or migration step is noise, not news
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -39,6 +39,19 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the store: postgresql+psycopg://... or sqlite:///path.",
     )
     database_pool_size: int = Field(default=10, ge=1, description="Pooled connections per process.")
+    database_connect_seconds: float = Field(
+        default=3.0, ge=2, le=60, description="Longest wait for a new PostgreSQL connection (connect_timeout)."
+    )
+    database_statement_seconds: float = Field(
+        default=5.0, gt=0, le=600, description="Longest a statement runs (statement_timeout); no wait for an answer "
+        "from PostgreSQL lasts more than a second longer, even when the server hangs.",
+    )  # fmt: skip
+    database_lock_seconds: float = Field(
+        default=2.0, gt=0, le=600, description="Longest a statement waits for a lock (lock_timeout)."
+    )
+    database_pool_seconds: float = Field(
+        default=2.0, gt=0, le=600, description="Longest wait for a pooled connection when all are in use."
+    )
     redis_url: str = Field(default="redis://localhost:6379/0", description="Redis holding the queues.")
     log_level: str = Field(default="INFO", description="Python logging level.")
     gateway_host: str = Field(default="0.0.0.0", description="Address the gateway listens on.")
@@ -224,6 +237,10 @@ class StoreSettings:
 
     database_url: str
     database_pool_size: int
+    database_connect_seconds: float
+    database_statement_seconds: float
+    database_lock_seconds: float
+    database_pool_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +249,10 @@ class GatewaySettings:
 
     database_url: str
     database_pool_size: int
+    database_connect_seconds: float
+    database_statement_seconds: float
+    database_lock_seconds: float
+    database_pool_seconds: float
     redis_url: str
     log_level: str
     apns_environment: str
@@ -265,6 +286,10 @@ class SenderSettings:
 
     database_url: str
     database_pool_size: int
+    database_connect_seconds: float
+    database_statement_seconds: float
+    database_lock_seconds: float
+    database_pool_seconds: float
     redis_url: str
     credential: str
     apns_team_id: str
@@ -329,6 +354,10 @@ class OperatorSettings:
 
     database_url: str
     database_pool_size: int
+    database_connect_seconds: float
+    database_statement_seconds: float
+    database_lock_seconds: float
+    database_pool_seconds: float
     redis_url: str
     log_level: str
     operator_namespaces: str

@@ -52,7 +52,7 @@ from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_st
 from noti.operator.scaling import Scaler
 from noti.queue import StreamKeys, campaign_settings
 from noti.settings import OperatorSettings
-from noti.store.db import make_engine
+from noti.store.db import Bounds, make_engine
 
 GROUP, VERSION = "noti.dev", "v1alpha1"
 CREDENTIALS, CAMPAIGNS = "apnscredentials", "notificationcampaigns"
@@ -91,7 +91,9 @@ class Operator:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url, pool_size=self.settings.database_pool_size)
+            self._engine = make_engine(
+                self.settings.database_url, pool_size=self.settings.database_pool_size, bounds=Bounds.of(self.settings)
+            )
         return self._engine
 
     @property

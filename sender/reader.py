@@ -11,6 +11,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noti import campaigns
 from noti.queue import CONSUMER_GROUP, StreamKeys, campaign_fanout_cursor, campaign_settings
@@ -65,7 +67,10 @@ class CampaignRoster:
         fanout = await self._redis.hget(campaign_fanout_cursor(name), "done")
         if fanout != b"1":
             return False
-        done = await campaigns.progress(self._engine, self._redis, name)
+        try:
+            done = await campaigns.progress(self._engine, self._redis, name)
+        except (DBAPIError, PoolTimeout):  # the store is away: read the campaign on, ask again at the next look
+            return False
         return done.finished >= done.total
 
 

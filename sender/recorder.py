@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noti.queue import CONSUMER_GROUP
 from noti.sender.metrics import SenderMetrics
@@ -97,10 +98,11 @@ class Recorder:
     async def _write(self, outcomes: list[RecordUpdate]) -> None:
         if not outcomes:
             return
-        # The database is away (restart, failover): keep the batch, nothing is acked meanwhile.
+        # The database is away (restart, failover, hung: each attempt is bounded, see store.db.Bounds):
+        # keep the batch, nothing is acked meanwhile.
         await keep_trying(
             lambda: asyncio.to_thread(self._apply, outcomes),
-            (DBAPIError,),
+            (DBAPIError, PoolTimeout),
             f"writing {len(outcomes)} outcomes",
             detail=lambda exc: getattr(exc, "orig", exc),
         )

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
@@ -32,7 +33,7 @@ from noti.sender.reader import StreamReader
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import RetryQueue
 from noti.settings import SenderSettings
-from noti.store.db import make_engine
+from noti.store.db import Bounds, make_engine
 from noti.store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ class Sender:
         self.config = config
         self.queue = config.queue
         self._owns = (engine is None, redis is None, client is None)
-        self.engine = engine or make_engine(config.database_url, pool_size=config.database_pool_size)
+        self.engine = engine or make_engine(
+            config.database_url, pool_size=config.database_pool_size, bounds=Bounds.of(config)
+        )
         # A blocking pool: a thousand deliveries at once (all asking for the provider token at start,
         # or scheduling retries) wait for a connection instead of failing with "Too many connections".
         self.redis = redis or aioredis.Redis(
@@ -419,7 +422,7 @@ class Sender:
                 continue
             for stream in self.reader.streams:
                 # An outage (Redis or the store, asked which claimed records are final) ends this sweep only.
-                with contextlib.suppress(RedisError, OSError, DBAPIError):
+                with contextlib.suppress(RedisError, OSError, DBAPIError, PoolTimeout):
                     await self._claim(stream)
 
     async def _claim(self, stream: str) -> None:

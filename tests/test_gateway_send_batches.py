@@ -112,6 +112,35 @@ async def test_a_send_the_store_refuses_in_a_batch_fails_alone(
     assert len(stored) == 21 and stored[taken.id] == "first"
 
 
+async def test_a_stream_redis_refuses_fails_only_the_sends_queued_into_it(
+    any_store: StoreGateway, clean_redis: redis.Redis
+) -> None:
+    broken_app = "com.example.broken"
+    broken_token = "cd" * 32
+    broken_stream = StreamKeys(broken_app, "sandbox").transactional_stream
+    clean_redis.set(broken_stream, "not a stream")  # every XADD to it answers WRONGTYPE
+    async with any_store.client(any_store.new_key()) as http:
+        await register(http)
+        response = await http.post("/api/devices/", json={"device_token": broken_token, "app": broken_app})
+        assert response.status_code == 201, response.text
+        tokens = [TOKEN if n % 2 else broken_token for n in range(40)]
+        answers = await asyncio.gather(
+            *(http.post("/api/notifications/", json={"device_token": token, "body": str(n)})
+              for n, token in enumerate(tokens))
+        )  # fmt: skip
+        good = [answer for answer, token in zip(answers, tokens, strict=True) if token == TOKEN]
+        refused = [answer for answer, token in zip(answers, tokens, strict=True) if token == broken_token]
+        assert [r.status_code for r in good] == [202] * 20, {r.text for r in good}
+        assert [r.status_code for r in refused] == [500] * 20, {r.text for r in refused}
+        assert all(broken_stream in r.json()["detail"] and "WRONGTYPE" in r.json()["detail"] for r in refused)
+        failed = await http.get("/api/notifications/", params={"device_token": broken_token, "limit": 100})
+    assert {n["status"] for n in failed.json()["results"]} == {"failed"} and len(failed.json()["results"]) == 20
+    assert set(queued(clean_redis)) == {uuid.UUID(r.json()["id"]) for r in good}
+    with any_store.engine.connect() as connection:
+        statuses = dict(connection.execute(select(Notification.id, Notification.status)).all())
+    assert {statuses[uuid.UUID(r.json()["id"])] for r in good} == {"queued"}
+
+
 # --- property: any mix of sends, drawn from the whole NotificationIn schema ---
 
 OTHER_APP = "com.example.other"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -142,6 +143,46 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_of_its_submitters() -> N
     answers = await asyncio.gather(*(batcher.submit(n) for n in range(3)), return_exceptions=True)
     await batcher.stop()
     assert all(isinstance(a, ConnectionError) for a in answers)
+
+
+async def test_submitters_waiting_through_a_batch_that_met_an_outage_hear_it_without_a_second_wait() -> None:
+    handled: list[list[int]] = []
+
+    async def handle(items: list[int]) -> list[int | Exception]:
+        handled.append(items)
+        await asyncio.sleep(0.3)  # a store that answers no more: each batch waits out its bound
+        raise TimeoutError("no answer")
+
+    batcher: Batcher[int, int] = Batcher(handle, max_size=10, name="test", is_outage=lambda e: True)
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    waiting = await asyncio.gather(*(batcher.submit(n) for n in range(1, 4)), return_exceptions=True)
+    waited = time.monotonic() - started
+    later = await asyncio.gather(batcher.submit(9), return_exceptions=True)  # after the outage was met: tried again
+    await batcher.stop()
+    assert isinstance((await asyncio.gather(first, return_exceptions=True))[0], TimeoutError)
+    assert all(isinstance(answer, TimeoutError) for answer in [*waiting, *later])
+    assert waited < 0.3  # answered when the first batch failed, not after a batch of their own
+    assert handled == [[0], [9]]
+
+
+async def test_a_batch_that_fails_for_its_own_reasons_leaves_the_next_batch_to_be_tried() -> None:
+    async def handle(items: list[int]) -> list[int | Exception]:
+        await asyncio.sleep(0.05)
+        if 0 in items:
+            raise ValueError("this batch only")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(handle, max_size=10, name="test", is_outage=lambda e: False)
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.01)
+    rest = await asyncio.gather(*(batcher.submit(n) for n in range(1, 4)))
+    await batcher.stop()
+    assert isinstance((await asyncio.gather(first, return_exceptions=True))[0], ValueError)
+    assert rest == [1, 2, 3]
 
 
 async def test_a_stopped_batcher_still_answers_everything_submitted() -> None:

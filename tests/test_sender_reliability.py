@@ -18,9 +18,10 @@ from sqlalchemy import Engine, select
 
 from harness.apns import SimulatorProcess
 from harness.sender import enqueue, final_count, statuses, stream_keys_of, wait_for_final
-from harness.services import PostgresServer, RedisServer
+from harness.services import PostgresServer, RedisServer, private_postgres, private_redis
 from noti.queue import CONSUMER_GROUP, QueuedNotification
 from noti.store import records
+from noti.store.db import Bounds, make_engine
 from noti.store.models import FINAL_STATUSES, Notification
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,46 @@ def test_redis_restart_mid_run_loses_nothing(
     assert sender.alive(), sender.output[-3000:]
     code, _ = sender.terminate()
     assert code == 0, sender.output[-3000:]
+
+
+def test_a_hung_postgresql_is_noticed_within_its_bound_and_every_record_lands_after_it(
+    apns_simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    """SIGSTOP of PostgreSQL mid-run (its own server: the session's is shared): the sender's writes give up
+    within the bound and are retried, and once it runs again every record is final, each sent once."""
+    with private_postgres() as (postgres, url), private_redis() as redis_server:
+        engine = make_engine(url)
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            ids = enqueue(engine, client, apns_simulator, [f"{i:064x}" for i in range(5_000)], with_devices=True)
+            sender = SenderProcess(_env(apns_simulator, url, redis_server.url), tmp_path, "hung")
+            try:
+                _wait_final(engine, 300, 60, sender)
+                postgres.hang()
+                hung_at = time.monotonic()
+                try:
+                    while "failed, retrying" not in sender.output and time.monotonic() - hung_at < 15:
+                        time.sleep(0.1)
+                    noticed = time.monotonic() - hung_at
+                    time.sleep(max(0.0, 10 - noticed))  # hung longer than any one wait may last
+                finally:
+                    postgres.resume()
+                log.info("the sender noticed the hung store after %.1f s", noticed)
+                # At worst a liveness ping that gets no answer, then a new connection that cannot be made.
+                assert noticed <= Bounds().answer + Bounds().connect + 1, sender.output[-3000:]
+                assert final_count(engine) < len(ids), "the sender finished before PostgreSQL hung"
+                _wait_final(engine, len(ids), 90, sender)
+                assert statuses(engine) == {"sent": len(ids)}
+                _wait_acked(client, stream_keys_of(apns_simulator).transactional_stream)
+                assert sender.alive(), sender.output[-3000:]
+                code, _ = sender.terminate()
+                assert code == 0, sender.output[-3000:]
+            finally:
+                if sender.alive():
+                    sender.kill()
+        finally:
+            client.close()
+            engine.dispose()
 
 
 def test_sigterm_drains_within_grace_and_a_second_sender_finishes(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
@@ -45,6 +48,95 @@ def safe_url(url: str | URL) -> str:
     return normalize_url(url).render_as_string(hide_password=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How long a process waits for PostgreSQL before it gives up with an error (seconds).
+
+    A hung server (stopped, or its host gone) still accepts and acknowledges TCP: only a
+    client-side bound on every wait ends it. The server ends statements and lock waits of
+    its own first (``statement_timeout``, ``lock_timeout``); ``answer`` is the client's
+    bound on any one wait for the server, a second past the statement's.
+    """
+
+    connect: float = 3.0
+    statement: float = 5.0
+    lock: float = 2.0
+    pool: float = 2.0
+
+    @classmethod
+    def of(cls, settings: Any) -> Bounds:
+        """The bounds a process's ``Settings`` name (``NOTI_DATABASE_*_SECONDS``)."""
+        return cls(
+            connect=settings.database_connect_seconds,
+            statement=settings.database_statement_seconds,
+            lock=settings.database_lock_seconds,
+            pool=settings.database_pool_seconds,
+        )
+
+    @property
+    def answer(self) -> float:
+        return self.statement + 1.0
+
+    @property
+    def longest_wait(self) -> float:
+        """The longest a caller waits for a connection and one answer on it: the bound on a request's 503."""
+        return self.pool + max(self.answer, self.connect)
+
+    def connect_args(self) -> dict[str, Any]:
+        """libpq parameters: the connect timeout, and keepalives that find a peer gone while idle."""
+        return {
+            "connect_timeout": max(2, math.ceil(self.connect)),  # libpq takes whole seconds, psycopg at least 2
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": round(self.answer * 1000),  # unacknowledged data: the host is gone
+        }
+
+
+class NoAnswer(psycopg.OperationalError):
+    """PostgreSQL did not answer in time: hung, or its host is gone (the connection was closed)."""
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection none of whose waits for the server outlasts ``answer_seconds``.
+
+    On such a timeout the connection is closed (its protocol state is unknown) and the wait
+    raises ``OperationalError``: SQLAlchemy then discards the connection, and the caller
+    answers as for an unreachable store.
+    """
+
+    answer_seconds: float = Bounds().answer
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return super().wait(gen, interval, self.answer_seconds if timeout is None else timeout)
+        except psycopg.errors._WaitTimeout:
+            self.pgconn.finish()
+            raise NoAnswer(f"the database did not answer within {self.answer_seconds:g} s; connection closed") from None
+
+
+def _bounded_connections(engine: Engine, bounds: Bounds) -> None:
+    connection_class: type[BoundedConnection] = type(
+        "BoundedConnection", (BoundedConnection,), {"answer_seconds": bounds.answer}
+    )
+
+    @event.listens_for(engine, "do_connect")
+    def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return connection_class.connect(*cargs, **cparams)
+
+    # Set per session rather than as the `options` startup parameter, which PgBouncer refuses.
+    timeouts = (
+        f"SET statement_timeout = {round(bounds.statement * 1000)}; SET lock_timeout = {round(bounds.lock * 1000)}"
+    )
+
+    @event.listens_for(engine, "connect")
+    def set_timeouts(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(timeouts)
+        dbapi_connection.commit()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the gateway read while the sender writes; busy_timeout rides out short write locks.
@@ -74,29 +166,36 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
+        except NoAnswer:  # a hung server, not a lost one: a new connection would wait as long again
+            raise
         except Exception as exc:  # the pool discards the connection and checks out another
             raise DisconnectionError from exc
 
 
 def make_engine(
     url: str | URL, *, pool_size: int = 10, echo: bool = False, create: bool = True,
-    ping_after_idle: float | None = None,
+    ping_after_idle: float | None = None, bounds: Bounds | None = None,
 ) -> Engine:  # fmt: skip
     """An engine for ``url``: pooled psycopg 3 on PostgreSQL, WAL-mode SQLite otherwise.
 
     Pooled connections are checked before each use, or with ``ping_after_idle`` only once they
     sat idle that many seconds: a busy caller (the gateway's send path) then pays no round trip
-    per checkout. With ``create=False`` (read-only commands) a missing SQLite file is an error,
-    not a new database.
+    per checkout. With ``bounds`` no wait for PostgreSQL lasts longer than they say (services;
+    migrations go without). With ``create=False`` (read-only commands) a missing SQLite file is
+    an error, not a new database.
     """
     parsed = normalize_url(url)
     try:
-        return _engine(parsed, pool_size=pool_size, echo=echo, create=create, ping_after_idle=ping_after_idle)
+        return _engine(
+            parsed, pool_size=pool_size, echo=echo, create=create, ping_after_idle=ping_after_idle, bounds=bounds
+        )
     except (ImportError, NoSuchModuleError) as exc:
         raise DatabaseURLError(f"cannot use {safe_url(parsed)} ({exc}): give {SUPPORTED_URLS}") from None
 
 
-def _engine(parsed: URL, *, pool_size: int, echo: bool, create: bool, ping_after_idle: float | None) -> Engine:
+def _engine(
+    parsed: URL, *, pool_size: int, echo: bool, create: bool, ping_after_idle: float | None, bounds: Bounds | None
+) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -109,6 +208,9 @@ def _engine(parsed: URL, *, pool_size: int, echo: bool, create: bool, ping_after
         engine = create_engine(parsed, echo=echo, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": "noti"}
+    if bounds is not None:
+        connect_args.update(bounds.connect_args())
     engine = create_engine(
         parsed,
         echo=echo,
@@ -116,11 +218,14 @@ def _engine(parsed: URL, *, pool_size: int, echo: bool, create: bool, ping_after
         max_overflow=pool_size,
         pool_pre_ping=ping_after_idle is None,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "application_name": "noti"},
+        pool_timeout=bounds.pool if bounds is not None else 30,
+        connect_args=connect_args,
         # jsonb gives a float such as 1e20 back as the integer 100000000000000000000, which no
         # queue message can carry: orjson reads it as the float it was sent as.
         json_deserializer=orjson.loads,
     )
+    if bounds is not None:
+        _bounded_connections(engine, bounds)
     if ping_after_idle is not None:
         _ping_when_idle(engine, ping_after_idle)
     return engine

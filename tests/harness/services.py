@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="noti-pg-"))
         self.data = self.root / "data"
         self._demote = _drop_root()
+        self.hung = False
         if self._demote is not None:
             account = pwd.getpwnam("postgres")
             os.chown(self.root, account.pw_uid, account.pw_gid)
@@ -82,6 +84,31 @@ class PostgresServer:
         self.stop(mode)
         self.start()
 
+    def _processes(self) -> list[int]:
+        """The postmaster's pid and its children's (every backend and auxiliary process)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def hang(self) -> None:
+        """SIGSTOP the whole server: connections stay open and TCP is acknowledged, but nothing answers."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+        self.hung = True
+
+    def resume(self) -> None:
+        """SIGCONT what ``hang`` stopped."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+        self.hung = False
+
     def url(self, database: str = "noti") -> str:
         return f"postgresql+psycopg://noti@127.0.0.1:{self.port}/{database}"
 
@@ -94,6 +121,8 @@ class PostgresServer:
 
     def cleanup(self) -> None:
         try:
+            if self.hung:
+                self.resume()
             self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -143,11 +172,52 @@ class RedisServer:
         self.stop(sig)
         self.start()
 
+    def hang(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def cleanup(self) -> None:
         try:
+            if self.process is not None:
+                self.process.send_signal(signal.SIGCONT)  # SIGKILL works on a stopped process, but be plain
             self.stop(signal.SIGKILL)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres() -> Iterator[tuple[PostgresServer, str]]:
+    """A PostgreSQL server of the caller's own (to stop, hang or kill) and the URL of its migrated database.
+
+    The session's server is shared by every test: an outage test must never touch it.
+    """
+    server = PostgresServer()
+    try:
+        server.init()
+        server.start()
+        url = server.create_database("noti")
+        engine = make_engine(url, pool_size=1)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield server, url
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis server of the caller's own (to stop, hang or kill)."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture(scope="session")
