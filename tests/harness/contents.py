@@ -49,6 +49,8 @@ OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
     "stale_date": epoch,
     "attributes_type": text,
     "attributes": json_objects,
+    "input_push_token": st.just(True),
+    "input_push_channel": ascii_id,
 }
 
 
