@@ -9,7 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noti.queue import StreamKeys
+from noti.queue import StreamKeys, credential_problem
+from noti.routes import Route, apple_identity
 
 
 class SenderConfig(BaseSettings):
@@ -17,7 +18,10 @@ class SenderConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NOTI_", extra="ignore", populate_by_name=True)
 
-    credential: str = Field(default="default/dev", description="namespace/name of the APNsCredential served.")
+    credential: str = Field(
+        default="default/dev",
+        description="namespace/name of the APNsCredential served: the sender reads only that credential's queues.",
+    )
     apns_team_id: str = Field(default="", description="Apple team id (token auth).")
     apns_key_id: str = Field(default="", description="Key id of the .p8 signing key (token auth).")
     apns_key_file: Path | None = Field(default=None, description="The .p8 signing key (a mounted Secret).")
@@ -70,11 +74,24 @@ class SenderConfig(BaseSettings):
 
     @property
     def queue(self) -> StreamKeys:
-        return StreamKeys(self.apns_bundle_id, self.apns_environment)  # type: ignore[arg-type]
+        return StreamKeys(self.credential)
+
+    def route(self) -> Route:
+        """The route this sender's credential claims: its identity and the Apple identity it signs as."""
+        if self.apns_cert_file is not None:
+            from noti.operator.deployment import certificate_fingerprint  # the operator's rule, for the same answer
+
+            return Route(
+                self.credential, apple_identity("", "", certificate_fingerprint(self.apns_cert_file.read_bytes()))
+            )
+        return Route(self.credential, apple_identity(self.apns_team_id, self.apns_key_id))
 
     def problems(self) -> list[str]:
         """What is missing or contradictory, as sentences for the user."""
         found = []
+        problem = credential_problem(self.credential)
+        if problem is not None:
+            found.append(f"NOTI_CREDENTIAL: {problem}")
         if not self.apns_bundle_id:
             found.append("NOTI_APNS_BUNDLE_ID (the app's bundle id) is not set")
         if self.apns_environment not in ("sandbox", "production"):

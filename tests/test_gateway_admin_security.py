@@ -15,14 +15,13 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 from starlette.datastructures import Headers
 
-from harness.gateway import APP, Keys, gateway_settings
+from harness.gateway import APP, Keys, gateway_settings, stream_of
 from noti.gateway.admin.dashboard import bars
 from noti.gateway.admin.guard import cross_origin
 from noti.gateway.admin.views import date_range, short_token
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key, revoke_api_key
 from noti.gateway.schemas import Counts
-from noti.queue import StreamKeys
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, NotificationStatus
@@ -259,7 +258,7 @@ async def test_dashboard_lists_and_resend_work_on_sqlite(
             assert "InternalServerError" in listed.text and f"{TOKEN[:8]}…{TOKEN[-4:]}" in listed.text
             resent = await http.post(f"/admin/notification/resend/{failed_id}")
             assert resent.status_code == 303
-            assert clean_redis.xlen(StreamKeys(APP, "sandbox").transactional_stream) == 1
+            assert clean_redis.xlen(stream_of(APP, "sandbox")) == 1
     finally:
         await client.aclose()
         engine.dispose()

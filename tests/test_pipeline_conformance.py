@@ -23,10 +23,10 @@ import pytest
 import redis
 from sqlalchemy import Engine, select, update
 
-from harness.gateway import APP
+from harness.gateway import APP, stream_of
 from harness.pushy import Decision, PushyServer
 from harness.sender import wait_for_final
-from noti.queue import CONSUMER_GROUP, StreamKeys
+from noti.queue import CONSUMER_GROUP
 from noti.store.models import Device, Notification
 
 STATUS_OF = {200: "sent", 400: "invalid_token", 410: "invalid_token"}  # what Pushy answers these tokens
@@ -128,5 +128,5 @@ async def test_every_record_ends_as_pushy_decided_once_and_only_dead_devices_are
     shown = await client.get(f"/api/notifications/{some.id}/")
     assert shown.json()["apns_unique_id"] == some.apns_unique_id
 
-    stream = StreamKeys(APP, "sandbox").transactional_stream
+    stream = stream_of(APP, "sandbox")
     assert clean_redis.xpending(stream, CONSUMER_GROUP)["pending"] == 0
