@@ -142,9 +142,9 @@ def test_a_bulk_plan_lists_misses_and_inactive_devices_and_derives_idempotent_id
 def test_a_bulk_send_reaching_an_app_no_credential_serves_is_refused_whole() -> None:
     found = [device(1, T1), device(2, T2, app="com.nope")]
     bulk = BulkSend([T1, T2], None, None, "sandbox", {"push_type": "alert", "title": "Sale"})
-    with pytest.raises(ApiError, match="no credential serves app com.nope in environment sandbox"):
+    with pytest.raises(ApiError, match=r"no credential serves app com\.nope in environment sandbox"):
         plan_bulk(bulk, found, NOW, ROUTES)
-    with pytest.raises(ApiError, match="no credential serves app com.nope in environment sandbox"):
+    with pytest.raises(ApiError, match=r"no credential serves app com\.nope in environment sandbox"):
         plan_bulk(BulkSend(["ff" * 32], None, "com.nope", "sandbox", {"push_type": "alert"}), [], NOW, ROUTES)
 
 

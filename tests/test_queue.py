@@ -59,7 +59,7 @@ def test_two_credentials_of_one_app_never_share_a_key() -> None:
 
 @pytest.mark.parametrize("identity", ["com.example.app", "Team-A/app", "team-a/", "/app", "a/b/c", "team-a/ap{p}"])
 def test_a_credential_is_a_kubernetes_namespace_and_name(identity: str) -> None:
-    with pytest.raises(ValueError, match="namespace/name|Kubernetes"):
+    with pytest.raises(ValueError, match=r"namespace/name|Kubernetes"):
         StreamKeys(identity)
 
 
