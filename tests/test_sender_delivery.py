@@ -218,7 +218,7 @@ async def test_campaign_counters_follow_outcomes(
     spec = CampaignSpec.from_manifest(manifest)
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
-    await fan_out(engine, aredis, stream_keys_of(apns_simulator), spec)
+    await fan_out(engine, aredis, stream_keys_of(apns_simulator), spec, app=apns_simulator.bundle_id)
     await _run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
     await aredis.aclose()
     engine.dispose()
@@ -249,7 +249,13 @@ async def test_campaign_rate_limit_holds_when_the_sender_is_otherwise_idle(
     }  # fmt: skip
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
-    await fan_out(engine, aredis, stream_keys_of(apns_simulator), CampaignSpec.from_manifest(manifest))
+    await fan_out(
+        engine,
+        aredis,
+        stream_keys_of(apns_simulator),
+        CampaignSpec.from_manifest(manifest),
+        app=apns_simulator.bundle_id,
+    )
     await aredis.aclose()
     engine.dispose()
     started = time.monotonic()
