@@ -23,7 +23,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select, update
 
-from harness.gateway import APP, stream_of
+from harness.gateway import APP, credential_of, stream_of
 from harness.pushy import Decision, PushyServer
 from harness.sender import wait_for_final
 from noti.queue import CONSUMER_GROUP
@@ -46,7 +46,7 @@ def sender_log(
     with log_path.open("wb") as output:
         # Away from the repository root, whose operator/ folder would shadow the standard library.
         process = subprocess.Popen(
-            [sys.executable, "-m", "noti.cli", "sender", "--credential", "default/pushy"],
+            [sys.executable, "-m", "noti.cli", "sender", "--credential", credential_of(APP)],
             env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
