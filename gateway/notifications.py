@@ -45,7 +45,11 @@ from noti.store.models import Notification, NotificationStatus
 
 router = SlashRouter(tags=["notifications"], responses=AUTH_RESPONSES)
 _INVALID: dict[int | str, dict[str, Any]] = {
-    422: {"model": Error, "description": "Invalid input, an oversize payload, or a device that cannot be sent to"}
+    422: {
+        "model": Error,
+        "description": "Invalid input, an oversize payload, a device that cannot be sent to, or an app no credential "
+        "serves in that environment (nothing is written)",
+    }
 }
 IdempotencyKey = Annotated[
     str | None,
