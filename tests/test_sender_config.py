@@ -28,3 +28,6 @@ def test_problems_name_every_missing_or_contradictory_setting(monkeypatch: pytes
     assert complete.problems() == []
     by_certificate = SenderConfig(apns_bundle_id="com.x", apns_cert_file="/c.p12")
     assert by_certificate.problems() == []
+    assert (
+        "NOTI_CREDENTIAL: a credential is namespace/name, such as noti/dev" in SenderConfig(credential="dev").problems()
+    )
