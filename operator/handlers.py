@@ -375,6 +375,7 @@ class Operator:
                     start_at=campaign.start_at, suspend=campaign.suspend, started=bool(started_at),
                     fanned_out=fanned_out, progress=progress if fanned_out else None, now=datetime.now(UTC),
                     interval=self.settings.operator_interval_seconds, phase=written.get("phase"),
+                    conflict=bundle_conflict(credential),
                 )  # fmt: skip
                 if progress is not None:
                     state.update(counts(progress))
@@ -450,6 +451,15 @@ class Operator:
                 waiting = moved_condition["type"] == "CredentialFound" and moved_condition["status"] == "False"
                 self._event(body, moved_condition, warning=waiting)
         written.update(difference)
+
+
+def bundle_conflict(credential: Mapping[str, Any] | None) -> str | None:
+    """Why a credential may not send for its app (another credential serves it), from its status; or None."""
+    conditions = ((credential or {}).get("status") or {}).get("conditions") or []
+    routed = next((c for c in conditions if c.get("type") == "Routed"), None)
+    if routed is not None and routed.get("reason") == "BundleConflict":
+        return str(routed.get("message") or "another credential serves its app")
+    return None
 
 
 def notification_problem(content: Mapping[str, Any]) -> str | None:

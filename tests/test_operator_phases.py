@@ -44,6 +44,13 @@ def condition(result: Step, type_: str) -> tuple[bool, str] | None:
     return (found.status, found.reason) if found else None
 
 
+def test_a_campaign_whose_credential_another_credential_outranks_waits_saying_so() -> None:
+    waiting = decide(conflict="APNsCredential team-a/shop already serves com.example.app in sandbox")
+    assert (waiting.phase, waiting.reason, waiting.action, waiting.warning) == ("Pending", "BundleConflict",
+                                                                               Action.WAIT, True)  # fmt: skip
+    assert "team-a/shop" in waiting.message and condition(waiting, "CredentialFound") == (False, "BundleConflict")
+
+
 def test_a_campaign_waits_for_its_credential_then_its_start_then_fans_out() -> None:
     assert step(credential_found=False) == ("Pending", "CredentialNotFound", Action.WAIT, 5.0)
     assert condition(decide(credential_found=False), "CredentialFound") == (False, "CredentialNotFound")

@@ -674,41 +674,52 @@ def test_two_tenants_claiming_one_bundle_id_never_share_a_queue_or_a_key(
             == f"{team_a}/shop {apns_simulator.team_id}.{apns_simulator.key_id}".encode()
         )
 
-        # Each tenant's campaign goes to its own credential's queue; each sender reads only its own.
+        # Each tenant's campaign is its own credential's: team-a's is queued on team-a's queue; team-b's waits,
+        # saying why, while team-b's credential is in conflict.
         for ns in (team_a, team_b):
             apply_campaign(noti_crds, ns, "sale", ratePerSecond=0)
             eventually(lambda ns=ns: _deployment(k8s.AppsV1Api(api), ns), f"{ns}'s sender Deployment", running)
-        for ns in (team_a, team_b):
-            eventually(lambda ns=ns: clean_redis.xlen(StreamKeys(f"{ns}/shop").campaign_stream(f"{ns}/sale")) == 10,
-                       f"{ns}'s campaign queued on {ns}'s queue", running)  # fmt: skip
+        queue_a, queue_b = StreamKeys(f"{team_a}/shop"), StreamKeys(f"{team_b}/shop")
+        eventually(lambda: clean_redis.xlen(queue_a.campaign_stream(f"{team_a}/sale")) == 10,
+                   "team-a's campaign queued on team-a's queue", running)  # fmt: skip
+        waiting = eventually(
+            lambda: custom_if(api, team_b, "notificationcampaigns", "sale",
+                              lambda c: condition(c, "CredentialFound").get("reason") == "BundleConflict"),
+            "team-b's campaign waits for its credential", running,
+        )  # fmt: skip
+        assert waiting["status"]["phase"] == "Pending" and f"{team_a}/shop" in waiting["status"]["message"]
+        assert clean_redis.xlen(queue_b.campaign_stream(f"{team_b}/sale")) == 0
         assert noti_crds.process_env("shop-sender", team_b)["NOTI_CREDENTIAL"] == f"{team_b}/shop"
         senders.append(start_sender(noti_crds, team_a, apns_simulator, tmp_path / "a"))
         senders.append(start_sender(noti_crds, team_b, apns_simulator, tmp_path / "b", key_file=made_up))
         noti_crds.kubectl("wait", "-n", team_a, "--for=condition=Complete", "notificationcampaign/sale",
                           "--timeout=90s", timeout=100)  # fmt: skip
-        # team-b's sender signed with its own key (APNs refused it, in team-b's status only) ...
-        refused = eventually(
-            lambda: custom_if(api, team_b, "apnscredentials", "shop",
-                              lambda c: condition(c, "Accepted").get("status") == "False"),
-            "team-b's own key refused", running,
-        )  # fmt: skip
-        assert condition(refused, "Accepted")["reason"] == "InvalidProviderToken"
-        assert condition(custom(api, team_a, "apnscredentials", "shop"), "Accepted")["status"] == "True"
-        with clean_db.connect() as connection:
-            rows = connection.execute(select(Notification.campaign, Notification.status, Notification.credential)).all()
-        # ... and nothing of one tenant was sent by the other's sender: team-a's all sent with team-a's key,
-        # team-b's none (no sender holding a key APNs takes ever read them).
-        sent = sorted((r.campaign, r.status, r.credential) for r in rows if r.status == "sent")
-        assert sent == [(f"{team_a}/sale", "sent", f"{team_a}/shop")] * len(tokens)
-        assert {r.credential for r in rows if r.campaign == f"{team_b}/sale"} == {f"{team_b}/shop"}
 
-        # team-a goes: its route is released and team-b takes it over at its next reconcile.
+        # team-a goes: its route is released, team-b takes it over at its next reconcile, and its campaign
+        # goes to team-b's queue, read by team-b's sender, signed with team-b's key (which APNs refuses).
         noti_crds.kubectl("delete", "-n", team_a, "apnscredentials", "shop", "--timeout=30s")
         eventually(lambda: condition(custom(api, team_b, "apnscredentials", "shop"), "Routed").get("reason")
                    == "RouteHeld", "team-b takes the route over", running)  # fmt: skip
         assert (
             clean_redis.hget(ROUTES, f"sandbox:{app}") == f"{team_b}/shop {apns_simulator.team_id}.MADEUPKEY1".encode()
         )
+        refused = eventually(
+            lambda: custom_if(api, team_b, "apnscredentials", "shop",
+                              lambda c: condition(c, "Accepted").get("status") == "False"),
+            "team-b's own key refused", running, timeout=90,
+        )  # fmt: skip
+        assert condition(refused, "Accepted")["reason"] == "InvalidProviderToken"
+        with clean_db.connect() as connection:
+            rows = connection.execute(select(Notification.campaign, Notification.status, Notification.credential)).all()
+        # Nothing of one tenant was sent by the other's sender: team-a's all sent by team-a's (the only key
+        # APNs takes), team-b's queued for team-b's credential and none sent.
+        assert sorted((r.campaign, r.status, r.credential) for r in rows if r.status == "sent") == [
+            (f"{team_a}/sale", "sent", f"{team_a}/shop")
+        ] * len(tokens)
+        assert {(r.credential, r.status == "sent") for r in rows if r.campaign == f"{team_b}/sale"} == {
+            (f"{team_b}/shop", False)
+        }
+        assert len([r for r in rows if r.campaign == f"{team_b}/sale"]) == len(tokens)
     finally:
         for sender in senders:
             stop_sender(sender)
