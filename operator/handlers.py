@@ -52,7 +52,7 @@ from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
 from noti.queue import StreamKeys, campaign_settings
-from noti.routes import Route, apple_identity, route_field
+from noti.routes import Claimed, Route, apple_identity, route_field
 from noti.settings import Settings
 from noti.store.db import make_engine
 
@@ -155,7 +155,11 @@ class Operator:
         kopf.timer(GROUP, VERSION, CREDENTIALS, interval=interval, initial_delay=interval, registry=registry)(
             self.reconcile_credential
         )
-        kopf.on.delete(GROUP, VERSION, CREDENTIALS, registry=registry, backoff=retry)(self.delete_credential)
+        # Optional: a delete the operator missed (its finalizer dropped by hand) leaves the route to a credential
+        # that is gone, which the next claimer of the app finds out and takes it over (_claim_route).
+        kopf.on.delete(GROUP, VERSION, CREDENTIALS, registry=registry, backoff=retry, optional=True)(
+            self.delete_credential
+        )
         # A finished campaign's daemon is told to stop (its filter no longer matches) and returns at once;
         # the backoff lets it, instead of kopf cancelling it mid-patch with a warning.
         kopf.daemon(
@@ -245,7 +249,20 @@ class Operator:
             await routes.release(self.redis, app, environment, credential)
         identity = apple_identity(typed.team_id, typed.key_id, fingerprint if typed.certificate is not None else None)
         claim = await routes.claim(self.redis, typed.bundle_id, typed.environment, Route(credential, identity))
+        if claim.outcome is Claimed.CONFLICT and await self._gone(claim.holder.credential):
+            log.info("%s serves %s in %s no more (deleted): %s takes it", claim.holder.credential, typed.bundle_id,
+                     typed.environment, credential)  # fmt: skip
+            await routes.release(self.redis, typed.bundle_id, typed.environment, claim.holder.credential)
+            claim = await routes.claim(self.redis, typed.bundle_id, typed.environment, Route(credential, identity))
         return route_condition(claim, typed.bundle_id, typed.environment), route
+
+    async def _gone(self, credential: str) -> bool:
+        """Whether the APNsCredential ``namespace/name`` surely no longer exists (a read that fails: it may)."""
+        namespace, name = credential.split("/")
+        try:
+            return await asyncio.to_thread(self._credential, namespace, name) is None
+        except ApiException:
+            return False
 
     async def delete_credential(self, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
         """A deleted credential lets go of its route (only if it still holds it): a credential waiting for the
