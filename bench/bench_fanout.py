@@ -45,7 +45,7 @@ async def _usual(engine: Engine, redis: aioredis.Redis, credential: StreamKeys, 
         with engine.begin() as connection:
             devices = connection.execute(
                 select(Device.id, Device.device_token)
-                .where(Device.app == credential.app, Device.is_active.is_(True), Device.id > after)
+                .where(Device.app == APP, Device.is_active.is_(True), Device.id > after)
                 .order_by(Device.id)
                 .limit(CHUNK)
             ).all()
@@ -73,14 +73,14 @@ async def _usual(engine: Engine, redis: aioredis.Redis, credential: StreamKeys, 
 async def _run(label: str, database_url: str, redis_url: str, devices: int, usual: bool) -> float:
     engine = make_engine(database_url, pool_size=2)
     redis = aioredis.Redis.from_url(redis_url)
-    credential = StreamKeys(APP, "production")
+    credential = StreamKeys("default/bench")
     spec = _spec("usual" if usual else "ours")
     try:
         started = time.perf_counter()
         if usual:
             count = await _usual(engine, redis, credential, spec)
         else:
-            count = (await fan_out(engine, redis, credential, spec, chunk_size=CHUNK)).written
+            count = (await fan_out(engine, redis, credential, spec, app=APP, chunk_size=CHUNK)).written
         rate = count / (time.perf_counter() - started)
         assert count == devices and await redis.xlen(credential.campaign_stream(spec.name)) == devices
         print(f"  {label:<42} {rate:>10,.0f} notifications/s")

@@ -14,6 +14,7 @@ Usage: python bench/bench_gateway.py [--seconds 10] [--connections 16] [--bulk-r
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -29,9 +30,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+import redis.asyncio as aioredis
 from _services import ROOT, PostgresServer, RedisServer
 from sqlalchemy import func, insert, select, text
 
+from noti import routes
 from noti.gateway.auth import Scope, create_api_key
 from noti.store import migrate
 from noti.store.db import make_engine
@@ -245,6 +248,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def _serve_app(redis_url: str) -> None:
+    """The route of APP, as the operator publishes it: without one the gateway refuses every send."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await routes.claim(client, APP, "production", routes.Route("default/bench", "BENCHTEAM1.BENCHKEY01"))
+    finally:
+        await client.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="Duration of each single-send run")
@@ -268,6 +280,7 @@ def main() -> None:
         engine = make_engine(database_url, pool_size=2)
         migrate.upgrade(engine)
         key = create_api_key(engine, "bench", [Scope.SEND, Scope.READ])
+        asyncio.run(_serve_app(redis_server.url))
         with engine.begin() as connection:
             connection.execute(insert(Device), [{"app": APP, "device_token": f"{n:064x}"} for n in range(BULK_SIZE)])
         print(f"gateway: 1 uvicorn worker, PostgreSQL (fsync on) + Redis on loopback, {os.cpu_count()} cores shared")

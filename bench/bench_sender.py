@@ -79,7 +79,15 @@ def main() -> None:
         # Away from the repository root, whose operator/ folder would shadow the standard library.
         profile = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []
         sender = subprocess.Popen(
-            [sys.executable, *profile, "-m", "noti.cli", "sender", "--credential", "default/bench"],
+            [
+                sys.executable,
+                *profile,
+                "-m",
+                "noti.cli",
+                "sender",
+                "--credential",
+                simulator.sender_env()["NOTI_CREDENTIAL"],
+            ],
             env=env,
             cwd=workdir,
         )

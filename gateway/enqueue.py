@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -24,6 +24,7 @@ from noti.gateway.errors import ApiError
 from noti.gateway.sends import Accepted, BulkResult, BulkSend, Send, StreamEntries, Written
 from noti.gateway.writes import write_bulk, write_sends
 from noti.queue import XADD_MANY, pack_entries
+from noti.routes import Route, RouteTable
 from noti.store import records
 from noti.store.models import NotificationStatus
 from noti.store.records import RecordUpdate
@@ -56,9 +57,11 @@ class Enqueuer:
         batching: bool = True,
         batch_max: int = 500,
         on_queued: Callable[[int], None] | None = None,
+        routes: RouteTable | None = None,
     ) -> None:
         self.engine = engine
         self.redis = redis
+        self.routes = routes if routes is not None else RouteTable(redis)
         self.batching = batching
         self.on_queued = on_queued
         self._batcher: Batcher[Send, Accepted] = Batcher(
@@ -85,9 +88,11 @@ class Enqueuer:
     async def send_bulk(self, bulk: BulkSend) -> BulkResult:
         """Write every record in one batch and queue them in one pipeline."""
 
+        routes = await self.routes.current()
+
         def write() -> tuple[BulkResult, list[StreamEntries]]:
             with self.engine.begin() as connection:
-                return write_bulk(connection, bulk)
+                return write_bulk(connection, bulk, routes)
 
         result, entries = await asyncio.to_thread(write)
         refused = await self._queue(entries)
@@ -101,7 +106,8 @@ class Enqueuer:
         await self._queue(entries)
 
     async def _write_and_queue(self, sends: list[Send]) -> list[Accepted | Exception]:
-        written = await asyncio.to_thread(self._write_batch, sends)
+        routes = await self.routes.current()
+        written = await asyncio.to_thread(self._write_batch, sends, routes)
         refused = await self._queue(written.entries)
         if not refused:
             return written.answers
@@ -111,9 +117,9 @@ class Enqueuer:
         return [by_id.get(str(answer.id), answer) if isinstance(answer, Accepted) else answer
                 for answer in written.answers]  # fmt: skip
 
-    def _write_batch(self, sends: list[Send]) -> Written:
+    def _write_batch(self, sends: list[Send], routes: Mapping[str, Route]) -> Written:
         try:
-            return self._write_in_transaction(sends)
+            return self._write_in_transaction(sends, routes)
         except Exception as exc:
             if len(sends) == 1 or _store_unavailable(exc):
                 raise
@@ -121,7 +127,7 @@ class Enqueuer:
         alone = Written(answers=[])
         for send in sends:
             try:
-                written = self._write_in_transaction([send])
+                written = self._write_in_transaction([send], routes)
             except Exception as exc:  # the others still go: those written before must be queued
                 alone.answers.append(exc)
             else:
@@ -129,9 +135,9 @@ class Enqueuer:
                 alone.entries.extend(written.entries)
         return alone
 
-    def _write_in_transaction(self, sends: Sequence[Send]) -> Written:
+    def _write_in_transaction(self, sends: Sequence[Send], routes: Mapping[str, Route]) -> Written:
         with self.engine.begin() as connection:
-            return write_sends(connection, sends)
+            return write_sends(connection, sends, routes)
 
     async def _queue(self, entries: list[StreamEntries]) -> dict[str, ApiError]:
         """Add the entries to their streams; the streams Redis refused (each one's error), none when all went in.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from noti.apns.payload import InvalidNotification, NotificationContent, PayloadTooLarge, build_payload
+from noti.bundle_id import bundle_id_problem
 from noti.gateway.auth import Scope
 from noti.gateway.context import gateway, require
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
@@ -39,9 +40,10 @@ from noti.gateway.schemas import (
     json_problem,
     normalize_token,
 )
-from noti.gateway.sends import StreamEntries, stream_for
+from noti.gateway.sends import StreamEntries, route_of, stream_for
 from noti.live_activities import Targets, record_rows, targets_problem, token_query
 from noti.queue import QueuedNotification
+from noti.routes import Route
 from noti.store import records
 from noti.store.models import utcnow
 
@@ -159,7 +161,11 @@ def checked(body: LiveActivityIn) -> dict[str, Any]:
 
 
 def write_live_activity(
-    connection: Connection, targets: Targets, content: dict[str, Any], environment: Literal["sandbox", "production"]
+    connection: Connection,
+    targets: Targets,
+    content: dict[str, Any],
+    environment: Literal["sandbox", "production"],
+    routes: Mapping[str, Route],
 ) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
     """Write a record per token ``targets`` reach; the records and their stream entries. Call in a transaction."""
     found = connection.execute(token_query(targets, connection.dialect.name).limit(BULK_MAX + 1)).all()
@@ -168,23 +174,33 @@ def write_live_activity(
     if not found:
         what = "push-to-start token of this attributes type" if targets.event == "start" else "update token"
         raise ApiError(404, f"no active {what} matches; register tokens with POST /api/devices/<token>/tokens/")
-    return write_to_tokens(connection, found, content, environment)
+    return write_to_tokens(connection, found, content, environment, routes)
 
 
 def write_to_tokens(
-    connection: Connection, found: Sequence[Any], content: dict[str, Any], environment: Literal["sandbox", "production"]
+    connection: Connection,
+    found: Sequence[Any],
+    content: dict[str, Any],
+    environment: Literal["sandbox", "production"],
+    routes: Mapping[str, Route],
 ) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
-    """Write a record of ``content`` per token ``found`` (rows of ``token_query``'s shape); the records and their
-    stream entries, per (app, environment) stream. Call in a transaction."""
-    rows = record_rows(found, content, [new_id() for _ in found], utcnow())
+    """Write a record of ``content`` per token ``found`` (rows of ``token_query``'s shape), each for the
+    credential serving its app; the records and their stream entries, per credential's stream. Raises the
+    422 naming app and environment, with nothing written, when no credential serves one of the apps.
+    Call in a transaction."""
+    credentials: dict[str, str] = {}
+    for app in dict.fromkeys(row.app for row in found):
+        if bundle_id_problem(app) is not None:  # a device registered before bundle ids were checked
+            raise invalid("body.app", f"the device's app {app!r} is not a bundle id; register it again")
+        route = route_of(routes, app, environment)
+        if isinstance(route, ApiError):
+            raise route
+        credentials[app] = route.credential
+    rows = record_rows(found, content, [new_id() for _ in found], utcnow(), credentials=credentials)
     records.insert_notifications(connection, rows)
     by_stream: dict[str, StreamEntries] = defaultdict(lambda: StreamEntries("", [], []))
     for row in rows:
-        try:
-            stream = stream_for(row["app"], environment)
-        except ValueError:  # a device registered before bundle ids were checked
-            problem = f"the device's app {row['app']!r} is not a bundle id; register it again"
-            raise invalid("body.app", problem) from None
+        stream = stream_for(row["credential"])
         queued = by_stream[stream]
         queued.stream = stream
         queued.ids.append(row["id"])
@@ -210,9 +226,11 @@ async def send_live_activity(
     content = checked(body)
     environment = body.environment or default_environment(state.settings)
 
+    routes = await state.enqueuer.routes.current()
+
     def write() -> tuple[list[dict[str, Any]], list[StreamEntries]]:
         with state.engine.begin() as connection:
-            return write_live_activity(connection, body.targets(), content, environment)
+            return write_live_activity(connection, body.targets(), content, environment, routes)
 
     rows, entries = await run_in_threadpool(write)
     await state.enqueuer.queue(entries)

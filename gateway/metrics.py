@@ -17,7 +17,7 @@ QUEUE_DEPTH = "noti_gateway_queue_depth"
 NOTIFICATIONS_QUEUED = "noti_gateway_notifications_queued_total"
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# Transactional streams are named noti:{<environment>:<app>}:tx (see noti.queue.StreamKeys).
+# Transactional streams are named noti:{<namespace>/<name>}:tx, one per credential (see noti.queue.StreamKeys).
 _TX_STREAMS = "noti:{*}:tx"
 CAMPAIGN_STREAMS = "noti:{*}:campaign:*"
 

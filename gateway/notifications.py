@@ -45,7 +45,11 @@ from noti.store.models import Notification, NotificationStatus
 
 router = SlashRouter(tags=["notifications"], responses=AUTH_RESPONSES)
 _INVALID: dict[int | str, dict[str, Any]] = {
-    422: {"model": Error, "description": "Invalid input, an oversize payload, or a device that cannot be sent to"}
+    422: {
+        "model": Error,
+        "description": "Invalid input, an oversize payload, a device that cannot be sent to, or an app no credential "
+        "serves in that environment (nothing is written)",
+    }
 }
 IdempotencyKey = Annotated[
     str | None,
@@ -100,7 +104,7 @@ async def send_notification(
         send = replace(send, idempotency_key=f"{principal.prefix}:{idempotency_key}", fingerprint=asked)
     accepted = await gateway(request).enqueuer.send(send)
     # The hot path: written directly (the shape is NotificationAccepted) rather than re-validated.
-    answer = orjson.dumps({"id": str(accepted.id), "status": accepted.status.value})
+    answer = orjson.dumps({"id": str(accepted.id), "status": accepted.status.value, "credential": accepted.credential})
     if accepted.replayed:
         return Response(answer, 200, {"Idempotent-Replayed": "true"}, media_type="application/json")
     return Response(answer, 202, media_type="application/json")
@@ -140,7 +144,9 @@ async def send_bulk(
     # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
     answer = {
         "count": len(result.accepted),
-        "notifications": [{"id": id, "device_token": token} for id, token in result.accepted],
+        "notifications": [
+            {"id": id, "device_token": token, "credential": credential} for id, token, credential in result.accepted
+        ],
         "not_found": result.not_found,
         "inactive": result.inactive,
     }

@@ -379,11 +379,17 @@ class BulkIn(Content):
 class NotificationAccepted(BaseModel):
     id: uuid.UUID
     status: NotificationStatus
+    credential: str | None = Field(
+        default=None, description="namespace/name of the APNsCredential whose senders deliver it (see routing)"
+    )
 
 
 class BulkItem(BaseModel):
     id: uuid.UUID
     device_token: str
+    credential: str | None = Field(
+        default=None, description="namespace/name of the APNsCredential whose senders deliver it (see routing)"
+    )
 
 
 class BulkAccepted(BaseModel):
@@ -401,6 +407,9 @@ class NotificationOut(BaseModel):
     device_token: str
     app: str
     campaign: str | None
+    credential: str | None = Field(
+        default=None, description="namespace/name of the APNsCredential whose senders deliver it (see routing)"
+    )
     title: str | None
     subtitle: str | None
     body: str | None

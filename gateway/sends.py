@@ -4,6 +4,9 @@ Planning decides, from what the store already holds (claimed idempotency keys, r
 with the same id, the devices found), which records to insert, which stream entries to
 add and what each request is answered. It does no I/O: ``noti.gateway.writes`` reads
 and writes the store around it.
+
+Each send goes to the one credential whose route serves its app and environment
+(``noti.routes``); a send no credential serves is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import orjson
 from noti.gateway.errors import ApiError, invalid
 from noti.gateway.ids import idempotent_id, random_id_strings
 from noti.queue import Environment, QueuedNotification, StreamKeys
+from noti.routes import Route, route_field, unserved
 from noti.store.content import record_columns
 from noti.store.models import NotificationStatus
 
@@ -64,11 +68,20 @@ class Accepted:
     id: uuid.UUID
     status: NotificationStatus
     replayed: bool = False  # an Idempotency-Key seen before: nothing new was queued
+    credential: str | None = None  # namespace/name of the APNsCredential it was queued for
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A record the store already holds: its status and the credential it was queued for."""
+
+    status: NotificationStatus
+    credential: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BulkResult:
-    accepted: list[tuple[str, str]]  # (record id, device token)
+    accepted: list[tuple[str, str, str]]  # (record id, device token, credential)
     not_found: list[str]
     inactive: list[str]
 
@@ -91,20 +104,33 @@ class Written:
 
 
 @functools.lru_cache(maxsize=1024)
-def stream_for(app: str, environment: Environment) -> str:
-    """The transactional stream of (app, environment); ValueError when ``app`` is no bundle id."""
-    return StreamKeys(app, environment).transactional_stream
+def stream_for(credential: str) -> str:
+    """The transactional stream of a credential (``namespace/name``)."""
+    return StreamKeys(credential).transactional_stream
+
+
+def route_of(routes: Mapping[str, Route], app: str, environment: Environment) -> Route | ApiError:
+    """The route serving ``app`` in ``environment``, or the 422 telling that none does."""
+    try:
+        route = routes.get(route_field(app, environment))
+    except ValueError:  # a device registered before bundle ids were checked
+        return invalid("body.app", f"the device's app {app!r} is not a bundle id; register it again")
+    if route is None:
+        return invalid("body.app", unserved(app, environment))
+    return route
 
 
 def _record(
-    id: uuid.UUID | str, token: str, app: str, device_id: int | None, content: Mapping[str, Any], now: datetime
-) -> dict[str, Any]:
+    id: uuid.UUID | str, token: str, app: str, device_id: int | None, content: Mapping[str, Any], now: datetime,
+    credential: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     # Every content column, set or not: the records of a batch are inserted by one statement.
     return {
         "id": id,
         "device_id": device_id,
         "device_token": token,
         "app": app,
+        "credential": credential,
         "status": NotificationStatus.QUEUED,
         "queued_at": now,
         **record_columns(content),
@@ -161,12 +187,13 @@ class SendPlan:
 def plan_sends(
     sends: Sequence[Send],
     reused: Sequence[bool],
-    known: Mapping[uuid.UUID, NotificationStatus],
+    known: Mapping[uuid.UUID, Known],
     devices: Mapping[str, Sequence[Any]],
     now: datetime,
+    routes: Mapping[str, Route],
 ) -> SendPlan:
-    """What to insert for ``sends``, given what the store holds: ``known`` records with their ids and
-    the ``devices`` with their tokens."""
+    """What to insert for ``sends``, given what the store holds (``known`` records with their ids and
+    the ``devices`` with their tokens) and the ``routes`` serving apps."""
     plan = SendPlan(answers=[], rows={})
     for send, refused in zip(sends, reused, strict=True):
         if refused:
@@ -176,26 +203,26 @@ def plan_sends(
             plan.answers.append(None)
             continue
         if send.id in plan.rows:  # the same idempotent request twice in this batch: the first one queues
-            plan.answers.append(Accepted(send.id, NotificationStatus.QUEUED, replayed=True))
+            credential = plan.rows[send.id][0]["credential"]
+            plan.answers.append(Accepted(send.id, NotificationStatus.QUEUED, replayed=True, credential=credential))
             continue
         target = resolve(send, devices.get(send.device_token, ()))
         if isinstance(target, ApiError):
             plan.answers.append(target)
             continue
         app, device_id = target
-        try:
-            stream_for(app, send.environment)
-        except ValueError:  # a device registered before bundle ids were checked
-            plan.answers.append(invalid("body.app", f"the device's app {app!r} is not a bundle id; register it again"))
+        route = route_of(routes, app, send.environment)
+        if isinstance(route, ApiError):
+            plan.answers.append(route)
             continue
-        row = _record(send.id, send.device_token, app, device_id, send.content, now)
+        row = _record(send.id, send.device_token, app, device_id, send.content, now, route.credential)
         plan.rows[send.id] = ({**row, "idempotency_key": send.idempotency_key}, send)
         plan.answers.append(None)
     return plan
 
 
 def settle_sends(
-    sends: Sequence[Send], plan: SendPlan, written: set[uuid.UUID], known: Mapping[uuid.UUID, NotificationStatus]
+    sends: Sequence[Send], plan: SendPlan, written: set[uuid.UUID], known: Mapping[uuid.UUID, Known]
 ) -> Written:
     """Each send's answer once the insert wrote ``written`` (``known``: records stored before, or by a
     concurrent request that won), and the stream entries of what was written."""
@@ -204,13 +231,14 @@ def settle_sends(
         if answer is not None:
             answers.append(answer)
         elif send.id in written:
-            answers.append(Accepted(send.id, NotificationStatus.QUEUED))
+            answers.append(Accepted(send.id, NotificationStatus.QUEUED, credential=plan.rows[send.id][0]["credential"]))
         else:
-            answers.append(Accepted(send.id, known.get(send.id, NotificationStatus.QUEUED), replayed=True))
+            stored = known.get(send.id, Known(NotificationStatus.QUEUED))
+            answers.append(Accepted(send.id, stored.status, replayed=True, credential=stored.credential))
     by_stream: dict[str, StreamEntries] = {}
     for id in written:
         row, send = plan.rows[id]
-        stream = stream_for(row["app"], send.environment)
+        stream = stream_for(row["credential"])
         queued = by_stream.get(stream) or by_stream.setdefault(stream, StreamEntries(stream, [], []))
         queued.ids.append(id)
         message = QueuedNotification(id, row["device_token"], row["app"], send.content, device_id=row["device_id"])
@@ -225,7 +253,7 @@ def settle_sends(
 class BulkPlan:
     """The records of a bulk send: per device what differs, once what they share."""
 
-    rows: list[dict[str, Any]]  # id, device_id, device_token, app
+    rows: list[dict[str, Any]]  # id, device_id, device_token, app, credential
     shared: dict[str, Any]  # status, queued_at and the content columns
     not_found: list[str]
     inactive: list[str]
@@ -236,23 +264,37 @@ def plan_bulk(
     bulk: BulkSend,
     found: Sequence[Any],
     now: datetime,
+    routes: Mapping[str, Route],
     new_ids: Callable[[int], list[str]] = random_id_strings,
 ) -> BulkPlan:
-    """The records for the devices ``found`` (with ``external_id``, their owner's, when the audience is owners)."""
+    """The records for the devices ``found`` (with ``external_id``, their owner's, when the audience is owners),
+    each for the credential serving its app; raises the 422 when no credential serves one of the apps."""
     wanted = list(dict.fromkeys(bulk.tokens if bulk.tokens is not None else bulk.owners or ()))
     reached = {row.device_token if bulk.tokens is not None else row.external_id for row in found}
     active = [device for device in found if device.is_active]
+    credentials: dict[str, str] = {}
+    for app in dict.fromkeys([*([bulk.app] if bulk.app is not None else []), *(d.app for d in active)]):
+        route = route_of(routes, app, bulk.environment)
+        if isinstance(route, ApiError):  # nothing is written: the whole request is refused
+            raise route
+        credentials[app] = route.credential
     ids: list[uuid.UUID | str]
     if bulk.idempotency_key is not None:
         ids = [idempotent_id(bulk.idempotency_key, "bulk", f"{d.app}/{d.device_token}") for d in active]
     else:
         ids = list(new_ids(len(active)))
     shared = _record("", "", "", None, bulk.content, now)
-    for name in ("id", "device_id", "device_token", "app"):
+    for name in ("id", "device_id", "device_token", "app", "credential"):
         del shared[name]
     return BulkPlan(
         rows=[
-            {"id": id, "device_id": d.id, "device_token": d.device_token, "app": d.app}
+            {
+                "id": id,
+                "device_id": d.id,
+                "device_token": d.device_token,
+                "app": d.app,
+                "credential": credentials[d.app],
+            }
             for id, d in zip(ids, active, strict=True)
         ],
         shared=shared,
@@ -263,13 +305,14 @@ def plan_bulk(
 
 
 def bulk_entries(bulk: BulkSend, rows: Sequence[Mapping[str, Any]]) -> list[StreamEntries]:
-    """The stream entries of a bulk send's written ``rows``: one batch per app, the content encoded once."""
-    by_app: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    """The stream entries of a bulk send's written ``rows``: one batch per app (and its credential), the
+    content encoded once."""
+    by_app: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
-        by_app[row["app"]].append(row)
+        by_app[row["app"], row["credential"]].append(row)
     return [
         StreamEntries(
-            stream_for(app, bulk.environment),
+            stream_for(credential),
             [row["id"] for row in app_rows],
             QueuedNotification.encode_many(
                 [row["id"] for row in app_rows],
@@ -279,5 +322,5 @@ def bulk_entries(bulk: BulkSend, rows: Sequence[Mapping[str, Any]]) -> list[Stre
                 content=bulk.content,
             ),
         )
-        for app, app_rows in by_app.items()
+        for (app, credential), app_rows in by_app.items()
     ]

@@ -177,6 +177,8 @@ async def send_voip(
     content = checked_content(body.model_copy(update={"push_type": "voip"}))
     where = environment or default_environment(state.settings)
 
+    routes = await state.enqueuer.routes.current()
+
     def write() -> tuple[list[dict[str, Any]], list[StreamEntries]]:
         with Session(state.engine) as session, session.begin():
             device, _owner = find_device(session, token, app)
@@ -188,7 +190,7 @@ async def send_voip(
             ).all()
             if not found:
                 raise ApiError(404, "this device has no active VoIP token; register one with kind voip")
-            return write_to_tokens(session.connection(), found, content, where)
+            return write_to_tokens(session.connection(), found, content, where, routes)
 
     rows, entries = await run_in_threadpool(write)
     await state.enqueuer.queue(entries)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, String, any_, bindparam, func, literal, select
@@ -21,6 +21,7 @@ from noti.gateway.sends import (
     KEY_REUSED,
     BulkResult,
     BulkSend,
+    Known,
     Send,
     StreamEntries,
     Written,
@@ -31,6 +32,7 @@ from noti.gateway.sends import (
     reusing,
     settle_sends,
 )
+from noti.routes import Route
 from noti.store import records
 from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, utcnow
 
@@ -52,11 +54,11 @@ def _one_of(column: Any, values: Sequence[str], connection: Connection) -> Any:
     return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
 
 
-def _statuses(connection: Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, NotificationStatus]:
+def _statuses(connection: Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Known]:
     if not ids:
         return {}
-    rows = connection.execute(select(Notification.id, Notification.status).where(Notification.id.in_(ids)))
-    return {row.id: NotificationStatus(row.status) for row in rows}
+    query = select(Notification.id, Notification.status, Notification.credential).where(Notification.id.in_(ids))
+    return {row.id: Known(NotificationStatus(row.status), row.credential) for row in connection.execute(query)}
 
 
 def _devices_by_token(connection: Connection, tokens: Sequence[str]) -> dict[str, list[Any]]:
@@ -72,15 +74,16 @@ def _devices_by_token(connection: Connection, tokens: Sequence[str]) -> dict[str
     return devices
 
 
-def write_sends(connection: Connection, sends: Sequence[Send]) -> Written:
-    """Write the records of a batch of single sends; call inside a transaction."""
+def write_sends(connection: Connection, sends: Sequence[Send], routes: Mapping[str, Route]) -> Written:
+    """Write the records of a batch of single sends, each for the credential of its route; call inside a
+    transaction."""
     claimed = records.claim_idempotency_keys(connection, first_uses(sends))
     reused = reusing(sends, claimed)
     known = _statuses(
         connection, [s.id for s, refused in zip(sends, reused, strict=True) if s.idempotency_key and not refused]
     )
     tokens = sorted({s.device_token for s, r in zip(sends, reused, strict=True) if not r and s.id not in known})
-    plan = plan_sends(sends, reused, known, _devices_by_token(connection, tokens), utcnow())
+    plan = plan_sends(sends, reused, known, _devices_by_token(connection, tokens), utcnow(), routes)
     # Only an idempotent send can meet a stored id (a random uuid4 never does): skip the RETURNING path otherwise.
     written = records.insert_notifications(
         connection, [row for row, _ in plan.rows.values()], skip_existing=any(s.idempotency_key for s in sends)
@@ -89,8 +92,10 @@ def write_sends(connection: Connection, sends: Sequence[Send]) -> Written:
     return settle_sends(sends, plan, written, {**known, **_statuses(connection, lost)})
 
 
-def write_bulk(connection: Connection, bulk: BulkSend) -> tuple[BulkResult, list[StreamEntries]]:
-    """Write the records of a bulk send; call inside a transaction."""
+def write_bulk(
+    connection: Connection, bulk: BulkSend, routes: Mapping[str, Route]
+) -> tuple[BulkResult, list[StreamEntries]]:
+    """Write the records of a bulk send, each for the credential of its route; call inside a transaction."""
     if bulk.idempotency_key is not None and bulk.fingerprint is not None:
         claimed = records.claim_idempotency_keys(connection, {bulk.idempotency_key: bulk.fingerprint})
         if claimed[bulk.idempotency_key] != bulk.fingerprint:
@@ -103,7 +108,7 @@ def write_bulk(connection: Connection, bulk: BulkSend) -> tuple[BulkResult, list
         query = query.where(_one_of(DeviceOwner.external_id, list(dict.fromkeys(bulk.owners or ())), connection))
     if bulk.app is not None:
         query = query.where(Device.app == bulk.app)
-    plan = plan_bulk(bulk, connection.execute(query.order_by(Device.id)).all(), utcnow())
+    plan = plan_bulk(bulk, connection.execute(query.order_by(Device.id)).all(), utcnow(), routes)
     if plan.fresh_ids:  # the COPY path, every row written
         records.copy_notifications(connection, plan.rows, shared=plan.shared)
         queued = plan.rows
@@ -111,5 +116,5 @@ def write_bulk(connection: Connection, bulk: BulkSend) -> tuple[BulkResult, list
         rows = [{**plan.shared, **row} for row in plan.rows]
         written = records.insert_notifications(connection, rows, skip_existing=True)
         queued = [row for row in plan.rows if row["id"] in written]
-    accepted = [(str(row["id"]), row["device_token"]) for row in plan.rows]
+    accepted = [(str(row["id"]), row["device_token"], row["credential"]) for row in plan.rows]
     return BulkResult(accepted, plan.not_found, plan.inactive), bulk_entries(bulk, queued)

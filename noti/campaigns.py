@@ -248,7 +248,9 @@ def _next_chunk(
     return [(row.id, row.device_token, row.id) for row in rows]
 
 
-def _records(spec: CampaignSpec, app: str, chunk: Sequence[tuple[int | None, str, int]]) -> list[dict[str, Any]]:
+def _records(
+    spec: CampaignSpec, app: str, credential: str, chunk: Sequence[tuple[int | None, str, int]]
+) -> list[dict[str, Any]]:
     now = utcnow()
     columns = record_columns(spec.content)
     return [
@@ -258,6 +260,7 @@ def _records(spec: CampaignSpec, app: str, chunk: Sequence[tuple[int | None, str
             "device_token": token,
             "app": app,
             "campaign": spec.name,
+            "credential": credential,
             "status": NotificationStatus.QUEUED,
             "queued_at": now,
             **columns,
@@ -278,17 +281,19 @@ async def fan_out(
     credential: StreamKeys,
     spec: CampaignSpec,
     *,
+    app: str,
     chunk_size: int = 1000,
 ) -> FanOutResult:
-    """Write the campaign's records and queue them on its stream, resuming from the saved cursor."""
+    """Write the campaign's records (the devices of ``app``) and queue them on its stream in ``credential``'s
+    queues (its ``credentialRef``), resuming from the saved cursor."""
     cursor_key = campaign_fanout_cursor(spec.name)
     stream = credential.campaign_stream(spec.name)
     # Where its queue lives goes with its settings, so that a delete finds it when the credential is gone.
     await redis.hset(campaign_settings(spec.name), mapping={
         "rate": spec.rate_per_second, "suspend": int(spec.suspend), "stream": stream, "roster": credential.campaigns,
-        "chunks": credential.campaign_chunks(spec.name),
+        "chunks": credential.campaign_chunks(spec.name), "credential": credential.credential,
     })  # fmt: skip
-    total = await asyncio.to_thread(_count, engine, credential.app, spec)
+    total = await asyncio.to_thread(_count, engine, app, spec)
     await redis.hset(campaign_counters(spec.name), "total", total)
     await redis.sadd(credential.campaigns, spec.name)
     state = await redis.hgetall(cursor_key)
@@ -298,14 +303,14 @@ async def fan_out(
     written = 0
     xadd_chunk = redis.register_script(XADD_CHUNK)
     while True:
-        chunk = await asyncio.to_thread(_write_chunk, engine, spec, credential.app, after, chunk_size)
+        chunk = await asyncio.to_thread(_write_chunk, engine, spec, app, credential.credential, after, chunk_size)
         if not chunk.rows:
             break
         entries = QueuedNotification.encode_many(
             [row["id"] for row in chunk.rows],
             [row["device_token"] for row in chunk.rows],
             [row["device_id"] for row in chunk.rows],
-            app=credential.app,
+            app=app,
             content=spec.content,
             campaign=spec.name,
         )
@@ -337,26 +342,28 @@ def _count(engine: Engine, app: str, spec: CampaignSpec) -> int:
         return count_audience(connection, app, spec.audience, spec)
 
 
-def _live_activity_chunk(connection: Connection, spec: CampaignSpec, app: str, after: int, limit: int) -> _Chunk:
+def _live_activity_chunk(
+    connection: Connection, spec: CampaignSpec, app: str, credential: str, after: int, limit: int
+) -> _Chunk:
     """The next tokens of a Live Activity campaign, by token id, and their records."""
     query = token_query(_targets(spec, app), connection.dialect.name)
     found = connection.execute(query.where(DeviceToken.id > after).order_by(DeviceToken.id).limit(limit)).all()
     if not found:
         return _Chunk([], set(), after)
     ids = [spec.record_id(f"token/{row.id}") for row in found]
-    rows = record_rows(found, spec.content, ids, utcnow(), campaign=spec.name)
+    rows = record_rows(found, spec.content, ids, utcnow(), campaign=spec.name, credentials={app: credential})
     written = records.insert_notifications(connection, rows, skip_existing=True)
     return _Chunk(rows, written, found[-1].id)
 
 
-def _write_chunk(engine: Engine, spec: CampaignSpec, app: str, after: int, limit: int) -> _Chunk:
+def _write_chunk(engine: Engine, spec: CampaignSpec, app: str, credential: str, after: int, limit: int) -> _Chunk:
     with engine.begin() as connection:
         if spec.live_activity is not None:
-            return _live_activity_chunk(connection, spec, app, after, limit)
+            return _live_activity_chunk(connection, spec, app, credential, after, limit)
         devices = _next_chunk(connection, app, spec.audience, after, limit)
         if not devices:
             return _Chunk([], set(), after)
-        rows = _records(spec, app, devices)
+        rows = _records(spec, app, credential, devices)
         written = records.insert_notifications(connection, rows, skip_existing=True)
         return _Chunk(rows, written, devices[-1][2])
 

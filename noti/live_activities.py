@@ -104,9 +104,12 @@ def record_rows(
     ids: Sequence[uuid.UUID],
     now: datetime,
     campaign: str | None = None,
+    credentials: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The delivery records of one Live Activity push to each of ``targets`` (rows of :func:`token_query`)."""
+    """The delivery records of one Live Activity push to each of ``targets`` (rows of :func:`token_query`),
+    each for the credential ``credentials`` names for its app."""
     columns = record_columns(content)
+    credentials = credentials or {}
     return [
         {
             "id": id,
@@ -114,6 +117,7 @@ def record_rows(
             "token_id": target.id,
             "device_token": target.token,
             "app": target.app,
+            "credential": credentials.get(target.app),
             "campaign": campaign,
             "event": content.get("event"),
             "activity_id": target.activity_id,

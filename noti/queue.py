@@ -1,13 +1,15 @@
 """The queue protocol shared by gateway, sender and operator: Redis key names and the message format.
 
-Every key of one credential carries the hash tag ``{<environment>:<app>}`` so that, on a
-Redis Cluster, all of them live in one slot and Lua scripts may touch several at once.
-Streams are addressed by app (bundle id) and APNs environment, never by Kubernetes
-names, so nothing but the operator needs Kubernetes rights.
+Every key of one credential carries the hash tag ``{<namespace>/<name>}`` (the APNsCredential's
+identity) so that, on a Redis Cluster, all of them live in one slot and Lua scripts may touch
+several at once. Queues belong to one credential, never to a bundle id: two tenants with the
+same app never read each other's traffic. Which credential serves an app in an environment is
+a route (``noti.routes``), claimed by the operator and read by the gateway.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +17,6 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from noti.bundle_id import bundle_id_problem
 from noti.store.models import FINAL_STATUSES
 
 Environment = Literal["sandbox", "production"]
@@ -27,26 +28,41 @@ CONSUMER_GROUP = "senders"
 # XADD MAXLEN is never used: trimming a stream could drop messages nobody has sent yet.
 
 
+# Kubernetes names: a namespace is a DNS label, an object's name a DNS subdomain.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def credential_problem(value: object) -> str | None:
+    """Why ``value`` is not a credential identity ``<namespace>/<name>`` (Kubernetes names), or None."""
+    if not isinstance(value, str) or value.count("/") != 1:
+        return "a credential is namespace/name, such as noti/dev"
+    namespace, name = value.split("/")
+    if not _NAMESPACE.fullmatch(namespace):
+        return f"{namespace!r} is no Kubernetes namespace (lower-case letters, digits and hyphens, at most 63)"
+    if len(name) > 253 or not _NAME.fullmatch(name):
+        return f"{name!r} is no Kubernetes name (lower-case letters, digits, hyphens and periods, at most 253)"
+    return None
+
+
 class MessageError(ValueError):
     """A stream entry that is not a notification this version understands."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamKeys:
-    """Where one credential's traffic lives: its app (apns-topic) and APNs environment."""
+    """Where one credential's traffic lives: ``credential`` is its ``<namespace>/<name>``."""
 
-    app: str
-    environment: Environment = "production"
+    credential: str
 
     def __post_init__(self) -> None:
-        if self.environment not in ENVIRONMENTS:
-            raise ValueError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {self.environment!r}")
-        if bundle_id_problem(self.app) is not None:
-            raise ValueError(f"app must be a bundle id such as com.example.app, not {self.app!r}")
+        problem = credential_problem(self.credential)
+        if problem is not None:
+            raise ValueError(problem)
 
     @property
     def tag(self) -> str:
-        return f"{{{self.environment}:{self.app}}}"
+        return f"{{{self.credential}}}"
 
     @property
     def transactional_stream(self) -> str:
@@ -93,6 +109,11 @@ class StreamKeys:
     def status(self) -> str:
         """Hash the senders publish the credential's health to (e.g. a credential failure)."""
         return f"noti:{self.tag}:status"
+
+
+ROUTES = "noti:routes"
+"""Hash of which credential serves an app in an environment: ``<environment>:<bundle id>`` →
+``<namespace>/<name> <Apple identity>`` (see ``noti.routes``)."""
 
 
 def provider_token(team_id: str, key_id: str, fingerprint: str) -> str:

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noti.queue import ENVIRONMENTS, Environment, StreamKeys
+from noti.queue import ENVIRONMENTS, Environment, StreamKeys, credential_problem
+from noti.routes import Route, apple_identity
 
 C = TypeVar("C")
 
@@ -107,7 +108,10 @@ class Settings(BaseSettings):
     gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
 
     # --- sender (add sender settings below this line): the operator sets NOTI_CREDENTIAL and NOTI_APNS_* ---
-    credential: str = Field(default="default/dev", description="namespace/name of the APNsCredential served.")
+    credential: str = Field(
+        default="default/dev",
+        description="namespace/name of the APNsCredential served: the sender reads only that credential's queues.",
+    )
     apns_team_id: str = Field(default="", description="Apple team id (token auth).")
     apns_key_id: str = Field(default="", description="Key id of the .p8 signing key (token auth).")
     apns_key_file: Path | None = Field(default=None, description="The .p8 signing key (a mounted Secret).")
@@ -321,11 +325,24 @@ class SenderSettings:
 
     @property
     def queue(self) -> StreamKeys:
-        return StreamKeys(self.apns_bundle_id, self.apns_environment)  # type: ignore[arg-type]
+        return StreamKeys(self.credential)
+
+    def route(self) -> Route:
+        """The route this sender's credential claims: its identity and the Apple identity it signs as."""
+        if self.apns_cert_file is not None:
+            from noti.operator.deployment import certificate_fingerprint  # the operator's rule, for the same answer
+
+            return Route(
+                self.credential, apple_identity("", "", certificate_fingerprint(self.apns_cert_file.read_bytes()))
+            )
+        return Route(self.credential, apple_identity(self.apns_team_id, self.apns_key_id))
 
     def problems(self) -> list[str]:
         """What is missing or contradictory, as sentences for the user."""
         found = []
+        problem = credential_problem(self.credential)
+        if problem is not None:
+            found.append(f"NOTI_CREDENTIAL: {problem}")
         if not self.apns_bundle_id:
             found.append("NOTI_APNS_BUNDLE_ID (the app's bundle id) is not set")
         if self.apns_environment not in ENVIRONMENTS:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from noti.routes import Claim, Claimed
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -60,10 +62,25 @@ def transitions(previous: Any, current: list[dict[str, Any]]) -> list[dict[str, 
     return [c for c in current if before.get(c["type"]) != (c["status"], c["reason"])]
 
 
+def route_condition(claim: Claim, app: str, environment: str) -> Condition:
+    """Whether a credential serves its app and environment, from its claim of the route."""
+    holder = claim.holder.credential
+    if claim.outcome in (Claimed.TAKEN, Claimed.HELD):
+        return Condition("Routed", True, "RouteHeld", f"the gateway sends {app} in {environment} to this credential")
+    if claim.outcome is Claimed.SHARED:
+        return Condition("Routed", True, "RouteShared",
+                         f"{holder} (same Apple identity) gets the gateway's sends of {app} in {environment}; "
+                         "this credential serves its own campaigns")  # fmt: skip
+    return Condition("Routed", False, "BundleConflict",
+                     f"APNsCredential {holder} already serves {app} in {environment}: this credential gets no "
+                     "traffic until that one is deleted or changed")  # fmt: skip
+
+
 def credential_conditions(
-    *, refusal: str | None, replicas: int, available: int, certificate: bool = False
+    *, refusal: str | None, replicas: int, available: int, certificate: bool = False, routed: Condition | None = None
 ) -> list[Condition]:
-    """An APNsCredential's conditions once its key (or certificate) is read: Ready only when senders can send."""
+    """An APNsCredential's conditions once its key (or certificate) is read: Ready only when senders can send
+    and the credential holds (or shares) its route."""
     key = (
         Condition("KeyValid", True, "CertificateLoaded", "the Secret holds the .p12 certificate")
         if certificate
@@ -80,10 +97,11 @@ def credential_conditions(
         if refusal
         else Condition("Accepted", True, "NotRefused", "APNs has refused none of its requests")
     )
-    blocking = next((c for c in (accepted, senders) if not c.status), None)
+    route = [routed] if routed is not None else []
+    blocking = next((c for c in (*route, accepted, senders) if not c.status), None)
     ready = (
         Condition("Ready", False, blocking.reason, blocking.message)
         if blocking
         else Condition("Ready", True, senders.reason, senders.message)
     )
-    return [key, senders, accepted, ready]
+    return [key, senders, accepted, *route, ready]

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Engine
 
-from noti import campaigns
+from noti import campaigns, routes
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
 from noti.campaigns import CampaignError, CampaignSpec
 from noti.operator.conditions import (
@@ -35,6 +35,7 @@ from noti.operator.conditions import (
     changed,
     credential_conditions,
     now_text,
+    route_condition,
     transitions,
     with_conditions,
 )
@@ -51,6 +52,7 @@ from noti.operator.leadership import LeaseSettings, lead, release
 from noti.operator.phases import FINISHED, Action, Step, counts, failed, next_step
 from noti.operator.scaling import Scaler
 from noti.queue import StreamKeys, campaign_settings
+from noti.routes import Claimed, Route, apple_identity, route_field
 from noti.settings import OperatorSettings
 from noti.store.db import Bounds, make_engine
 
@@ -63,9 +65,9 @@ DIGEST_ANNOTATION = "noti.dev/applied-digest"  # of the Deployment the operator 
 log = logging.getLogger("noti.operator")
 
 
-def stream_keys(spec: Mapping[str, Any]) -> StreamKeys:
-    typed = CredentialSpec.from_spec(spec)
-    return StreamKeys(typed.bundle_id, typed.environment)
+def stream_keys(namespace: str, name: str) -> StreamKeys:
+    """The queues of the APNsCredential ``namespace/name``."""
+    return StreamKeys(f"{namespace}/{name}")
 
 
 class Operator:
@@ -155,6 +157,11 @@ class Operator:
         kopf.timer(GROUP, VERSION, CREDENTIALS, interval=interval, initial_delay=interval, registry=registry)(
             self.reconcile_credential
         )
+        # Optional: a delete the operator missed (its finalizer dropped by hand) leaves the route to a credential
+        # that is gone, which the next claimer of the app finds out and takes it over (_claim_route).
+        kopf.on.delete(GROUP, VERSION, CREDENTIALS, registry=registry, backoff=retry, optional=True)(
+            self.delete_credential
+        )
         # A finished campaign's daemon is told to stop (its filter no longer matches) and returns at once;
         # the backoff lets it, instead of kopf cancelling it mid-patch with a warning.
         kopf.daemon(
@@ -195,7 +202,8 @@ class Operator:
             await asyncio.to_thread(self._apply_budget, budget)
             self._budgets[body["metadata"]["uid"]] = budget
 
-        queue = stream_keys(spec)
+        routed, route = await self._claim_route(namespace, name, spec, status, fingerprint)
+        queue = stream_keys(namespace, name)
         backlog = await self._backlog(queue)
         pool = CredentialSpec.from_spec(spec).senders
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
@@ -223,11 +231,55 @@ class Operator:
         conditions = credential_conditions(
             refusal=refused.get(b"reason", b"").decode() or "CredentialFailed"
             if refused.get(b"state") == b"CredentialFailed" else None,
-            replicas=replicas, available=available, certificate=bool(spec.get("certificateSecretRef")),
+            replicas=replicas, available=available, certificate=bool(spec.get("certificateSecretRef")), routed=routed,
         )  # fmt: skip
         wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "availableSenders": available,
-                  "backlog": backlog, "observedGeneration": meta.get("generation")}  # fmt: skip
+                  "backlog": backlog, "route": route, "observedGeneration": meta.get("generation")}  # fmt: skip
         self._credential_status(body, status, patch, conditions, wanted)
+
+    async def _claim_route(
+        self, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], fingerprint: str
+    ) -> tuple[Condition, str]:
+        """Claim the route of the credential's app and environment (letting go of the one it had, when the spec
+        moved it elsewhere), and say whether it serves them."""
+        typed = CredentialSpec.from_spec(spec)
+        credential = f"{namespace}/{name}"
+        route = route_field(typed.bundle_id, typed.environment)
+        before = status.get("route")
+        if isinstance(before, str) and before != route:
+            environment, _, app = before.partition(":")
+            await routes.release(self.redis, app, environment, credential)
+        identity = apple_identity(typed.team_id, typed.key_id, fingerprint if typed.certificate is not None else None)
+        claim = await routes.claim(self.redis, typed.bundle_id, typed.environment, Route(credential, identity))
+        if claim.outcome is Claimed.CONFLICT and await self._gone(claim.holder.credential):
+            log.info("%s serves %s in %s no more (deleted): %s takes it", claim.holder.credential, typed.bundle_id,
+                     typed.environment, credential)  # fmt: skip
+            await routes.release(self.redis, typed.bundle_id, typed.environment, claim.holder.credential)
+            claim = await routes.claim(self.redis, typed.bundle_id, typed.environment, Route(credential, identity))
+        return route_condition(claim, typed.bundle_id, typed.environment), route
+
+    async def _gone(self, credential: str) -> bool:
+        """Whether the APNsCredential ``namespace/name`` surely no longer exists (a read that fails: it may)."""
+        namespace, name = credential.split("/")
+        try:
+            return await asyncio.to_thread(self._credential, namespace, name) is None
+        except ApiException:
+            return False
+
+    async def delete_credential(self, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
+        """A deleted credential lets go of its route (only if it still holds it): a credential waiting for the
+        same app and environment takes it at its next reconcile."""
+        credential = f"{meta['namespace']}/{meta['name']}"
+        typed = CredentialSpec.from_spec(spec)
+        claimed = {route_field(typed.bundle_id, typed.environment)}
+        if isinstance(status.get("route"), str):
+            claimed.add(status["route"])
+        for route in claimed:
+            environment, app = route.split(":", 1)
+            if await routes.release(self.redis, app, environment, credential):
+                log.info("%s deleted: it no longer serves %s in %s", credential, app, environment)
+        self._scalers.pop(credential, None)
+        self._credential_conditions.pop(meta.get("uid", ""), None)
 
     def _credential_status(
         self, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, conditions: list[Condition],
@@ -342,6 +394,7 @@ class Operator:
                     start_at=campaign.start_at, suspend=campaign.suspend, started=bool(started_at),
                     fanned_out=fanned_out, progress=progress if fanned_out else None, now=datetime.now(UTC),
                     interval=self.settings.operator_interval_seconds, phase=written.get("phase"),
+                    conflict=bundle_conflict(credential),
                 )  # fmt: skip
                 if progress is not None:
                     state.update(counts(progress))
@@ -359,7 +412,13 @@ class Operator:
                     return
                 if step.action is Action.FAN_OUT and credential is not None and fanning_out is None:
                     fanning_out = asyncio.create_task(
-                        campaigns.fan_out(self.engine, self.redis, stream_keys(credential["spec"]), campaign),
+                        campaigns.fan_out(
+                            self.engine,
+                            self.redis,
+                            stream_keys(namespace, campaign.credential),
+                            campaign,
+                            app=CredentialSpec.from_spec(credential["spec"]).bundle_id,
+                        ),
                         name=f"fan-out {namespace}/{name}",
                     )
                 await stopped.wait(step.wait or self.settings.operator_interval_seconds)
@@ -411,6 +470,15 @@ class Operator:
                 waiting = moved_condition["type"] == "CredentialFound" and moved_condition["status"] == "False"
                 self._event(body, moved_condition, warning=waiting)
         written.update(difference)
+
+
+def bundle_conflict(credential: Mapping[str, Any] | None) -> str | None:
+    """Why a credential may not send for its app (another credential serves it), from its status; or None."""
+    conditions = ((credential or {}).get("status") or {}).get("conditions") or []
+    routed = next((c for c in conditions if c.get("type") == "Routed"), None)
+    if routed is not None and routed.get("reason") == "BundleConflict":
+        return str(routed.get("message") or "another credential serves its app")
+    return None
 
 
 def notification_problem(content: Mapping[str, Any]) -> str | None:

@@ -64,13 +64,17 @@ def next_step(
     now: datetime,
     interval: float,
     phase: str | None = None,
+    conflict: str | None = None,
 ) -> Step:
-    """The next step of a campaign in ``phase``; ``progress`` is needed once ``fanned_out``."""
-    found = (
-        Condition("CredentialFound", True, "CredentialFound", f"APNsCredential {credential}")
-        if credential_found
-        else Condition("CredentialFound", False, "CredentialNotFound", f"APNsCredential {credential} not found")
-    )
+    """The next step of a campaign in ``phase``; ``progress`` is needed once ``fanned_out``. ``conflict``
+    says why its credential, found, may not send (another credential serves its app): it waits as for a
+    missing one."""
+    if not credential_found:
+        found = Condition("CredentialFound", False, "CredentialNotFound", f"APNsCredential {credential} not found")
+    elif conflict is not None:
+        found = Condition("CredentialFound", False, "BundleConflict", f"APNsCredential {credential}: {conflict}")
+    else:
+        found = Condition("CredentialFound", True, "CredentialFound", f"APNsCredential {credential}")
     paused = Condition("Suspended", suspend, "Suspended" if suspend else "NotSuspended")
     step = _decide(credential, found, paused, start_at, suspend, started, fanned_out, progress, now, interval)
     if phase in _RANK and _RANK[step.phase] < _RANK[phase]:

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from noti import routes
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport
@@ -164,6 +165,7 @@ class Sender:
         if self.config.sender_health_port:
             self.health_port = await health.start("0.0.0.0", self.config.sender_health_port)
         await self._publish_status("Ready", "")
+        await self._claim_route()
         background = [
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self._move_retries(), name="retries"),
@@ -193,6 +195,23 @@ class Sender:
                 log.warning("grace period over with %d outcomes unacknowledged", self.recorder.unacked)
             await health.stop()
             await self._close()
+
+    async def _claim_route(self) -> None:
+        """Publish that this credential serves its app (as the operator does), so that a sender run without
+        the operator gets the gateway's traffic; another credential holding the route keeps it."""
+        config = self.config
+        try:
+            claimed = await routes.claim(self.redis, config.apns_bundle_id, config.apns_environment,
+                                         config.route())  # fmt: skip
+        except (RedisError, OSError, ValueError) as exc:
+            log.warning("could not claim the route of %s: %s", config.credential, exc)
+            return
+        if not claimed.serves:
+            log.error(
+                "%s in %s is served by credential %s, not %s: this sender gets only %s's campaigns",
+                config.apns_bundle_id, config.apns_environment, claimed.holder.credential, config.credential,
+                config.credential,
+            )  # fmt: skip
 
     async def _final_flush(self, background: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*background, return_exceptions=True)

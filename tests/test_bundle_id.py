@@ -1,4 +1,4 @@
-"""One bundle id rule: the API, the queue's key names and the APNsCredential CRD agree on it."""
+"""One bundle id rule: the API, the routes in Redis and the APNsCredential CRD agree on it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 from noti.bundle_id import BUNDLE_ID_PATTERN, bundle_id_problem
 from noti.gateway.schemas import NotificationIn
-from noti.queue import StreamKeys
+from noti.routes import route_field
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("bundle_id", ["com.example.app", "A1", "com.example-app.widget", "9lives", "x" * 255])
 def test_bundle_ids_apple_allows_pass(bundle_id: str) -> None:
     assert bundle_id_problem(bundle_id) is None
-    StreamKeys(bundle_id)
+    route_field(bundle_id, "sandbox")
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_bundle_ids_apple_allows_pass(bundle_id: str) -> None:
 def test_anything_else_is_refused_everywhere(bundle_id: str) -> None:
     assert bundle_id_problem(bundle_id) is not None
     with pytest.raises(ValueError):
-        StreamKeys(bundle_id)
+        route_field(bundle_id, "sandbox")
     with pytest.raises(ValueError):
         NotificationIn(device_token="ab" * 32, app=bundle_id)
 

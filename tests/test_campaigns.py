@@ -32,7 +32,7 @@ from noti.store.tokens import TokenFields, upsert_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "com.example.app"
-CREDENTIAL = StreamKeys(APP, "sandbox")
+CREDENTIAL = StreamKeys("default/push")
 
 
 def _manifest(audience: dict[str, Any], **notification: Any) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def test_the_crd_declares_exactly_the_notification_fields_a_campaign_sends() -> 
 async def test_all_devices_fan_out_queues_each_active_device_once(clean_db: Engine, aredis: aioredis.Redis) -> None:
     _seed(clean_db, 250)
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
-    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=64)
+    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=64)
 
     expected = sum(1 for i in range(250) if i % 7 != 3)
     assert (result.total, result.written) == (expected, expected)
@@ -160,7 +160,8 @@ async def test_all_devices_fan_out_queues_each_active_device_once(clean_db: Engi
     assert messages[0].content["thread_id"] == "launch"
     with clean_db.connect() as connection:
         stored = connection.execute(select(func.count()).where(Notification.campaign == "shop/launch")).scalar()
-    assert stored == expected
+        credentials = connection.execute(select(Notification.credential).distinct()).scalars().all()
+    assert stored == expected and credentials == [CREDENTIAL.credential]  # the credential it was queued for
     counters = await aredis.hgetall(campaign_counters(spec.name))
     assert (counters[b"total"], counters[b"queued"]) == (str(expected).encode(), str(expected).encode())
     assert await aredis.smembers(CREDENTIAL.campaigns) == {b"shop/launch"}
@@ -169,11 +170,11 @@ async def test_all_devices_fan_out_queues_each_active_device_once(clean_db: Engi
 async def test_resumed_fan_out_writes_no_second_record(clean_db: Engine, aredis: aioredis.Redis) -> None:
     _seed(clean_db, 100)
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
-    await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=30)
+    await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=30)
     # As if the operator died after writing and queueing a chunk but before saving its cursor.
     starts = sorted(int(start) for start in await aredis.hkeys(CREDENTIAL.campaign_chunks(spec.name)))
     await aredis.hset(campaign_fanout_cursor(spec.name), mapping={"after": starts[1], "done": 0})
-    again = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=30)
+    again = await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=30)
     assert again.written == 0
     with clean_db.connect() as connection:
         stored = connection.execute(select(func.count()).select_from(Notification)).scalar()
@@ -197,26 +198,26 @@ async def test_two_fan_outs_of_one_campaign_queue_each_record_once(clean_db: Eng
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
     # Two operators at once (a second replica, a second release): each chunk is queued by one of them.
     first, second = await asyncio.gather(
-        fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10),
-        fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10),
+        fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=10),
+        fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=10),
     )
     assert first.total == second.total and first.written + second.written == first.total
     assert await _queued_ids(aredis, spec.name) == first.total
     # One that lost the saved cursor altogether starts over, and still adds nothing.
     await aredis.delete(campaign_fanout_cursor(spec.name))
-    await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10)
+    await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=10)
     assert await _queued_ids(aredis, spec.name) == first.total
 
 
 async def test_owner_and_inline_token_audiences(clean_db: Engine, aredis: aioredis.Redis) -> None:
     _seed(clean_db, 20)
     owners = CampaignSpec.from_manifest(_manifest({"owners": ["user-1", "user-2", "user-3", "nobody"]}))
-    assert (await fan_out(clean_db, aredis, CREDENTIAL, owners)).total == 2  # user-3's device is inactive
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, owners, app=APP)).total == 2  # user-3's device is inactive
     unknown_token = "ff" * 32
     inline = CampaignSpec.from_manifest(
         {**_manifest({"deviceTokens": [f"{1:064x}", unknown_token]}), "metadata": {"name": "inline"}}
     )
-    result = await fan_out(clean_db, aredis, CREDENTIAL, inline)
+    result = await fan_out(clean_db, aredis, CREDENTIAL, inline, app=APP)
     assert result.total == 2
     entries = await aredis.xrange(CREDENTIAL.campaign_stream("default/inline"))
     by_token = {m.device_token: m for m in (QueuedNotification.decode(f) for _, f in entries)}
@@ -233,7 +234,7 @@ async def test_tag_audience_on_both_stores(
         migrate.upgrade(engine)
     _seed(engine, 100)
     spec = CampaignSpec.from_manifest(_manifest({"tags": ["vip"]}))
-    result = await fan_out(engine, aredis, CREDENTIAL, spec)
+    result = await fan_out(engine, aredis, CREDENTIAL, spec, app=APP)
     expected = sum(1 for i in range(0, 100, 10) if i % 7 != 3)
     assert (result.total, result.written) == (expected, expected)
     with engine.connect() as connection:
@@ -250,7 +251,7 @@ async def test_cancel_drops_the_queue_and_closes_unsent_records_in_chunks(
 ) -> None:
     _seed(clean_db, 25)  # 21 of them active
     spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
-    assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=10)).total == 21
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=10)).total == 21
     with clean_db.begin() as connection:
         ids = connection.execute(select(Notification.id).order_by(Notification.id).limit(5)).scalars().all()
         records.apply_outcomes(connection, [RecordUpdate(id, NotificationStatus.SENT) for id in ids])

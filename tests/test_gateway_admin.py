@@ -17,7 +17,7 @@ from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from harness.gateway import APP
+from harness.gateway import APP, stream_of
 from noti.gateway.auth import Scope, create_api_key
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
@@ -174,7 +174,7 @@ def test_dashboard_shows_counts_rates_last_day_and_queues_in_chromium(
     seed(clean_db)
     sent, failed = seed_history(clean_db)
     sent, failed, invalid = sent + 3, failed + 2, 1  # with seed()'s
-    clean_redis.xadd("noti:{sandbox:com.example.app}:tx", {"v": "1"})
+    clean_redis.xadd(stream_of(APP), {"v": "1"})
     admin_key = create_api_key(clean_db, "ops", [Scope.ADMIN])
     with _chromium(live_gateway, width) as (page, outside):
         _log_in(page, live_gateway, admin_key)
@@ -190,7 +190,7 @@ def test_dashboard_shows_counts_rates_last_day_and_queues_in_chromium(
         assert hours.count() == 24
         assert hours.last.get_attribute("data-total") == "8"  # this hour: seed()'s records
         assert all(int(hours.nth(n).get_attribute("data-total") or 0) > 0 for n in range(1, 24))
-        assert "noti:{sandbox:com.example.app}:tx" in page.locator("#queues").inner_text()
+        assert stream_of(APP) in page.locator("#queues").inner_text()
         _shot(page, f"admin-dashboard-{width}.png")
         _fits(page, width)
         assert outside == []  # nothing from a CDN
@@ -258,7 +258,7 @@ def test_resend_of_a_failed_notification_sends_a_new_one_in_chromium(
     with Session(clean_db) as session:
         failed = session.scalars(select(Notification).where(Notification.status == NotificationStatus.FAILED)).first()
     assert failed is not None
-    stream = "noti:{sandbox:com.example.app}:tx"
+    stream = stream_of(APP)
     with _chromium(live_gateway, 1400) as (page, outside):
         _log_in(page, live_gateway, admin_key)
         page.goto(f"{live_gateway}/admin/notification/details/{failed.id}")

@@ -15,14 +15,13 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 from starlette.datastructures import Headers
 
-from harness.gateway import APP, Keys, gateway_settings
+from harness.gateway import APP, Keys, gateway_settings, serve_test_apps, stream_of
 from noti.gateway.admin.dashboard import bars
 from noti.gateway.admin.guard import cross_origin
 from noti.gateway.admin.views import date_range, short_token
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key, revoke_api_key
 from noti.gateway.schemas import Counts
-from noti.queue import StreamKeys
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, NotificationStatus
@@ -37,6 +36,7 @@ async def admin_app(
     clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str
 ) -> AsyncIterator[FastAPI]:
     """The gateway with no key cache, so a revocation counts at once."""
+    serve_test_apps(clean_redis)
     client = aioredis.Redis.from_url(redis_url)
     settings = gateway_settings(database_url, redis_url, gateway_key_cache_seconds=0)
     app = create_app(settings, engine=clean_db, redis=client)
@@ -246,6 +246,7 @@ async def test_dashboard_lists_and_resend_work_on_sqlite(
         records.apply_outcomes(
             connection, [RecordUpdate(failed_id, NotificationStatus.FAILED, apns_reason="InternalServerError")]
         )
+    serve_test_apps(clean_redis)
     client = aioredis.Redis.from_url(redis_url)
     app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)
     try:
@@ -259,7 +260,7 @@ async def test_dashboard_lists_and_resend_work_on_sqlite(
             assert "InternalServerError" in listed.text and f"{TOKEN[:8]}…{TOKEN[-4:]}" in listed.text
             resent = await http.post(f"/admin/notification/resend/{failed_id}")
             assert resent.status_code == 303
-            assert clean_redis.xlen(StreamKeys(APP, "sandbox").transactional_stream) == 1
+            assert clean_redis.xlen(stream_of(APP, "sandbox")) == 1
     finally:
         await client.aclose()
         engine.dispose()

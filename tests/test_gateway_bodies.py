@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from harness.gateway import Keys, gateway_settings
+from harness.gateway import Keys, gateway_settings, serve_test_apps
 from noti.gateway.app import create_app
 
 Message = dict[str, Any]
@@ -51,7 +52,8 @@ async def call(app: FastAPI, headers: dict[str, str], chunks: Iterator[bytes | N
 
 
 @pytest.fixture
-async def app(clean_db: Engine, database_url: str, redis_url: str) -> Any:
+async def app(clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str) -> Any:
+    serve_test_apps(clean_redis)
     settings = gateway_settings(database_url, redis_url, gateway_max_body_bytes=2048, gateway_body_seconds=0.5)
     gateway = create_app(settings, engine=clean_db)
     async with gateway.router.lifespan_context(gateway):

@@ -10,11 +10,11 @@ import httpx
 import redis
 from sqlalchemy import Engine, func, select, update
 
-from harness.gateway import APP
-from noti.queue import QueuedNotification, StreamKeys
+from harness.gateway import APP, credential_of, serve, stream_of
+from noti.queue import QueuedNotification
 from noti.store.models import Notification
 
-STREAM = StreamKeys(APP, "sandbox").transactional_stream
+STREAM = stream_of(APP, "sandbox")
 
 
 def token(n: int) -> str:
@@ -63,6 +63,7 @@ async def test_send_writes_a_queued_record_and_adds_it_to_the_transactional_stre
 
     read = await client.get(f"/api/notifications/{id}/")
     assert read.status_code == 200 and read.json()["status"] == "queued"
+    assert response.json()["credential"] == read.json()["credential"] == record.credential == credential_of(APP)
     missing = await client.get(f"/api/notifications/{uuid.uuid4()}")
     assert missing.status_code == 404
 
@@ -82,7 +83,7 @@ async def test_unregistered_token_needs_an_app_and_inactive_devices_are_refused(
     )
     assert production.status_code == 202
     assert len(stream_messages(clean_redis)) == 1
-    assert len(stream_messages(clean_redis, StreamKeys(APP, "production").transactional_stream)) == 1
+    assert len(stream_messages(clean_redis, stream_of(APP, "production"))) == 1
 
     await register(client, 6, is_active=False)
     inactive = await client.post("/api/notifications/", json={"device_token": token(6), "body": "x"})
@@ -297,3 +298,40 @@ async def test_a_send_without_a_json_content_type_is_told_to_send_one(client: ht
     response = await client.post("/api/notifications/", content=body, headers={"content-type": "text/plain"})
     assert response.status_code == 422
     assert "content-type: application/json (this one came as text/plain)" in response.json()["detail"]
+
+
+async def test_a_send_no_credential_serves_is_refused_at_the_door_and_nothing_is_written(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    await register(client, 7)
+    await client.post("/api/devices/", json={"device_token": token(8), "app": "com.nope"})
+    asks = [
+        {"device_token": token(9), "app": "com.nope", "body": "x"},  # an unregistered token
+        {"device_token": token(8), "body": "x"},  # a device of an app nobody serves
+    ]
+    for ask in asks:
+        refused = await client.post("/api/notifications/", json=ask)
+        assert refused.status_code == 422, refused.text
+        assert "no credential serves app com.nope in environment sandbox" in refused.json()["detail"]
+    bulk = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(7), token(8)], "body": "x"})
+    assert bulk.status_code == 422 and "no credential serves app com.nope" in bulk.json()["detail"]
+    by_owner = await client.post("/api/notifications/bulk/", json={"owner_ids": ["x"], "app": "com.nope", "body": "x"})
+    assert by_owner.status_code == 422
+    assert record_count(clean_db) == 0
+    assert [key for key in clean_redis.scan_iter("noti:*:tx")] == []
+
+
+async def test_each_send_goes_to_the_credential_serving_its_app_and_says_which(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    served_by = serve(clean_redis, "com.tenant.app", credential="team-b/push")
+    await register(client, 10)
+    await client.post("/api/devices/", json={"device_token": token(11), "app": "com.tenant.app"})
+    bulk = await client.post("/api/notifications/bulk/", json={"device_tokens": [token(10), token(11)], "body": "x"})
+    assert bulk.status_code == 202, bulk.text
+    credentials = {item["device_token"]: item["credential"] for item in bulk.json()["notifications"]}
+    assert credentials == {token(10): credential_of(APP), token(11): served_by}
+    assert [m.device_token for m in stream_messages(clean_redis)] == [token(10)]
+    assert [m.device_token for m in stream_messages(clean_redis, "noti:{team-b/push}:tx")] == [token(11)]
+    history = (await client.get("/api/notifications/", params={"app": "com.tenant.app"})).json()["results"]
+    assert [item["credential"] for item in history] == [served_by]

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from harness.gateway import APP, gateway_settings
+from harness.gateway import APP, gateway_settings, stream_of
 from noti.gateway.app import create_app
 
 TOKEN = "cd" * 32
@@ -30,7 +30,7 @@ async def test_health_readiness_and_metrics_need_no_key(gateway_app: FastAPI, cl
         metrics = (await http.get("/metrics")).text
     assert 'noti_gateway_requests_total{method="POST",route="/api/notifications/",status="202"} 1.0' in metrics
     assert 'noti_gateway_request_duration_seconds_count{method="POST",route="/api/devices/"}' in metrics
-    assert 'noti_gateway_queue_depth{stream="noti:{sandbox:com.example.app}:tx"} 1.0' in metrics
+    assert f'noti_gateway_queue_depth{{stream="{stream_of(APP)}"}} 1.0' in metrics
     assert "noti_gateway_notifications_queued_total 1.0" in metrics
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from harness.contents import ALERT_FIELDS, as_json_numbers, contents
-from harness.gateway import APP, StoreGateway
+from harness.gateway import APP, StoreGateway, stream_of
 from noti.gateway.ids import new_id
 from noti.gateway.sends import Accepted, Send
 from noti.queue import ENVIRONMENTS, QueuedNotification, StreamKeys
@@ -23,7 +23,7 @@ from noti.store.content import COLUMNS
 from noti.store.models import Notification
 
 TOKEN = "ab" * 32
-STREAM = StreamKeys(APP, "sandbox").transactional_stream
+STREAM = stream_of(APP, "sandbox")
 
 
 def nested(depth: int) -> dict[str, object]:
@@ -252,7 +252,7 @@ async def test_any_mix_of_concurrent_sends_each_gets_its_own_answer(
         QueuedNotification.decode(fields)
         for app in (APP, OTHER_APP)
         for environment in ("sandbox", "production")
-        for _, fields in clean_redis.xrange(StreamKeys(app, environment).transactional_stream)
+        for _, fields in clean_redis.xrange(stream_of(app, environment))
     ]
     queued_here = [entry for entry in entries if entry.id in accepted]
     assert sorted(row.id for row in stored) == sorted(accepted)

@@ -9,12 +9,15 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from noti.gateway.batcher import Batcher
 from noti.gateway.errors import ApiError
 from noti.gateway.ids import idempotent_id
 from noti.gateway.sends import (
     Accepted,
     BulkSend,
+    Known,
     Send,
     first_uses,
     plan_bulk,
@@ -23,12 +26,19 @@ from noti.gateway.sends import (
     settle_sends,
     stream_for,
 )
+from noti.routes import Route
 from noti.store.content import RECORD_COLUMNS
 from noti.store.models import NotificationStatus
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 APP = "com.example.app"
 T1, T2 = "a1" * 32, "b2" * 32
+A_SANDBOX, A_PRODUCTION, OTHER = "team-a/app-sandbox", "team-a/app-production", "team-a/other"
+ROUTES = {
+    f"sandbox:{APP}": Route(A_SANDBOX, "TEAM.KEY"),
+    f"production:{APP}": Route(A_PRODUCTION, "TEAM.KEY"),
+    "sandbox:com.example.other": Route(OTHER, "TEAM.KEY"),
+}
 
 
 def device(id: int, token: str, app: str = APP, is_active: bool = True, **extra: Any) -> Any:
@@ -50,9 +60,9 @@ def test_a_reused_key_is_told_apart_by_position_not_by_id() -> None:
     a1, b, a2 = (send(id=id, idempotency_key="k", fingerprint=f) for f in ("A", "B", "A"))
     assert first_uses([a1, b, a2]) == {"k": "A"}
     assert reusing([a1, b, a2], {"k": "A"}) == [False, True, False]
-    plan = plan_sends([a1, b, a2], [False, True, False], {}, {T1: [device(1, T1)]}, NOW)
+    plan = plan_sends([a1, b, a2], [False, True, False], {}, {T1: [device(1, T1)]}, NOW, ROUTES)
     assert plan.answers[0] is None and field_of(plan.answers[1]) == "header.Idempotency-Key"
-    assert plan.answers[2] == Accepted(id, NotificationStatus.QUEUED, replayed=True)
+    assert plan.answers[2] == Accepted(id, NotificationStatus.QUEUED, replayed=True, credential=A_SANDBOX)
     assert list(plan.rows) == [id]
 
 
@@ -70,18 +80,31 @@ def test_planning_refuses_each_send_that_cannot_go_and_only_that_one() -> None:
         send("d4" * 32, app=APP),  # unknown, with app: goes
         send("c3" * 32),
     ]
-    plan = plan_sends(sends, [False] * len(sends), {}, devices, NOW)
+    plan = plan_sends(sends, [False] * len(sends), {}, devices, NOW, ROUTES)
     assert field_of(plan.answers[0]) == "body.app"
     assert field_of(plan.answers[2]) == field_of(plan.answers[3]) == "body.device_token"
     assert field_of(plan.answers[5]) == "body.app"
     assert [a for a in (plan.answers[1], plan.answers[4])] == [None, None]
     rows = [row for row, _ in plan.rows.values()]
-    assert [(r["app"], r["device_id"]) for r in rows] == [("com.example.other", 2), (APP, None)]
+    assert [(r["app"], r["device_id"], r["credential"]) for r in rows] == [
+        ("com.example.other", 2, OTHER),
+        (APP, None, A_SANDBOX),
+    ]
+
+
+def test_a_send_no_credential_serves_is_refused_naming_its_app_and_environment() -> None:
+    sends = [send("d4" * 32, app="com.nope"), send(T1, environment="production", app="com.example.other"), send(T2)]
+    devices = {T1: [device(1, T1), device(2, T1, app="com.example.other")], T2: [device(3, T2)]}
+    plan = plan_sends(sends, [False] * 3, {}, devices, NOW, ROUTES)
+    refused = [answer.errors[0].message for answer in plan.answers[:2] if isinstance(answer, ApiError)]
+    assert refused[0].startswith("no credential serves app com.nope in environment sandbox")
+    assert refused[1].startswith("no credential serves app com.example.other in environment production")
+    assert plan.answers[2] is None and list(plan.rows) == [sends[2].id]  # only the served send is written
 
 
 def test_every_planned_record_carries_every_content_column() -> None:
     shapes = [{"push_type": "alert", "title": "t"}, {"push_type": "alert", "body": "b", "badge": 1}]
-    plan = plan_sends([send(content=c) for c in shapes], [False, False], {}, {T1: [device(1, T1)]}, NOW)
+    plan = plan_sends([send(content=c) for c in shapes], [False, False], {}, {T1: [device(1, T1)]}, NOW, ROUTES)
     rows = [row for row, _ in plan.rows.values()]
     assert rows[0].keys() == rows[1].keys() >= set(RECORD_COLUMNS)
     assert (rows[0]["title"], rows[0]["badge"], rows[1]["title"], rows[1]["badge"]) == ("t", None, None, 1)
@@ -91,30 +114,39 @@ def test_every_planned_record_carries_every_content_column() -> None:
 def test_settling_answers_written_sends_and_replays_the_others_and_queues_per_stream() -> None:
     known_id = uuid.uuid4()
     sends = [send(), send(id=known_id, idempotency_key="k", fingerprint="f"), send(environment="production")]
-    known = {known_id: NotificationStatus.SENT}
-    plan = plan_sends(sends, [False] * 3, known, {T1: [device(1, T1)]}, NOW)
+    known = {known_id: Known(NotificationStatus.SENT, A_SANDBOX)}
+    plan = plan_sends(sends, [False] * 3, known, {T1: [device(1, T1)]}, NOW, ROUTES)
     written = {sends[0].id, sends[2].id}
     settled = settle_sends(sends, plan, written, known)
     assert settled.answers == [
-        Accepted(sends[0].id, NotificationStatus.QUEUED),
-        Accepted(known_id, NotificationStatus.SENT, replayed=True),
-        Accepted(sends[2].id, NotificationStatus.QUEUED),
+        Accepted(sends[0].id, NotificationStatus.QUEUED, credential=A_SANDBOX),
+        Accepted(known_id, NotificationStatus.SENT, replayed=True, credential=A_SANDBOX),
+        Accepted(sends[2].id, NotificationStatus.QUEUED, credential=A_PRODUCTION),
     ]
     streams = {entries.stream: entries.ids for entries in settled.entries}
-    assert streams == {stream_for(APP, "sandbox"): [sends[0].id], stream_for(APP, "production"): [sends[2].id]}
+    assert streams == {stream_for(A_SANDBOX): [sends[0].id], stream_for(A_PRODUCTION): [sends[2].id]}
 
 
 def test_a_bulk_plan_lists_misses_and_inactive_devices_and_derives_idempotent_ids() -> None:
     found = [device(1, T1), device(2, T2, is_active=False)]
     bulk = BulkSend([T1, T2, "ff" * 32, T1], None, None, "sandbox", {"push_type": "alert", "title": "Sale"})
-    plan = plan_bulk(bulk, found, NOW, new_ids=lambda n: [f"id-{i}" for i in range(n)])
+    plan = plan_bulk(bulk, found, NOW, ROUTES, new_ids=lambda n: [f"id-{i}" for i in range(n)])
     assert (plan.not_found, plan.inactive, plan.fresh_ids) == (["ff" * 32], [T2], True)
-    assert plan.rows == [{"id": "id-0", "device_id": 1, "device_token": T1, "app": APP}]
+    assert plan.rows == [{"id": "id-0", "device_id": 1, "device_token": T1, "app": APP, "credential": A_SANDBOX}]
     assert plan.shared["title"] == "Sale" and plan.shared["status"] is NotificationStatus.QUEUED
-    again = plan_bulk(BulkSend([T1], None, None, "sandbox", {"push_type": "alert"}, "p:k", "f"), found, NOW)
+    again = plan_bulk(BulkSend([T1], None, None, "sandbox", {"push_type": "alert"}, "p:k", "f"), found, NOW, ROUTES)
     assert again.rows[0]["id"] == idempotent_id("p:k", "bulk", f"{APP}/{T1}") and not again.fresh_ids
     by_owner = BulkSend(None, ["ann", "bob"], None, "sandbox", {"push_type": "alert"})
-    assert plan_bulk(by_owner, [device(1, T1, external_id="ann")], NOW).not_found == ["bob"]
+    assert plan_bulk(by_owner, [device(1, T1, external_id="ann")], NOW, ROUTES).not_found == ["bob"]
+
+
+def test_a_bulk_send_reaching_an_app_no_credential_serves_is_refused_whole() -> None:
+    found = [device(1, T1), device(2, T2, app="com.nope")]
+    bulk = BulkSend([T1, T2], None, None, "sandbox", {"push_type": "alert", "title": "Sale"})
+    with pytest.raises(ApiError, match=r"no credential serves app com\.nope in environment sandbox"):
+        plan_bulk(bulk, found, NOW, ROUTES)
+    with pytest.raises(ApiError, match=r"no credential serves app com\.nope in environment sandbox"):
+        plan_bulk(BulkSend(["ff" * 32], None, "com.nope", "sandbox", {"push_type": "alert"}), [], NOW, ROUTES)
 
 
 async def test_the_batcher_coalesces_what_arrives_meanwhile_and_answers_each_alone() -> None:

@@ -13,10 +13,9 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 
-from harness.gateway import APP, bulk_batches, check_bulk_registration, gateway_settings
+from harness.gateway import APP, bulk_batches, check_bulk_registration, gateway_settings, serve_test_apps, stream_of
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
-from noti.queue import StreamKeys
 from noti.store import migrate
 from noti.store.db import make_engine
 
@@ -27,6 +26,7 @@ async def sqlite_client(tmp_path: Path, clean_redis: redis.Redis, redis_url: str
     engine = make_engine(url)
     migrate.upgrade(engine)
     key = create_api_key(engine, "dev", [Scope.SEND, Scope.READ])
+    serve_test_apps(clean_redis)
     client = aioredis.Redis.from_url(redis_url)
     app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)
     async with (
@@ -69,7 +69,7 @@ async def test_devices_sends_bulk_history_and_stats_work_on_sqlite(
     assert len(history["results"]) + len(rest["results"]) == 5
     stats = (await http.get("/api/notifications/stats/")).json()
     assert stats["overall"]["total"] == 5 and stats["overall"]["in_flight"] == 5
-    assert clean_redis.xlen(StreamKeys(APP, "sandbox").transactional_stream) == 5
+    assert clean_redis.xlen(stream_of(APP, "sandbox")) == 5
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -114,7 +114,7 @@ async def _scrape_sender(simulator: SimulatorProcess, engine: Engine, client: re
 
 def _scrape_gateway(base_url: str, client: redis.Redis) -> str:
     """The gateway after a request, with a transactional stream to report the depth of."""
-    client.xadd("noti:{sandbox:com.example.app}:tx", {"probe": "1"})
+    client.xadd("noti:{default/push}:tx", {"probe": "1"})
     with httpx.Client(base_url=base_url) as http:
         assert http.get("/healthz").status_code == 200
         assert http.get("/api/devices/").status_code == 401

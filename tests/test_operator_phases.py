@@ -10,11 +10,13 @@ from noti.operator.conditions import (
     changed,
     conditions_with,
     credential_conditions,
+    route_condition,
     transitions,
     with_conditions,
 )
 from noti.operator.phases import Action, Step, counts, failed, next_step
 from noti.queue import CampaignProgress
+from noti.routes import Claim, Claimed, Route
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -40,6 +42,13 @@ def progress(total: int, sent: int = 0, failed: int = 0, invalid: int = 0) -> Ca
 def condition(result: Step, type_: str) -> tuple[bool, str] | None:
     found = next((c for c in result.conditions if c.type == type_), None)
     return (found.status, found.reason) if found else None
+
+
+def test_a_campaign_whose_credential_another_credential_outranks_waits_saying_so() -> None:
+    waiting = decide(conflict="APNsCredential team-a/shop already serves com.example.app in sandbox")
+    assert (waiting.phase, waiting.reason, waiting.action, waiting.warning) == ("Pending", "BundleConflict",
+                                                                               Action.WAIT, True)  # fmt: skip
+    assert "team-a/shop" in waiting.message and condition(waiting, "CredentialFound") == (False, "BundleConflict")
 
 
 def test_a_campaign_waits_for_its_credential_then_its_start_then_fans_out() -> None:
@@ -113,6 +122,20 @@ def test_a_credential_is_ready_only_when_a_sender_can_send_with_it() -> None:
     assert ready(refusal="InvalidProviderToken", replicas=1, available=1) == ("False", "InvalidProviderToken")
     types = [c.type for c in credential_conditions(refusal=None, replicas=1, available=1)]
     assert types == ["KeyValid", "Available", "Accepted", "Ready"]
+
+
+def test_a_credential_another_one_serves_the_app_for_is_not_ready_and_names_it() -> None:
+    holder = Route("team-a/shop", "TEAM.KEY")
+    conflict = route_condition(Claim(Claimed.CONFLICT, holder), "com.example.app", "sandbox")
+    assert (conflict.status, conflict.reason) == (False, "BundleConflict") and "team-a/shop" in conflict.message
+    ready = next(c for c in credential_conditions(refusal=None, replicas=1, available=1, routed=conflict)
+                 if c.type == "Ready")  # fmt: skip
+    assert (ready.status, ready.reason, ready.message) == (False, "BundleConflict", conflict.message)
+    for outcome, reason in ((Claimed.TAKEN, "RouteHeld"), (Claimed.HELD, "RouteHeld"), (Claimed.SHARED, "RouteShared")):
+        routed = route_condition(Claim(outcome, holder), "com.example.app", "sandbox")
+        assert (routed.status, routed.reason) == (True, reason)
+        assert next(c for c in credential_conditions(refusal=None, replicas=1, available=1, routed=routed)
+                    if c.type == "Ready").status  # fmt: skip
 
 
 def test_transitions_name_the_conditions_that_moved() -> None:

@@ -23,11 +23,11 @@ import pytest
 import redis
 from sqlalchemy import Engine, select, update
 
-from harness.gateway import APP
+from harness.gateway import APP, credential_of, stream_of
 from harness.procs import reap
 from harness.pushy import Decision, PushyServer
 from harness.sender import wait_for_final
-from noti.queue import CONSUMER_GROUP, StreamKeys
+from noti.queue import CONSUMER_GROUP
 from noti.store.models import Device, Notification
 
 STATUS_OF = {200: "sent", 400: "invalid_token", 410: "invalid_token"}  # what Pushy answers these tokens
@@ -47,7 +47,7 @@ def sender_log(
     with log_path.open("wb") as output:
         # Away from the repository root, whose operator/ folder would shadow the standard library.
         process = subprocess.Popen(
-            [sys.executable, "-m", "noti.cli", "sender", "--credential", "default/pushy"],
+            [sys.executable, "-m", "noti.cli", "sender", "--credential", credential_of(APP)],
             env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -125,5 +125,5 @@ async def test_every_record_ends_as_pushy_decided_once_and_only_dead_devices_are
     shown = await client.get(f"/api/notifications/{some.id}/")
     assert shown.json()["apns_unique_id"] == some.apns_unique_id
 
-    stream = StreamKeys(APP, "sandbox").transactional_stream
+    stream = stream_of(APP, "sandbox")
     assert clean_redis.xpending(stream, CONSUMER_GROUP)["pending"] == 0

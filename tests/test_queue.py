@@ -22,7 +22,7 @@ def _message() -> QueuedNotification:
 
 
 def test_message_round_trips_through_a_real_stream(clean_redis: redis.Redis) -> None:
-    credential = StreamKeys("com.example.app", "sandbox")
+    credential = StreamKeys("team-a/app")
     message = _message()
     clean_redis.xadd(credential.transactional_stream, message.encode())  # type: ignore[arg-type]
     [(_, [(_, fields)])] = clean_redis.xread({credential.transactional_stream: 0})  # type: ignore[misc]
@@ -38,7 +38,7 @@ def test_other_versions_and_garbage_are_rejected_with_a_reason() -> None:
 
 
 def test_all_keys_of_a_credential_share_one_cluster_hash_tag() -> None:
-    credential = StreamKeys("com.example.app", "production")
+    credential = StreamKeys("team-a/com.example.app")
     keys = [
         credential.transactional_stream,
         credential.campaign_stream("default/launch"),
@@ -47,15 +47,20 @@ def test_all_keys_of_a_credential_share_one_cluster_hash_tag() -> None:
         credential.rate_limit,
         credential.status,
     ]
-    assert {key.split("{")[1].split("}")[0] for key in keys} == {"production:com.example.app"}
+    assert {key.split("{")[1].split("}")[0] for key in keys} == {"team-a/com.example.app"}
     assert len(set(keys)) == len(keys)
 
 
-def test_credential_rejects_unknown_environment_and_bad_app() -> None:
-    with pytest.raises(ValueError, match="environment must be one of sandbox, production"):
-        StreamKeys("com.example.app", "staging")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="bundle id"):
-        StreamKeys("com.ex{ample}")
+def test_two_credentials_of_one_app_never_share_a_key() -> None:
+    a, b = StreamKeys("team-a/app"), StreamKeys("team-b/app")
+    for name in ("transactional_stream", "campaigns", "retries", "rate_limit", "status", "finished", "dead_letters"):
+        assert getattr(a, name) != getattr(b, name)
+
+
+@pytest.mark.parametrize("identity", ["com.example.app", "Team-A/app", "team-a/", "/app", "a/b/c", "team-a/ap{p}"])
+def test_a_credential_is_a_kubernetes_namespace_and_name(identity: str) -> None:
+    with pytest.raises(ValueError, match=r"namespace/name|Kubernetes"):
+        StreamKeys(identity)
 
 
 def test_messages_encoded_together_read_as_each_encoded_alone() -> None:

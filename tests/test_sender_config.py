@@ -30,3 +30,7 @@ def test_problems_name_every_missing_or_contradictory_setting(monkeypatch: pytes
     assert complete.problems() == []
     by_certificate = Settings.defaults(apns_bundle_id="com.x", apns_cert_file="/c.p12").sender
     assert by_certificate.problems() == []
+    assert (
+        "NOTI_CREDENTIAL: a credential is namespace/name, such as noti/dev"
+        in Settings.defaults(credential="dev").sender.problems()
+    )

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert, select
 from harness.apns import SimulatorProcess
 from harness.procs import free_port
 from harness.sender import enqueue, final_count, statuses, stream_keys_of
-from noti.queue import CampaignProgress, QueuedNotification, campaign_counters
+from noti.queue import ROUTES, CampaignProgress, QueuedNotification, campaign_counters
 from noti.sender.service import Sender
 from noti.settings import SenderSettings, Settings
 from noti.store import records
@@ -57,6 +57,23 @@ async def test_notifications_are_sent_recorded_and_acked(
     stream = stream_keys_of(apns_simulator).transactional_stream
     assert clean_redis.xlen(stream) == 0  # acked and removed
     assert clean_redis.xpending(stream, "senders")["pending"] == 0
+    # Run by hand (no operator), the sender published that its credential serves the app.
+    route = clean_redis.hget(ROUTES, f"sandbox:{apns_simulator.bundle_id}")
+    assert (
+        route
+        == f"{stream_keys_of(apns_simulator).credential} {apns_simulator.team_id}.{apns_simulator.key_id}".encode()
+    )
+
+
+async def test_a_sender_whose_app_another_credential_serves_leaves_the_route_to_it(
+    sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
+) -> None:
+    held = b"team-a/shop OTHERTEAM1.OTHERKEY01"
+    clean_redis.hset(ROUTES, f"sandbox:{apns_simulator.bundle_id}", held)
+    enqueue(clean_db, clean_redis, apns_simulator, ["ab" * 32], with_devices=True)
+    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 1)
+    assert statuses(clean_db) == {"sent": 1}  # its own queue is still served
+    assert clean_redis.hget(ROUTES, f"sandbox:{apns_simulator.bundle_id}") == held
 
 
 async def test_unregistered_and_bad_tokens_end_invalid_and_deactivate_devices(
@@ -217,7 +234,7 @@ async def test_campaign_counters_follow_outcomes(
     spec = CampaignSpec.from_manifest(manifest)
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
-    await fan_out(engine, aredis, stream_keys_of(apns_simulator), spec)
+    await fan_out(engine, aredis, stream_keys_of(apns_simulator), spec, app=apns_simulator.bundle_id)
     await _run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
     await aredis.aclose()
     engine.dispose()
@@ -248,7 +265,13 @@ async def test_campaign_rate_limit_holds_when_the_sender_is_otherwise_idle(
     }  # fmt: skip
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
-    await fan_out(engine, aredis, stream_keys_of(apns_simulator), CampaignSpec.from_manifest(manifest))
+    await fan_out(
+        engine,
+        aredis,
+        stream_keys_of(apns_simulator),
+        CampaignSpec.from_manifest(manifest),
+        app=apns_simulator.bundle_id,
+    )
     await aredis.aclose()
     engine.dispose()
     started = time.monotonic()

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, select
 
+from harness.apns import credential_for
 from harness.procs import free_port
 from harness.pushy import PushyServer
 from harness.sender import enqueue, final_count, statuses, stream_keys_of
@@ -99,7 +100,7 @@ async def test_a_wrong_topic_pauses_sending_and_deactivates_no_device(
 ) -> None:
     tokens = list(pushy.known_tokens[:60])  # Pushy knows them for its own bundle id only
     enqueue(clean_db, clean_redis, App(WRONG_TOPIC), tokens, with_devices=True)
-    sender = running(Sender(_config(pushy, apns_bundle_id=WRONG_TOPIC)))  # type: ignore[operator]
+    sender = running(Sender(_config(pushy, apns_bundle_id=WRONG_TOPIC, credential=credential_for(WRONG_TOPIC))))  # type: ignore[operator]
 
     assert await _until(lambda: sender.credential_failure is not None, 30), statuses(clean_db)
     await asyncio.sleep(1.0)  # answers still in flight when it paused are in too

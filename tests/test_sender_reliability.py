@@ -32,14 +32,14 @@ GRACE = 10.0  # NOTI_SENDER_GRACE_PERIOD
 
 
 class SenderProcess:
-    """One ``noti sender --credential default/test`` subprocess, its output in a log file."""
+    """One ``noti sender`` subprocess for the credential of its env, its output in a log file."""
 
     def __init__(self, env: dict[str, str], directory: Path, name: str) -> None:
         self.log_path = directory / f"sender-{name}.log"
         with self.log_path.open("wb") as output:
             # Away from the repository root, whose operator/ folder would shadow the standard library.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "noti.cli", "sender", "--credential", "default/test"],
+                [sys.executable, "-m", "noti.cli", "sender", "--credential", env["NOTI_CREDENTIAL"]],
                 env=env, cwd=directory, stdout=output, stderr=subprocess.STDOUT,
             )  # fmt: skip
 

@@ -96,7 +96,7 @@ async def test_a_send_with_every_field_set_is_queued_again_unchanged_by_the_dev_
     # `noti dev` after a restart: its Redis forgot the queue, the unfinished record is queued again.
     client = aioredis.Redis.from_url(redis_url)
     try:
-        assert await requeue_unfinished(any_store.engine, client, KEYS) >= 1
+        assert await requeue_unfinished(any_store.engine, client, KEYS, APP) >= 1
     finally:
         await client.aclose()
     _, requeued = entries_of(clean_redis, id)

@@ -53,10 +53,10 @@ def run(manifest: Path, data_dir: str, timeout: float) -> None:
         raise click.ClickException(
             f"spec.credentialRef.name is {spec.credential!r}, but the dev stack's credential is {stack.credential!r}"
         )
-    credential = StreamKeys(stack.app, stack.environment)  # type: ignore[arg-type]
+    credential = StreamKeys(f"default/{stack.credential}")  # the dev stack's embedded credential (its route)
     display: Display = BarDisplay(spec.name) if sys.stdout.isatty() else LineDisplay(spec.name)
     try:
-        asyncio.run(_run(spec, credential, stack.database_url, stack.redis_url, timeout, display))
+        asyncio.run(_run(spec, credential, stack.app, stack.database_url, stack.redis_url, timeout, display))
     except (RedisError, OSError) as exc:
         raise click.ClickException(
             f"cannot reach the dev stack's queue at {stack.redis_url} ({exc}): is `noti dev` (pid {stack.pid}) running?"
@@ -224,14 +224,14 @@ def _summary(name: str, by_status: dict[str, int], total: int) -> str:
 
 
 async def _run(
-    spec: CampaignSpec, credential: StreamKeys, database_url: str, redis_url: str, wait_seconds: float,
+    spec: CampaignSpec, credential: StreamKeys, app: str, database_url: str, redis_url: str, wait_seconds: float,
     display: Display,
 ) -> None:  # fmt: skip
     engine = make_engine(database_url, pool_size=get_settings().store.database_pool_size)
     redis = aioredis.Redis.from_url(redis_url)
     throughput = Throughput()
     snapshot: Snapshot | None = None
-    fanning: asyncio.Task[FanOutResult] = asyncio.create_task(fan_out(engine, redis, credential, spec))
+    fanning: asyncio.Task[FanOutResult] = asyncio.create_task(fan_out(engine, redis, credential, spec, app=app))
     try:
         started = time.monotonic()
         deadline = started + wait_seconds

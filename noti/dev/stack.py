@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, select
 
+from noti import routes
 from noti.apns.simulator import Simulator
 from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
@@ -26,6 +27,7 @@ from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev
 from noti.dev.embedded_redis import EmbeddedRedis
 from noti.dev.memory import limit_malloc_arenas, return_idle_memory
 from noti.queue import QueuedNotification, StreamKeys
+from noti.routes import Route, apple_identity
 from noti.settings import Settings
 from noti.store import migrate
 from noti.store.content import RECORD_COLUMNS, record_content
@@ -36,6 +38,7 @@ log = logging.getLogger("noti.dev")
 TEAM_ID = "DEVTEAM001"
 KEY_ID = "DEVKEY0001"
 CREDENTIAL = "dev"  # the APNsCredential name campaign manifests refer to
+DEV_CREDENTIAL = f"default/{CREDENTIAL}"  # its identity: the queues it owns and the route it claims
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,18 @@ class DevStack:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
         await simulator.register_key(TEAM_ID, KEY_ID, [options.app], public_pem)
-        credential = StreamKeys(options.app, "sandbox")
+        credential = StreamKeys(DEV_CREDENTIAL)
+        # Published before the gateway listens: its first send finds the app served.
+        claimed = await routes.claim(
+            redis, options.app, "sandbox", Route(DEV_CREDENTIAL, apple_identity(TEAM_ID, KEY_ID))
+        )
+        if not claimed.serves:
+            raise DevError(
+                f"{options.app} in sandbox is served by {claimed.holder.credential} in the Redis at {redis_url}: "
+                "use another --app or another Redis"
+            )
         if requeue:
-            count = await requeue_unfinished(engine, redis, credential)
+            count = await requeue_unfinished(engine, redis, credential, options.app)
             if count:
                 click.echo(f"re-queued {count} notifications left unfinished by the last run")
         api_key = await asyncio.to_thread(self._api_key, data, engine)
@@ -160,7 +172,7 @@ class DevStack:
         sender = Sender(
             stack.model_copy(
                 update={
-                    "credential": f"default/{CREDENTIAL}",
+                    "credential": DEV_CREDENTIAL,
                     "apns_team_id": TEAM_ID,
                     "apns_key_id": KEY_ID,
                     "apns_key_file": data.apns_key,
@@ -270,7 +282,7 @@ def ensure_port_free(host: str, port: int, what: str, option: str) -> None:
             raise DevError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}") from None
 
 
-async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: StreamKeys) -> int:
+async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: StreamKeys, app: str) -> int:
     """Queue the app's unfinished records again, with the content they were queued with: the
     embedded Redis forgets its queues on exit. Returns how many."""
 
@@ -278,14 +290,14 @@ async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: Stream
         columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
         query = select(
             Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
-        ).where(Notification.app == keys.app, Notification.status.notin_(FINAL_STATUSES))
+        ).where(Notification.app == app, Notification.status.notin_(FINAL_STATUSES))
         with engine.connect() as connection:
             rows = connection.execute(query).all()
         return [
             QueuedNotification(
                 id=row.id,
                 device_token=row.device_token,
-                app=keys.app,
+                app=app,
                 content=record_content(row),
                 device_id=row.device_id,
                 campaign=row.campaign,

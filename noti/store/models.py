@@ -171,6 +171,7 @@ class Notification(Base):
     device_token: Mapped[str] = mapped_column(String(200))
     app: Mapped[str] = mapped_column(String(255))
     campaign: Mapped[str | None] = mapped_column(String(320))  # "namespace/name" of a NotificationCampaign
+    credential: Mapped[str | None] = mapped_column(String(317))  # "namespace/name" of the APNsCredential queued for
 
     title: Mapped[str | None] = mapped_column(Text)
     subtitle: Mapped[str | None] = mapped_column(Text)

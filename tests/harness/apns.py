@@ -37,9 +37,15 @@ class ApnsServer(Protocol):
     ca_path: Path
 
 
+def credential_for(bundle_id: str, environment: str = "sandbox") -> str:
+    """The credential identity (``namespace/name``) the tests give the credential of a bundle id."""
+    return f"tests/{bundle_id.lower()}-{environment}"
+
+
 def sender_environment(server: ApnsServer) -> dict[str, str]:
     """The environment the operator gives a sender Deployment whose credential ``server`` takes."""
     return {
+        "NOTI_CREDENTIAL": credential_for(server.bundle_id),
         "NOTI_APNS_TEAM_ID": server.team_id,
         "NOTI_APNS_KEY_ID": server.key_id,
         "NOTI_APNS_KEY_FILE": str(server.key_path),

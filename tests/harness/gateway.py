@@ -18,14 +18,44 @@ from fastapi import FastAPI
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+from harness.apns import credential_for
 from harness.procs import free_port, port_open, wait_until
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
+from noti.queue import ENVIRONMENTS, ROUTES, StreamKeys
+from noti.routes import CLAIM_ROUTE, Route, route_field
 from noti.settings import GatewaySettings, Settings
 from noti.store import migrate
 from noti.store.db import make_engine
 
 APP = "com.example.app"
+SERVED_APPS = (APP, "com.example.other", "com.other.app")  # what the gateway fixtures find served
+
+
+def credential_of(app: str, environment: str = "sandbox") -> str:
+    """The credential serving ``app`` in ``environment`` once ``serve`` published its route."""
+    return credential_for(app, environment)
+
+
+def stream_of(app: str, environment: str = "sandbox") -> str:
+    """The transactional stream the gateway queues sends of ``app`` in ``environment`` on."""
+    return StreamKeys(credential_of(app, environment)).transactional_stream
+
+
+def serve(client: redis.Redis, app: str, environment: str = "sandbox", credential: str | None = None) -> str:
+    """Publish the route of ``app`` in ``environment`` as the operator does; answers its credential."""
+    credential = credential or credential_of(app, environment)
+    route = Route(credential, "TESTTEAM01.TESTKEY001")
+    client.eval(CLAIM_ROUTE, 1, ROUTES, route_field(app, environment), credential, route.encode(), route.namespace,
+                route.apple)  # fmt: skip
+    return credential
+
+
+def serve_test_apps(client: redis.Redis) -> None:
+    """Routes for every app the gateway tests send to, in both environments."""
+    for app in SERVED_APPS:
+        for environment in ENVIRONMENTS:
+            serve(client, app, environment)
 
 
 @dataclass(frozen=True)
@@ -136,6 +166,7 @@ async def gateway_app(
     clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str
 ) -> AsyncIterator[FastAPI]:
     """The gateway with its lifespan running (so single sends go through the micro-batcher)."""
+    serve_test_apps(clean_redis)
     client = aioredis.Redis.from_url(redis_url)
     app = create_app(gateway_settings(database_url, redis_url), engine=clean_db, redis=client)
     async with app.router.lifespan_context(app):
@@ -156,6 +187,7 @@ async def client(gateway_app: FastAPI, keys: Keys) -> AsyncIterator[httpx.AsyncC
 @pytest.fixture
 def live_gateway(clean_db: Engine, clean_redis: redis.Redis, database_url: str, redis_url: str) -> Iterator[str]:
     """The gateway on a real uvicorn server on loopback (a browser needs a socket)."""
+    serve_test_apps(clean_redis)
     port = free_port()
     app = create_app(gateway_settings(database_url, redis_url), engine=clean_db)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
@@ -205,6 +237,7 @@ async def any_store(
         url = f"sqlite:///{tmp_path}/noti.db"
         engine = make_engine(url)
         migrate.upgrade(engine)
+    serve_test_apps(clean_redis)
     client = aioredis.Redis.from_url(redis_url)
     app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)
     async with app.router.lifespan_context(app):

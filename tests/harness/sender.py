@@ -12,6 +12,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, insert, select
 
+from harness.apns import credential_for
 from noti.queue import QueuedNotification, StreamKeys
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
@@ -25,7 +26,8 @@ class Server(Protocol):
 
 
 def stream_keys_of(simulator: Server) -> StreamKeys:
-    return StreamKeys(simulator.bundle_id, "sandbox")
+    """The queues of the credential the tests give ``simulator``'s app (``sender_env()`` sets NOTI_CREDENTIAL)."""
+    return StreamKeys(credential_for(simulator.bundle_id))
 
 
 def enqueue(

@@ -23,15 +23,17 @@ import httpx
 import pytest
 import redis
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client as k8s
 from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
-from harness.k8s import KubeCluster
+from harness.k8s import KubeCluster, unique_name
 from harness.procs import free_port, wait_until
 from harness.services import PostgresServer, RedisServer
 from noti.operator.deployment import FINGERPRINT_ANNOTATION, key_fingerprint
-from noti.queue import QueuedNotification, StreamKeys, campaign_settings
+from noti.queue import ROUTES, QueuedNotification, StreamKeys, campaign_settings
 from noti.store.models import Device, Notification, TokenKind
 from noti.store.tokens import TokenFields, upsert_tokens
 
@@ -100,12 +102,13 @@ def operator(
 
 
 def start_sender(
-    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, folder: Path
+    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, folder: Path, key_file: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """A sender as its pod would run it, from its Deployment's env; only the mounted files' paths are local."""
     env = cluster.process_env("shop-sender", namespace)
-    env.update(NOTI_APNS_KEY_FILE=str(simulator.key_path), NOTI_APNS_CA_FILE=str(simulator.ca_path),
+    env.update(NOTI_APNS_KEY_FILE=str(key_file or simulator.key_path), NOTI_APNS_CA_FILE=str(simulator.ca_path),
                NOTI_SENDER_HEALTH_PORT=str(free_port()), PATH=os.environ["PATH"])  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
     with (folder / "sender.log").open("w") as log:
         return subprocess.Popen([str(Path(sys.executable).with_name("noti")), "sender"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=folder)  # fmt: skip
@@ -144,11 +147,13 @@ def secrets(
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
 
-def apply_credential(cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, **senders: int) -> None:
+def apply_credential(
+    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, key_id: str | None = None, **senders: int
+) -> None:
     manifest = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "APNsCredential", "metadata": {"name": "shop"},
         "spec": {
-            "teamId": simulator.team_id, "keyId": simulator.key_id, "bundleId": simulator.bundle_id,
+            "teamId": simulator.team_id, "keyId": key_id or simulator.key_id, "bundleId": simulator.bundle_id,
             "environment": "sandbox", "endpoint": simulator.url, "privateKeySecretRef": {"name": "apns-key"},
             "caSecretRef": {"name": "apns-ca"}, "senders": {"minReplicas": 1, "maxReplicas": 4, **senders},
         },
@@ -273,7 +278,7 @@ def test_credential_becomes_a_sender_deployment_that_follows_backlog_and_key(
 
     # A backlog of 350 (10/s per sender, to drain within 10 s) wakes the most senders allowed: 4; once
     # worked off, they go after 3 s.
-    queue = StreamKeys(apns_simulator.bundle_id, "sandbox")
+    queue = StreamKeys(f"{ns}/shop")
     for n in range(350):
         message = QueuedNotification(uuid.uuid4(), f"{n:064x}", apns_simulator.bundle_id, {"title": "x"})
         clean_redis.xadd(queue.transactional_stream, message.encode())  # type: ignore[arg-type]
@@ -481,7 +486,7 @@ def test_campaign_waits_for_its_credential_and_start_follows_suspension_and_stop
     assert clean_redis.hmget(settings, "rate", "suspend") == [b"20", b"1"]
 
     # Deleted, it stops: no queue, nothing left in flight, the unsent records closed as failed.
-    queue = StreamKeys(apns_simulator.bundle_id, "sandbox")
+    queue = StreamKeys(f"{ns}/shop")
     assert clean_redis.xlen(queue.campaign_stream(f"{ns}/spring")) == 12
     noti_crds.kubectl("delete", "-n", ns, "notificationcampaigns", "spring", "--timeout=30s")
     assert clean_redis.exists(queue.campaign_stream(f"{ns}/spring"), settings) == 0
@@ -507,7 +512,7 @@ def test_a_campaign_that_can_never_be_sent_fails_before_anything_is_queued(
     assert failed["status"]["phase"] == "Failed"
     assert condition(failed, "Failed")["reason"] == "InvalidNotification"
     assert "4096" in condition(failed, "Failed")["message"] and condition(failed, "Complete") == {}
-    queue = StreamKeys(apns_simulator.bundle_id, "sandbox")
+    queue = StreamKeys(f"{ns}/shop")
     assert clean_redis.xlen(queue.campaign_stream(f"{ns}/huge")) == 0
     with clean_db.connect() as connection:
         assert connection.execute(select(Notification.id).where(Notification.campaign == f"{ns}/huge")).all() == []
@@ -661,3 +666,101 @@ def test_operator_carries_on_after_redis_and_postgresql_restart(
         "the credential's backlog read again", operator,
     )  # fmt: skip
     assert operator.process.poll() is None
+
+
+def test_two_tenants_claiming_one_bundle_id_never_share_a_queue_or_a_key(
+    noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient, apns_simulator: SimulatorProcess,
+    database_url: str, redis_url: str, clean_db: Engine, clean_redis: redis.Redis, tmp_path: Path,
+) -> None:  # fmt: skip
+    team_a = k8s_namespace
+    team_b = unique_name("b", team_a)
+    k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=team_b)))
+    app = apns_simulator.bundle_id
+    tokens = seed_devices(clean_db, app, 10)
+    # team-b: the same bundle id, a key of its own that Apple (the simulator) never issued.
+    made_up = tmp_path / "made-up.p8"
+    made_up.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    running = start_operator(noti_crds, f"{team_a},{team_b}", database_url, redis_url, tmp_path / "operator",
+                             NOTI_OPERATOR_LEASE_NAMESPACE=team_a)  # fmt: skip
+    senders: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_until(lambda: _healthy(running.process, running.port), timeout=60, what=f"/healthz\n{running.tail()}")
+        for ns in (team_a, team_b):
+            secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+        key = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "apns-key"},
+               "stringData": {"AuthKey.p8": made_up.read_text()}}  # fmt: skip
+        noti_crds.kubectl("apply", "-n", team_b, "-f", "-", input=json.dumps(key))
+        apply_credential(noti_crds, team_a, apns_simulator)
+        eventually(lambda: condition(custom(api, team_a, "apnscredentials", "shop"), "Routed").get("reason")
+                   == "RouteHeld", "team-a serves the app", running)  # fmt: skip
+        apply_credential(noti_crds, team_b, apns_simulator, key_id="MADEUPKEY1")
+
+        # The second claimer reports the conflict, naming the holder; the route stays team-a's.
+        conflicted = eventually(
+            lambda: custom_if(api, team_b, "apnscredentials", "shop",
+                              lambda c: condition(c).get("reason") == "BundleConflict"),
+            "team-b not Ready: BundleConflict", running,
+        )  # fmt: skip
+        assert condition(conflicted)["status"] == "False" and f"{team_a}/shop" in condition(conflicted)["message"]
+        assert condition(conflicted, "Routed")["status"] == "False"
+        warned = [e for e in events(noti_crds, team_b, "APNsCredential", "shop") if e["reason"] == "BundleConflict"]
+        assert warned and warned[0]["type"] == "Warning" and f"{team_a}/shop" in warned[0]["message"]
+        assert (
+            clean_redis.hget(ROUTES, f"sandbox:{app}")
+            == f"{team_a}/shop {apns_simulator.team_id}.{apns_simulator.key_id}".encode()
+        )
+
+        # Each tenant's campaign is its own credential's: team-a's is queued on team-a's queue; team-b's waits,
+        # saying why, while team-b's credential is in conflict.
+        for ns in (team_a, team_b):
+            apply_campaign(noti_crds, ns, "sale", ratePerSecond=0)
+            eventually(lambda ns=ns: _deployment(k8s.AppsV1Api(api), ns), f"{ns}'s sender Deployment", running)
+        queue_a, queue_b = StreamKeys(f"{team_a}/shop"), StreamKeys(f"{team_b}/shop")
+        eventually(lambda: clean_redis.xlen(queue_a.campaign_stream(f"{team_a}/sale")) == 10,
+                   "team-a's campaign queued on team-a's queue", running)  # fmt: skip
+        waiting = eventually(
+            lambda: custom_if(api, team_b, "notificationcampaigns", "sale",
+                              lambda c: condition(c, "CredentialFound").get("reason") == "BundleConflict"),
+            "team-b's campaign waits for its credential", running,
+        )  # fmt: skip
+        assert waiting["status"]["phase"] == "Pending" and f"{team_a}/shop" in waiting["status"]["message"]
+        assert clean_redis.xlen(queue_b.campaign_stream(f"{team_b}/sale")) == 0
+        assert noti_crds.process_env("shop-sender", team_b)["NOTI_CREDENTIAL"] == f"{team_b}/shop"
+        senders.append(start_sender(noti_crds, team_a, apns_simulator, tmp_path / "a"))
+        senders.append(start_sender(noti_crds, team_b, apns_simulator, tmp_path / "b", key_file=made_up))
+        noti_crds.kubectl("wait", "-n", team_a, "--for=condition=Complete", "notificationcampaign/sale",
+                          "--timeout=90s", timeout=100)  # fmt: skip
+
+        # team-a goes: its route is released, team-b takes it over at its next reconcile, and its campaign
+        # goes to team-b's queue, read by team-b's sender, signed with team-b's key (which APNs refuses).
+        noti_crds.kubectl("delete", "-n", team_a, "apnscredentials", "shop", "--timeout=30s")
+        eventually(lambda: condition(custom(api, team_b, "apnscredentials", "shop"), "Routed").get("reason")
+                   == "RouteHeld", "team-b takes the route over", running)  # fmt: skip
+        assert (
+            clean_redis.hget(ROUTES, f"sandbox:{app}") == f"{team_b}/shop {apns_simulator.team_id}.MADEUPKEY1".encode()
+        )
+        refused = eventually(
+            lambda: custom_if(api, team_b, "apnscredentials", "shop",
+                              lambda c: condition(c, "Accepted").get("status") == "False"),
+            "team-b's own key refused", running, timeout=90,
+        )  # fmt: skip
+        assert condition(refused, "Accepted")["reason"] == "InvalidProviderToken"
+        with clean_db.connect() as connection:
+            rows = connection.execute(select(Notification.campaign, Notification.status, Notification.credential)).all()
+        # Nothing of one tenant was sent by the other's sender: team-a's all sent by team-a's (the only key
+        # APNs takes), team-b's queued for team-b's credential and none sent.
+        assert sorted((r.campaign, r.status, r.credential) for r in rows if r.status == "sent") == [
+            (f"{team_a}/sale", "sent", f"{team_a}/shop")
+        ] * len(tokens)
+        assert {(r.credential, r.status == "sent") for r in rows if r.campaign == f"{team_b}/sale"} == {
+            (f"{team_b}/shop", False)
+        }
+        assert len([r for r in rows if r.campaign == f"{team_b}/sale"]) == len(tokens)
+    finally:
+        for sender in senders:
+            stop_sender(sender)
+        stop_operator(running)
