@@ -302,7 +302,7 @@ async def test_a_live_activity_start_campaign_reaches_push_to_start_tokens_of_it
                        attributes={"home": "A", "away": "B"}, contentState={"score": "0-0"}, inputPushToken=True)
     )  # fmt: skip
     assert spec.content["push_type"] == "liveactivity" and spec.content["timestamp"] == 1796115600
-    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=7)
+    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=7)
     active = sum(1 for i in range(40) if i % 7 != 3)  # tokens of inactive devices are not reached
     assert (result.total, result.written) == (active, active)
     messages = [QueuedNotification.decode(f) for _, f in await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))]
@@ -316,7 +316,7 @@ async def test_a_live_activity_start_campaign_reaches_push_to_start_tokens_of_it
     assert kinds == [("start", active)]
     # A resumed fan-out writes nothing twice.
     await aredis.delete(campaign_fanout_cursor(spec.name))
-    assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, chunk_size=7)).written == 0
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=7)).written == 0
 
 
 async def test_a_live_activity_end_campaign_ends_every_activity_of_its_type_for_the_audience(
@@ -329,7 +329,7 @@ async def test_a_live_activity_end_campaign_ends_every_activity_of_its_type_for_
                        contentState={"score": "2-1"}, dismissalDate=1796119200)
     )  # fmt: skip
     assert "attributes_type" not in spec.content  # it chose the activities; an end carries no attributes
-    result = await fan_out(clean_db, aredis, CREDENTIAL, spec)
+    result = await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP)
     vip = [i for i in range(0, 30, 10) if i % 7 != 3]
     assert result.total == len(vip)
     messages = [QueuedNotification.decode(f) for _, f in await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))]

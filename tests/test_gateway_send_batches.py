@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from harness.contents import ALERT_FIELDS, as_json_numbers, contents
-from harness.gateway import APP, StoreGateway, stream_of
+from harness.gateway import APP, StoreGateway, serve, stream_of
 from noti.gateway.ids import new_id
 from noti.gateway.sends import Accepted, Send
-from noti.queue import ENVIRONMENTS, QueuedNotification, StreamKeys
+from noti.queue import ENVIRONMENTS, QueuedNotification
 from noti.store.content import COLUMNS
 from noti.store.models import Notification
 
@@ -117,7 +117,8 @@ async def test_a_stream_redis_refuses_fails_only_the_sends_queued_into_it(
 ) -> None:
     broken_app = "com.example.broken"
     broken_token = "cd" * 32
-    broken_stream = StreamKeys(broken_app, "sandbox").transactional_stream
+    serve(clean_redis, broken_app)
+    broken_stream = stream_of(broken_app)
     clean_redis.set(broken_stream, "not a stream")  # every XADD to it answers WRONGTYPE
     async with any_store.client(any_store.new_key()) as http:
         await register(http)

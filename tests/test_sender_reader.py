@@ -28,7 +28,7 @@ async def test_a_campaign_stays_on_the_roster_while_the_store_that_would_tell_it
     clean_redis: redis.Redis, redis_url: str
 ) -> None:
     """Reading goes on through a store outage (it used to end the sender's read loop)."""
-    queue = StreamKeys("com.example.app", "sandbox")
+    queue = StreamKeys("default/app")
     clean_redis.sadd(queue.campaigns, "default/spring")
     clean_redis.hset(campaign_fanout_cursor("default/spring"), "done", "1")
     away = make_engine(f"postgresql+psycopg://noti@127.0.0.1:{free_port()}/noti", bounds=Bounds(connect=2))

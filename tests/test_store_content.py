@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from harness.contents import OPTIONAL, as_json_numbers, contents
-from harness.gateway import APP, StoreGateway
+from harness.gateway import APP, StoreGateway, credential_of
 from noti.apns.payload import NotificationContent, build_headers, payload_dict
 from noti.dev.stack import requeue_unfinished
 from noti.gateway.auth import Scope, create_api_key
@@ -26,7 +26,7 @@ from noti.store.models import Notification, NotificationStatus
 from noti.store.records import RecordUpdate
 
 TOKEN = "c3" * 32
-KEYS = StreamKeys(APP, "sandbox")  # the environment the test gateway sends to by default
+KEYS = StreamKeys(credential_of(APP))  # the environment the test gateway sends to by default
 
 
 def queued_content(content: dict[str, Any]) -> dict[str, Any]:
