@@ -12,6 +12,7 @@ from noti import __version__
 # name -> "module:attribute" of a click command; each component registers its own here.
 COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
+    "retention": "noti.store.cli:retention",
     "apns-sim": "noti.apns.simulator:main",
     "campaign": "noti.commands.campaign:campaign",
     "dev": "noti.dev.cli:dev",

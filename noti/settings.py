@@ -72,6 +72,17 @@ class Settings(BaseSettings):
 
     # --- sender (add sender settings below this line) ---
 
+    # --- retention (noti retention run, the chart's CronJob, noti dev) ---
+    retention_records_days: float = Field(
+        default=30.0, gt=0, description="Delivery records older than this many days are removed (at most a day later)."
+    )
+    retention_rollup_days: float = Field(
+        default=400.0, gt=0, description="Hourly roll-up rows (stats) older than this many days are removed."
+    )
+    retention_partitions_ahead: int = Field(
+        default=7, ge=1, description="Days of PostgreSQL record partitions created ahead of their records."
+    )
+
     # --- operator ---
     operator_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; empty: every namespace."

@@ -27,10 +27,11 @@ from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev
 from noti.dev.embedded_redis import EmbeddedRedis
 from noti.dev.memory import limit_malloc_arenas, return_idle_memory
 from noti.queue import QueuedNotification, StreamKeys
-from noti.settings import Settings
+from noti.settings import Settings, get_settings
 from noti.store import migrate
 from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 from noti.store.models import FINAL_STATUSES, Notification
+from noti.store.retention import retention_policy, run_periodically
 
 log = logging.getLogger("noti.dev")
 TEAM_ID = "DEVTEAM001"
@@ -202,6 +203,7 @@ class DevStack:
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
         trimming = asyncio.create_task(return_idle_memory(), name="memory")
+        retaining = asyncio.create_task(run_periodically(engine, retention_policy(get_settings())), name="retention")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serving, sending}, return_when=asyncio.FIRST_COMPLETED)
         click.echo("stopping: draining the sender…")
@@ -210,6 +212,7 @@ class DevStack:
         await asyncio.gather(serving, sending, return_exceptions=True)
         stopped.cancel()
         trimming.cancel()
+        retaining.cancel()
         click.echo("stopped")
 
     def _api_key(self, data: DataDir, engine: Engine) -> str:
