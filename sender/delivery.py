@@ -105,14 +105,22 @@ class Deliverer:
         match decide(result, message.attempt, self._limits, topic=topic):
             case Finish(status, reason):
                 self._metrics.notifications.labels(status.value, reason).inc()
+                if status is NotificationStatus.SENT:
+                    self._observe_enqueue_to_sent(message, entry_id)
                 self._finish(stream, entry_id, message, status, result=result)
             case StopCredential(reason):
                 # The message stays pending and is sent once the credential is fixed.
                 await self._on_credential_refused(reason, (stream, entry_id, fields))
             case Retry(delay, reason):
                 self._metrics.notifications.labels("retried", reason).inc()
-                member = retry_member(stream, message.next_attempt(), entry_id.decode())
+                member = retry_member(stream, message.next_attempt(entry_id), entry_id.decode())
                 await self._retry_later(stream, entry_id, member, time.time() + delay)
+
+    def _observe_enqueue_to_sent(self, message: QueuedNotification, entry_id: bytes) -> None:
+        queued = message.queued_since(entry_id)
+        if queued is not None:  # clocks of Redis and this pod may differ a little: never below zero
+            waited = max(0.0, time.time() - queued / 1000)
+            self._metrics.enqueue_to_sent.labels("campaign" if message.campaign else "transactional").observe(waited)
 
     async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:
         async def schedule() -> None:

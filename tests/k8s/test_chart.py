@@ -956,12 +956,14 @@ def test_prometheus_rule_alerts_parse_and_use_the_configured_bounds(k8s_cluster:
 
     manifests = render(k8s_cluster, *URLS, "--set", "monitoring.rules.enabled=true",
                        "--set", "monitoring.rules.backlogDrainSeconds=600",
+                       "--set", "monitoring.rules.enqueueToSentSeconds=20",
                        "--set", "monitoring.rules.additionalLabels.team=push")  # fmt: skip
     rule = find(manifests, "PrometheusRule", "noti")
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert set(alerts) == {
         "NotiCredentialNotReady", "NotiBacklogDrainTooSlow", "NotiBacklogNotDraining", "NotiSendFailureRateHigh",
         "NotiInvalidTokenRateHigh", "NotiSenderRestarting", "NotiGatewayErrorRateHigh", "NotiGatewayLatencyHigh",
+        "NotiTransactionalSendsSlow",
     }  # fmt: skip
     for name, alert in alerts.items():
         promql_parser.parse(alert["expr"])  # raises on a syntax error
@@ -969,6 +971,7 @@ def test_prometheus_rule_alerts_parse_and_use_the_configured_bounds(k8s_cluster:
         assert alert["labels"]["team"] == "push", name
         assert alert["annotations"]["summary"], name
     assert alerts["NotiBacklogDrainTooSlow"]["expr"].rstrip().endswith("> 600")
+    assert alerts["NotiTransactionalSendsSlow"]["expr"].rstrip().endswith("> 20")
     # Sender alerts read this release's sender PodMonitor; gateway alerts its ServiceMonitor.
     assert 'job="noti/noti-senders"' in alerts["NotiSendFailureRateHigh"]["expr"]
     assert 'job="noti-gateway", namespace="noti"' in alerts["NotiGatewayErrorRateHigh"]["expr"]
