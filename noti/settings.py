@@ -80,7 +80,10 @@ class Settings(BaseSettings):
         default=400.0, gt=0, description="Hourly roll-up rows (stats) older than this many days are removed."
     )
     retention_partitions_ahead: int = Field(
-        default=7, ge=1, description="Days of PostgreSQL record partitions created ahead of their records."
+        default=3,
+        ge=1,
+        description="Days of PostgreSQL record partitions created ahead of their records (each one is a little "
+        "more work for every lookup by id, so not many).",
     )
 
     # --- operator ---

@@ -42,7 +42,7 @@ class RetentionPolicy:
 
     records_age: timedelta = timedelta(days=30)
     rollup_age: timedelta = timedelta(days=400)
-    partitions_ahead: int = 7  # days of partitions that exist before their records arrive
+    partitions_ahead: int = 3  # days of partitions that exist before their records arrive
     batch_size: int = 5000  # rows per batched delete (one short transaction each)
     lock_timeout: float = 2.0  # seconds a partition drop or creation waits for sends before retrying
 

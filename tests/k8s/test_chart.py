@@ -1001,7 +1001,7 @@ def test_retention_cronjob_runs_the_command_with_the_configured_ages(
     assert retention["envFrom"] == [{"secretRef": {"name": "noti-connections"}}]
     settings = noti_settings({**env_values(retention), "NOTI_DATABASE_URL": DATABASE_URL}, monkeypatch)
     assert (settings.retention_records_days, settings.retention_rollup_days) == (14.0, 90.0)
-    assert settings.retention_partitions_ahead == 7
+    assert settings.retention_partitions_ahead == 3
     assert retention["securityContext"]["readOnlyRootFilesystem"] is True
 
 

