@@ -166,6 +166,8 @@ class QueuedNotification:
     # When it was first queued, ms since the epoch. Optional: a first entry's stream id tells it
     # (Redis stamps it), so only a retry's entry, queued again later, carries it.
     queued_at: int | None = None
+    # The sending request's trace context (W3C traceparent/tracestate, noti.tracing), when traced.
+    trace: dict[str, str] | None = None
 
     def encode(self) -> dict[str, bytes]:
         """The stream entry fields for XADD."""
@@ -182,6 +184,8 @@ class QueuedNotification:
             body["campaign"] = self.campaign
         if self.queued_at is not None:
             body["queued_at"] = self.queued_at
+        if self.trace:
+            body["trace"] = self.trace
         return {"v": _VERSION, "n": orjson.dumps(body)}
 
     @staticmethod
@@ -193,6 +197,7 @@ class QueuedNotification:
         app: str,
         content: dict[str, Any],
         campaign: str | None = None,
+        trace: dict[str, str] | None = None,
     ) -> list[dict[str, bytes]]:
         """What :meth:`encode` gives for each of many first attempts sharing one content.
 
@@ -206,6 +211,8 @@ class QueuedNotification:
                 body["device_id"] = device_id
             if campaign is not None:
                 body["campaign"] = campaign
+            if trace:
+                body["trace"] = trace
             entries.append({"v": _VERSION, "n": orjson.dumps(body)})
         return entries
 
@@ -229,6 +236,7 @@ class QueuedNotification:
                 campaign=body.get("campaign"),
                 attempt=int(body.get("attempt", 0)),
                 queued_at=int(body["queued_at"]) if body.get("queued_at") is not None else None,
+                trace=_trace(body.get("trace")),
             )
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             raise MessageError(f"malformed notification message: {exc}") from None
@@ -242,6 +250,13 @@ class QueuedNotification:
         if self.queued_at is not None or entry_id is None:
             return self.queued_at
         return entry_time(entry_id)
+
+
+def _trace(value: Any) -> dict[str, str] | None:
+    """A message's trace context, when it carries a well-formed one (tracing is never a reason to drop a send)."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return value
+    return None
 
 
 def entry_time(entry_id: bytes | str) -> int | None:

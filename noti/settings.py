@@ -86,6 +86,19 @@ class Settings(BaseSettings):
         "more work for every lookup by id, so not many).",
     )
 
+    # --- tracing (gateway and senders; needs the tracing extra) ---
+    tracing_enabled: bool = Field(
+        default=False, description="Trace each send, gateway to APNs, with OpenTelemetry (pip install 'noti[tracing]')."
+    )
+    tracing_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces URL (e.g. http://otel-collector:4318/v1/traces); unset: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318.",
+    )
+    tracing_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of sends traced (the sender follows the gateway's decision)."
+    )
+
     # --- operator ---
     operator_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; empty: every namespace."

@@ -10,6 +10,7 @@ import click
 from noti.loops import install_uvloop
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender, SenderError
+from noti.tracing import TracingUnavailable
 
 
 @click.command("sender")
@@ -23,7 +24,7 @@ def sender(credential: str) -> None:
     try:
         config = SenderConfig(credential=credential)
         asyncio.run(_serve(config))
-    except SenderError as exc:
+    except (SenderError, TracingUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
 
