@@ -108,15 +108,23 @@ def _upsert_adding(dialect: str, table: Any, key: tuple[str, ...]) -> Any:
 
 
 def insert_notifications(
-    connection: Connection, rows: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
-) -> set[uuid.UUID]:
+    connection: Connection, rows: Sequence[Mapping[str, Any]], *, skip_existing: bool = False,
+    writer: str | None = None,
+) -> set[uuid.UUID]:  # fmt: skip
     """Insert delivery records in one batch and return the ids written.
 
     Each row needs at least id, device_token and app. With ``skip_existing`` a row whose id
-    is already stored is left alone (a resumed fan-out writes its records again).
+    is already stored is left alone (a resumed fan-out writes its records again). Writers
+    that may race to write the same ids (two fan-outs of one campaign) name themselves the
+    same ``writer``: on PostgreSQL they then take turns, as the partitioned table cannot
+    refuse an id stored on another day (the first one's records are then seen and skipped).
     """
     if not rows:
         return set()
+    if writer is not None and connection.dialect.name == "postgresql":
+        # Its own statement, before the insert: READ COMMITTED gives the insert a snapshot taken
+        # after the lock, so it sees what the writer before committed.
+        connection.execute(_WRITER_LOCK, {"writer": writer})
     now = utcnow()
     prepared = _same_columns([{"created_at": now, **row} for row in rows])
     if skip_existing and connection.dialect.name == "postgresql":
@@ -131,6 +139,9 @@ def insert_notifications(
         written = {row["id"] for row in prepared}
     _bump_counts(connection, Counter((hour_bucket(row["created_at"]), row["app"], CREATED) for row in prepared))
     return written
+
+
+_WRITER_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:writer, 0))")
 
 
 def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
