@@ -214,7 +214,11 @@ def _columns(connection: Connection) -> str:
 def _create_partition(connection: Connection, day: date) -> None:
     start, end = _literal(day_start(day)), _literal(day_start(day + timedelta(days=1)))
     in_range = f"created_at >= {start} AND created_at < {end}"
-    stray = connection.execute(text(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE {in_range})")).scalar()
+    has_default = connection.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": DEFAULT_PARTITION}).scalar()
+    stray = (
+        has_default
+        and connection.execute(text(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE {in_range})")).scalar()
+    )
     if not stray:
         connection.execute(text(create_partition_sql(day)))
         return
@@ -341,7 +345,13 @@ def run_retention(
                 _drop_partition(engine, policy, partition)
             report.partitions_dropped.append(partition.name)
     table = DEFAULT_PARTITION if partitioned else TABLE
-    report.records_deleted = _batched_record_delete(engine, table, records_cutoff, policy.batch_size, dry_run)
+    with engine.connect() as connection:
+        has_table = (
+            connection.dialect.name != "postgresql"
+            or connection.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
+        )
+    if has_table:
+        report.records_deleted = _batched_record_delete(engine, table, records_cutoff, policy.batch_size, dry_run)
     report.idempotency_keys_deleted = _delete_idempotency_keys(engine, records_cutoff, policy.batch_size, dry_run)
     report.rollup_rows_deleted = _delete_rollup(engine, rollup_cutoff, dry_run)
     report.seconds = time.perf_counter() - started
