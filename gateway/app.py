@@ -23,6 +23,8 @@ from noti.gateway.metrics import Metrics, MetricsMiddleware
 from noti.logs import collapse_repeats
 from noti.settings import GatewaySettings, get_settings
 from noti.store.db import Bounds, make_engine
+from noti.tracing import GATEWAY, Tracing
+from noti.tracing import setup as setup_tracing
 
 _PING_AFTER_IDLE = 2.0  # seconds
 
@@ -35,9 +37,12 @@ Paths work with and without the trailing slash. Errors are `{"detail": ..., "err
 
 
 def create_app(
-    settings: GatewaySettings, *, engine: Engine | None = None, redis: aioredis.Redis | None = None
-) -> FastAPI:
-    """The gateway; ``engine`` and ``redis`` may be handed in (then the caller closes them)."""
+    settings: GatewaySettings, *, engine: Engine | None = None, redis: aioredis.Redis | None = None,
+    tracing: Tracing | None = None,
+) -> FastAPI:  # fmt: skip
+    """The gateway; ``engine``, ``redis`` and ``tracing`` may be handed in (then the caller closes them)."""
+    owns_tracing = tracing is None
+    tracing = tracing or setup_tracing(settings, GATEWAY)
     owns_engine, owns_redis = engine is None, redis is None
     # One pool for every route; the send path checks a connection out per batch, so a liveness
     # ping per checkout would be a round trip per batch: ping only connections that sat idle.
@@ -63,6 +68,7 @@ def create_app(
         limiter=RateLimiter(redis, settings.gateway_rate_limit, settings.gateway_rate_burst),
         enqueuer=enqueuer,
         failed_auth=FailedAuthLimiter(settings.gateway_auth_failure_rate, settings.gateway_auth_failure_burst),
+        tracing=tracing,
     )
 
     @asynccontextmanager
@@ -80,6 +86,8 @@ def create_app(
                 await redis.aclose()
             if owns_engine:
                 engine.dispose()
+            if owns_tracing:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Noti gateway",

@@ -23,6 +23,7 @@ def gateway(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     settings = get_settings().gateway
+    _check_tracing(settings.tracing_enabled)
     uvicorn.run(
         "noti.gateway.app:app_from_environment",
         factory=True,
@@ -38,6 +39,16 @@ def gateway(host: str | None, port: int | None, workers: int | None) -> None:
         server_header=False,
         timeout_graceful_shutdown=20,
     )
+
+
+def _check_tracing(enabled: bool) -> None:
+    from noti.tracing import TracingUnavailable, check_available
+
+    if enabled:
+        try:
+            check_available()
+        except TracingUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group()

@@ -16,6 +16,7 @@ from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, Principal, RateLim
 from noti.gateway.enqueue import Enqueuer
 from noti.gateway.errors import OUTAGES, ApiError, unavailable
 from noti.settings import GatewaySettings
+from noti.tracing import DISABLED, Tracing
 
 
 @dataclass(slots=True)
@@ -27,6 +28,7 @@ class Gateway:
     limiter: RateLimiter
     enqueuer: Enqueuer
     failed_auth: FailedAuthLimiter
+    tracing: Tracing = DISABLED
 
 
 def gateway(request: Request) -> Gateway:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from noti.gateway import stats
 from noti.gateway.auth import Principal, Scope
-from noti.gateway.context import gateway, require
+from noti.gateway.context import Gateway, gateway, require
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
 from noti.gateway.ids import idempotent_id, new_id
 from noti.gateway.pagination import decode_cursor, encode_cursor, next_url
@@ -38,7 +38,7 @@ from noti.gateway.schemas import (
     normalize_tokens,
     utc_moment,
 )
-from noti.gateway.sends import BulkSend, Send, fingerprint
+from noti.gateway.sends import Accepted, BulkResult, BulkSend, Send, fingerprint
 from noti.queue import Environment
 from noti.settings import GatewaySettings
 from noti.store.models import Notification, NotificationStatus
@@ -74,6 +74,21 @@ def _environment(request: Request, asked: Environment | None) -> Environment:
     return asked if asked is not None else default_environment(gateway(request).settings)
 
 
+async def _send_traced(state: Gateway, send: Send) -> Accepted:
+    """A single send in its span, whose context the message carries to the sender (noti.tracing)."""
+    with state.tracing.span("noti.gateway.send", attributes={"noti.notification.id": str(send.id)}) as span:
+        accepted = await state.enqueuer.send(replace(send, trace=span.carrier()))
+        span.set("noti.replayed", accepted.replayed)
+        return accepted
+
+
+async def _send_bulk_traced(state: Gateway, bulk: BulkSend) -> BulkResult:
+    with state.tracing.span("noti.gateway.send_bulk") as span:
+        result = await state.enqueuer.send_bulk(replace(bulk, trace=span.carrier()))
+        span.set("noti.accepted", len(result.accepted))
+        return result
+
+
 @router.post(
     "/api/notifications/",
     response_model=NotificationAccepted,
@@ -102,7 +117,8 @@ async def send_notification(
     if idempotency_key:
         asked = fingerprint(send="one", device_token=send.device_token, app=send.app, env=environment, content=content)
         send = replace(send, idempotency_key=f"{principal.prefix}:{idempotency_key}", fingerprint=asked)
-    accepted = await gateway(request).enqueuer.send(send)
+    state = gateway(request)
+    accepted = await (_send_traced(state, send) if state.tracing.enabled else state.enqueuer.send(send))
     # The hot path: written directly (the shape is NotificationAccepted) rather than re-validated.
     answer = orjson.dumps({"id": str(accepted.id), "status": accepted.status.value, "credential": accepted.credential})
     if accepted.replayed:
@@ -140,7 +156,8 @@ async def send_bulk(
         idempotency_key=f"{principal.prefix}:{idempotency_key}" if idempotency_key else None,
         fingerprint=asked,
     )
-    result = await gateway(request).enqueuer.send_bulk(bulk)
+    state = gateway(request)
+    result = await (_send_bulk_traced(state, bulk) if state.tracing.enabled else state.enqueuer.send_bulk(bulk))
     # 10,000 items: written directly in the BulkAccepted shape rather than built as models.
     answer = {
         "count": len(result.accepted),

@@ -48,6 +48,7 @@ class Send:
     content: dict[str, Any]
     idempotency_key: str | None = None  # "<API key prefix>:<Idempotency-Key header>"
     fingerprint: str | None = None  # with an idempotency key: what the request asked for
+    trace: dict[str, str] | None = None  # the request's trace context, for the sender's span (noti.tracing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class BulkSend:
     content: dict[str, Any]
     idempotency_key: str | None = None
     fingerprint: str | None = None
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,9 @@ def settle_sends(
         stream = stream_for(row["credential"])
         queued = by_stream.get(stream) or by_stream.setdefault(stream, StreamEntries(stream, [], []))
         queued.ids.append(id)
-        message = QueuedNotification(id, row["device_token"], row["app"], send.content, device_id=row["device_id"])
+        message = QueuedNotification(
+            id, row["device_token"], row["app"], send.content, device_id=row["device_id"], trace=send.trace
+        )
         queued.entries.append(message.encode())
     return Written(answers, list(by_stream.values()))
 
@@ -320,6 +324,7 @@ def bulk_entries(bulk: BulkSend, rows: Sequence[Mapping[str, Any]]) -> list[Stre
                 [row["device_id"] for row in app_rows],
                 app=app,
                 content=bulk.content,
+                trace=bulk.trace,
             ),
         )
         for (app, credential), app_rows in by_app.items()

@@ -2,8 +2,8 @@
 
 A record is durable in the store before its message is on the stream, so a sender never
 meets a message without a record. Idempotent sends have ids derived from the API key and
-the ``Idempotency-Key`` header, so the insert itself (conflict on the primary key) decides
-which of two racing requests queues the message.
+the ``Idempotency-Key`` header; the claim of the key (the ``idempotency_keys`` primary key)
+makes two racing requests take turns, and the insert skips an id already stored.
 """
 
 from __future__ import annotations

@@ -364,7 +364,7 @@ def _write_chunk(engine: Engine, spec: CampaignSpec, app: str, credential: str, 
         if not devices:
             return _Chunk([], set(), after)
         rows = _records(spec, app, credential, devices)
-        written = records.insert_notifications(connection, rows, skip_existing=True)
+        written = records.insert_notifications(connection, rows, skip_existing=True, writer=f"campaign:{spec.name}")
         return _Chunk(rows, written, devices[-1][2])
 
 

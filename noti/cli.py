@@ -13,6 +13,7 @@ from noti.logs import collapse_repeats
 # name -> "module:attribute" of a click command; each component registers its own here.
 COMMANDS: dict[str, str] = {
     "migrate": "noti.store.cli:migrate",
+    "retention": "noti.store.cli:retention",
     "apns-sim": "noti.apns.simulator:main",
     "campaign": "noti.commands.campaign:campaign",
     "dev": "noti.dev.cli:dev",

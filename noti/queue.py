@@ -184,6 +184,11 @@ class QueuedNotification:
     device_id: int | None = None
     campaign: str | None = None
     attempt: int = 0  # delivery attempts already made
+    # When it was first queued, ms since the epoch. Optional: a first entry's stream id tells it
+    # (Redis stamps it), so only a retry's entry, queued again later, carries it.
+    queued_at: int | None = None
+    # The sending request's trace context (W3C traceparent/tracestate, noti.tracing), when traced.
+    trace: dict[str, str] | None = None
 
     def encode(self) -> dict[str, bytes]:
         """The stream entry fields for XADD."""
@@ -198,6 +203,10 @@ class QueuedNotification:
             body["device_id"] = self.device_id
         if self.campaign is not None:
             body["campaign"] = self.campaign
+        if self.queued_at is not None:
+            body["queued_at"] = self.queued_at
+        if self.trace:
+            body["trace"] = self.trace
         return {"v": _VERSION, "n": orjson.dumps(body)}
 
     @staticmethod
@@ -209,6 +218,7 @@ class QueuedNotification:
         app: str,
         content: dict[str, Any],
         campaign: str | None = None,
+        trace: dict[str, str] | None = None,
     ) -> list[dict[str, bytes]]:
         """What :meth:`encode` gives for each of many first attempts sharing one content.
 
@@ -222,6 +232,8 @@ class QueuedNotification:
                 body["device_id"] = device_id
             if campaign is not None:
                 body["campaign"] = campaign
+            if trace:
+                body["trace"] = trace
             entries.append({"v": _VERSION, "n": orjson.dumps(body)})
         return entries
 
@@ -244,12 +256,35 @@ class QueuedNotification:
                 device_id=body.get("device_id"),
                 campaign=body.get("campaign"),
                 attempt=int(body.get("attempt", 0)),
+                queued_at=int(body["queued_at"]) if body.get("queued_at") is not None else None,
+                trace=_trace(body.get("trace")),
             )
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             raise MessageError(f"malformed notification message: {exc}") from None
 
-    def next_attempt(self) -> QueuedNotification:
-        return replace(self, attempt=self.attempt + 1)
+    def next_attempt(self, entry_id: bytes | str | None = None) -> QueuedNotification:
+        """The message of the next attempt, still dated when it was first queued (``entry_id``: this one's)."""
+        return replace(self, attempt=self.attempt + 1, queued_at=self.queued_since(entry_id))
+
+    def queued_since(self, entry_id: bytes | str | None) -> int | None:
+        """When it was first queued (ms since the epoch): its own date, else its stream entry ``entry_id``'s."""
+        if self.queued_at is not None or entry_id is None:
+            return self.queued_at
+        return entry_time(entry_id)
+
+
+def _trace(value: Any) -> dict[str, str] | None:
+    """A message's trace context, when it carries a well-formed one (tracing is never a reason to drop a send)."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return value
+    return None
+
+
+def entry_time(entry_id: bytes | str) -> int | None:
+    """The ms since the epoch at which Redis added a stream entry, from its id (``<ms>-<seq>``)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, _ = text.partition("-")
+    return int(milliseconds) if milliseconds.isdigit() else None
 
 
 # The Lua that XADDs every entry packed in the variable ``packed`` onto KEYS[1], counting them in ``n``:

@@ -161,6 +161,33 @@ class Settings(BaseSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", description="Consumer name in the group."
     )
 
+    # --- retention (noti retention run, the chart's CronJob, noti dev) ---
+    retention_records_days: float = Field(
+        default=30.0, gt=0, description="Delivery records older than this many days are removed (at most a day later)."
+    )
+    retention_rollup_days: float = Field(
+        default=400.0, gt=0, description="Hourly roll-up rows (stats) older than this many days are removed."
+    )
+    retention_partitions_ahead: int = Field(
+        default=3,
+        ge=1,
+        description="Days of PostgreSQL record partitions created ahead of their records (each one is a little "
+        "more work for every lookup by id, so not many).",
+    )
+
+    # --- tracing (gateway and senders; needs the tracing extra) ---
+    tracing_enabled: bool = Field(
+        default=False, description="Trace each send, gateway to APNs, with OpenTelemetry (pip install 'noti[tracing]')."
+    )
+    tracing_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces URL (e.g. http://otel-collector:4318/v1/traces); unset: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318.",
+    )
+    tracing_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of sends traced (the sender follows the gateway's decision)."
+    )
+
     # --- operator ---
     operator_namespaces: str = Field(
         default="", description="Comma-separated namespaces the operator watches; empty: every namespace."
@@ -245,6 +272,9 @@ class StoreSettings:
     database_statement_seconds: float
     database_lock_seconds: float
     database_pool_seconds: float
+    retention_records_days: float
+    retention_rollup_days: float
+    retention_partitions_ahead: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +287,9 @@ class GatewaySettings:
     database_statement_seconds: float
     database_lock_seconds: float
     database_pool_seconds: float
+    tracing_enabled: bool
+    tracing_endpoint: str | None
+    tracing_sample_ratio: float
     redis_url: str
     log_level: str
     apns_environment: str
@@ -294,6 +327,9 @@ class SenderSettings:
     database_statement_seconds: float
     database_lock_seconds: float
     database_pool_seconds: float
+    tracing_enabled: bool
+    tracing_endpoint: str | None
+    tracing_sample_ratio: float
     redis_url: str
     credential: str
     apns_team_id: str

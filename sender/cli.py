@@ -11,6 +11,7 @@ import click
 from noti.loops import install_uvloop
 from noti.sender.service import Sender, SenderError
 from noti.settings import SenderSettings, get_settings
+from noti.tracing import TracingUnavailable
 
 
 @click.command("sender")
@@ -24,7 +25,7 @@ def sender(credential: str) -> None:
     try:
         config = replace(get_settings().sender, credential=credential)
         asyncio.run(_serve(config))
-    except SenderError as exc:
+    except (SenderError, TracingUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -27,6 +27,7 @@ from noti.sender.retry_set import retry_member
 from noti.sender.topics import TopicStreak
 from noti.store.models import NotificationStatus, utcnow
 from noti.store.records import RecordUpdate
+from noti.tracing import DISABLED, Tracing
 
 log = logging.getLogger(__name__)
 # Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
@@ -59,8 +60,11 @@ class Deliverer:
         metrics: SenderMetrics,
         limits: Limits,
         on_credential_refused: Callable[[str, Parked], Awaitable[None]],
+        *,
+        tracing: Tracing = DISABLED,
     ) -> None:
         self._client, self._redis, self._queue = client, redis, queue
+        self._tracing = tracing
         self._recorder, self._metrics, self._limits = recorder, metrics, limits
         self._on_credential_refused = on_credential_refused
         self.topic_streak = TopicStreak(limits.topic_guard.tokens)
@@ -95,7 +99,10 @@ class Deliverer:
             self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason="InvalidNotification")
             log.warning("notification %s cannot be sent: %s", message.id, exc)
             return
-        result = await self._client.send(message.device_token, content, apns_id=message.id, payload=payload)
+        if self._tracing.enabled:
+            result = await self._send_traced(message, content, payload)
+        else:  # the hot path builds nothing for a tracer that is off
+            result = await self._client.send(message.device_token, content, apns_id=message.id, payload=payload)
         self._metrics.latency.observe(result.latency)
         topic: TopicEvidence | None = None
         if result.ok:
@@ -105,14 +112,35 @@ class Deliverer:
         match decide(result, message.attempt, self._limits, topic=topic):
             case Finish(status, reason):
                 self._metrics.notifications.labels(status.value, reason).inc()
+                if status is NotificationStatus.SENT:
+                    self._observe_enqueue_to_sent(message, entry_id)
                 self._finish(stream, entry_id, message, status, result=result)
             case StopCredential(reason):
                 # The message stays pending and is sent once the credential is fixed.
                 await self._on_credential_refused(reason, (stream, entry_id, fields))
             case Retry(delay, reason):
                 self._metrics.notifications.labels("retried", reason).inc()
-                member = retry_member(stream, message.next_attempt(), entry_id.decode())
+                member = retry_member(stream, message.next_attempt(entry_id), entry_id.decode())
                 await self._retry_later(stream, entry_id, member, time.time() + delay)
+
+    async def _send_traced(
+        self, message: QueuedNotification, content: NotificationContent, payload: bytes
+    ) -> APNsResult:
+        # The sending request's span is the parent (its context came in the message): one trace per send.
+        attributes = {"noti.notification.id": str(message.id), "noti.app": message.app, "noti.attempt": message.attempt}
+        with self._tracing.span("noti.sender.deliver", parent=message.trace or {}, attributes=attributes) as span:
+            result = await self._client.send(message.device_token, content, apns_id=message.id, payload=payload)
+            span.set("apns.status_code", result.status_code)
+            if result.reason:
+                span.set("apns.reason", result.reason)
+                span.error(result.reason)
+        return result
+
+    def _observe_enqueue_to_sent(self, message: QueuedNotification, entry_id: bytes) -> None:
+        queued = message.queued_since(entry_id)
+        if queued is not None:  # clocks of Redis and this pod may differ a little: never below zero
+            waited = max(0.0, time.time() - queued / 1000)
+            self._metrics.enqueue_to_sent.labels("campaign" if message.campaign else "transactional").observe(waited)
 
     async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:
         async def schedule() -> None:

@@ -36,6 +36,8 @@ from noti.sender.retry_set import RetryQueue
 from noti.settings import SenderSettings
 from noti.store.db import Bounds, make_engine
 from noti.store.models import utcnow
+from noti.tracing import SENDER, Tracing
+from noti.tracing import setup as setup_tracing
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 500
@@ -96,6 +98,7 @@ class Sender:
         redis: aioredis.Redis | None = None,
         client: APNsClient | None = None,
         metrics: SenderMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         problems = config.problems()
         if problems:
@@ -120,6 +123,8 @@ class Sender:
         )
         self.client = client or build_client(config, self.redis)
         self.metrics = metrics or SenderMetrics()
+        self._owns_tracing = tracing is None
+        self.tracing = tracing or setup_tracing(config, SENDER)
         self._slot = asyncio.Event()
         self.recorder = Recorder(
             self.engine,
@@ -137,8 +142,9 @@ class Sender:
         guard = TopicGuard(config.sender_topic_guard_answers, config.sender_topic_guard_tokens)
         limits = Limits(config.sender_max_attempts, config.sender_backoff_base, config.sender_backoff_max, guard)
         self.deliverer = Deliverer(
-            self.client, self.redis, self.queue, self.recorder, self.metrics, limits, self._credential_refused
-        )
+            self.client, self.redis, self.queue, self.recorder, self.metrics, limits, self._credential_refused,
+            tracing=self.tracing,
+        )  # fmt: skip
         self._in_flight: set[asyncio.Task[None]] = set()
         self._sending: dict[asyncio.Task[None], tuple[str, bytes]] = {}  # in-flight task -> its entry
         self._stopping = asyncio.Event()
@@ -232,6 +238,8 @@ class Sender:
             await self.redis.aclose()
         if owns_engine:
             self.engine.dispose()
+        if self._owns_tracing:
+            self.tracing.shutdown()
 
     def status(self) -> dict[str, Any]:
         """What /healthz (``live``: restart me if false) and /readyz (``ready``: I can deliver) answer.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import httpx
@@ -11,7 +13,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 
 from harness.contents import ALERT_FIELDS, as_json_numbers, contents
@@ -94,15 +97,37 @@ async def test_an_invalid_send_fails_alone_beside_valid_sends_from_another_key(
         assert len(connection.execute(select(Notification.id)).all()) == 40
 
 
+@contextlib.contextmanager
+def refusing_body(engine: Engine, body: str) -> Iterator[None]:
+    """The store refuses records with ``body`` (a constraint no check of the gateway knows of)."""
+    if engine.dialect.name == "postgresql":
+        added = f"ALTER TABLE notifications ADD CONSTRAINT ck_test_refused CHECK (body IS DISTINCT FROM '{body}')"
+        removed = "ALTER TABLE notifications DROP CONSTRAINT ck_test_refused"
+    else:
+        added = (
+            f"CREATE TRIGGER test_refused BEFORE INSERT ON notifications WHEN NEW.body = '{body}'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        removed = "DROP TRIGGER test_refused"
+    with engine.begin() as connection:
+        connection.execute(sql_text(added))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sql_text(removed))
+
+
 async def test_a_send_the_store_refuses_in_a_batch_fails_alone(
     any_store: StoreGateway, clean_redis: redis.Redis
 ) -> None:
-    """What no check foresaw (here: a record id already stored) fails its own send, not its batch."""
+    """What no check foresaw (here: a constraint of the store's) fails its own send, not its batch."""
     enqueuer = any_store.app.state.gateway.enqueuer
     taken = await enqueuer.send(Send(new_id(), TOKEN, APP, "sandbox", {"push_type": "alert", "body": "first"}))
     batch = [Send(new_id(), TOKEN, APP, "sandbox", {"push_type": "alert", "body": str(n)}) for n in range(20)]
-    batch.insert(10, Send(taken.id, TOKEN, APP, "sandbox", {"push_type": "alert", "body": "again"}))
-    answers = await asyncio.gather(*(enqueuer.send(send) for send in batch), return_exceptions=True)
+    batch.insert(10, Send(new_id(), TOKEN, APP, "sandbox", {"push_type": "alert", "body": "refused"}))
+    with refusing_body(any_store.engine, "refused"):
+        answers = await asyncio.gather(*(enqueuer.send(send) for send in batch), return_exceptions=True)
     refused = answers.pop(10)
     assert isinstance(refused, IntegrityError)
     assert all(isinstance(answer, Accepted) for answer in answers), answers

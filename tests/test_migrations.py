@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, delete, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from harness.services import PostgresServer
-from noti.store import migrate, records
+from noti.store import migrate, records, retention
 from noti.store.db import make_engine
 from noti.store.models import Base, Device, Notification
 
@@ -32,7 +33,14 @@ def blank_engine(request: pytest.FixtureRequest, postgres_server: PostgresServer
 
 
 def _tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    """The tables of the models (the partitions of notifications are its storage, not tables of their own)."""
+    return {name for name in inspect(engine).get_table_names() if not retention.is_partition(name)} - {
+        "alembic_version"
+    }
+
+
+def _models_only(name: str | None, type_: str, _parent: object) -> bool:
+    return not (type_ == "table" and name is not None and retention.is_partition(name))
 
 
 def test_upgrade_creates_schema_matching_models(blank_engine: Engine) -> None:
@@ -40,7 +48,8 @@ def test_upgrade_creates_schema_matching_models(blank_engine: Engine) -> None:
     assert _tables(blank_engine) == TABLES
     assert migrate.current_revision(blank_engine) == migrate.head_revision()
     with blank_engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(connection, opts={"include_name": _models_only})
+        diff = compare_metadata(context, Base.metadata)
     assert diff == []
 
 
@@ -82,9 +91,16 @@ def test_idempotency_keys_stay_unique_and_records_without_one_do_not_collide(bla
     record = {"device_token": "ab" * 32, "app": "com.example", "idempotency_key": None}
     with blank_engine.begin() as connection:
         connection.execute(insert(Notification), [{**record, "id": uuid.uuid4()} for _ in range(3)])
-        connection.execute(insert(Notification), [{**record, "id": uuid.uuid4(), "idempotency_key": "k:1"}])
+        assert records.claim_idempotency_keys(connection, {"k:1": "first"}) == {"k:1": "first"}
+    # A second claim of the key, even with another request, gets the first one's: one owner per key.
+    with blank_engine.begin() as connection:
+        assert records.claim_idempotency_keys(connection, {"k:1": "second"}) == {"k:1": "first"}
     with pytest.raises(IntegrityError), blank_engine.begin() as connection:
-        connection.execute(insert(Notification), [{**record, "id": uuid.uuid4(), "idempotency_key": "k:1"}])
+        connection.execute(
+            text("INSERT INTO idempotency_keys (key, fingerprint, created_at) VALUES ('k:1', 'x', now())")
+            if connection.dialect.name == "postgresql"
+            else text("INSERT INTO idempotency_keys (key, fingerprint, created_at) VALUES ('k:1', 'x', '2026-01-01')")
+        )
 
 
 def test_campaign_counts_start_from_the_records_already_stored(blank_engine: Engine) -> None:
@@ -102,3 +118,52 @@ def test_campaign_counts_start_from_the_records_already_stored(blank_engine: Eng
     migrate.upgrade(blank_engine)
     with blank_engine.connect() as connection:
         assert records.campaign_counts(connection, "ns/c") == {"sent": 2, "failed": 1, "invalid_token": 1}
+
+
+def test_existing_records_move_onto_day_partitions_and_back(postgres_server: PostgresServer, tmp_path: Path) -> None:
+    engine = make_engine(postgres_server.create_database(f"partitions_{tmp_path.name[-12:].lower()}"), pool_size=1)
+    migrate.upgrade(engine, "0006")
+    now = datetime.now(UTC)
+    ages = {"today": 0, "last week": 6, "last quarter": 100}  # beyond the partitions made: the default one
+    ids = {name: uuid.uuid4() for name in ages}
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Notification),
+            [
+                {"id": ids[name], "device_token": "ab" * 32, "app": "com.example",
+                 "created_at": now - timedelta(days=days), "idempotency_key": f"k:{name}"}
+                for name, days in ages.items()
+            ],
+        )  # fmt: skip
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        where = {
+            name: connection.execute(
+                text("SELECT tableoid::regclass::text FROM notifications WHERE id = :id"), {"id": id}
+            ).scalar_one()
+            for name, id in ids.items()
+        }
+        assert where["today"] == retention.partition_name(now.date())
+        assert where["last week"] == retention.partition_name((now - timedelta(days=6)).date())
+        assert where["last quarter"] == retention.DEFAULT_PARTITION
+        days = {p.start.date() for p in retention.partitions(connection)}
+        assert (now + timedelta(days=3)).date() in days  # partitions ahead exist before their records
+        key = connection.execute(
+            text("SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_index x JOIN pg_attribute a"
+                 " ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)"
+                 " WHERE x.indrelid = 'notifications'::regclass AND x.indisprimary")
+        ).scalar_one()  # fmt: skip
+        assert key == ["created_at", "id"]
+    migrate.downgrade(engine, "0006")
+    with engine.connect() as connection:
+        assert not retention.is_partitioned(connection)
+        stored = dict(connection.execute(text("SELECT id, idempotency_key FROM notifications")).all())
+        assert stored == {id: f"k:{name}" for name, id in ids.items()}
+    # Before 0009 the idempotency key of a record was unique: it is again.
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(
+            insert(Notification).values(
+                id=uuid.uuid4(), device_token="ab" * 32, app="com.example", idempotency_key="k:today"
+            )
+        )
+    engine.dispose()

@@ -150,10 +150,19 @@ async def test_every_metric_and_label_the_alerts_and_dashboard_name_is_exported(
 async def test_result_values_the_alerts_match_are_ones_senders_report(
     sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
 ) -> None:
-    samples = text_string_to_metric_families(await _scrape_sender(apns_simulator, clean_db, clean_redis))
+    samples = list(text_string_to_metric_families(await _scrape_sender(apns_simulator, clean_db, clean_redis)))
     (family,) = [f for f in samples if f.name == "noti_sender_notifications"]
     results = {sample.labels["result"] for sample in family.samples if sample.name.endswith("_total")}
     assert {"sent", "invalid_token"} <= results
+    # Every sent notification is timed from its queuing: 19 sent (one token is unregistered), none
+    # waited long, and the alert reads the traffic the sender labels them with.
+    sent = sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels["result"] == "sent")
+    (latency,) = [f for f in samples if f.name == "noti_sender_enqueue_to_sent_seconds"]
+    counts = {s.labels["traffic"]: s.value for s in latency.samples if s.name.endswith("_count")}
+    assert counts == {"transactional": sent} and sent == 19
+    waited = {s.labels["le"]: s.value for s in latency.samples if s.name.endswith("_bucket")}
+    assert waited["60.0"] == sent
     rules = "\n".join(e for where, e in shipped_expressions().items() if where.startswith("alert "))
     assert 'result="invalid_token"' in rules and 'result="failed"' in rules
     assert 'result=~"sent|failed|invalid_token"' in rules
+    assert 'traffic="transactional"' in rules

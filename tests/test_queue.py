@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
 import redis
 
@@ -80,3 +81,22 @@ def test_messages_encoded_together_read_as_each_encoded_alone() -> None:
     assert QueuedNotification.encode_many(
         [str(ids[0])], tokens[:1], [None], app="com.example.app", content=content
     ) == QueuedNotification.encode_many(ids[:1], tokens[:1], [None], app="com.example.app", content=content)
+
+
+def test_a_retry_stays_dated_when_it_was_first_queued() -> None:
+    first = QueuedNotification(uuid.uuid4(), "ab" * 32, "com.example.app", {"body": "hi"})
+    # A first entry carries no date: Redis's entry id has it.
+    assert "queued_at" not in orjson.loads(first.encode()["n"])
+    retry = first.next_attempt(b"1764590400123-0")
+    again = QueuedNotification.decode(retry.encode())
+    assert (again.attempt, again.queued_at) == (1, 1764590400123)
+    # Its next retry, queued again under a new entry id, keeps the first date.
+    assert again.next_attempt(b"1764590999000-3").queued_at == 1764590400123
+    assert again.queued_since(b"1764590999000-3") == 1764590400123
+    assert first.queued_since(b"1764590400123-7") == 1764590400123
+
+
+def test_a_message_of_an_older_gateway_without_a_date_still_reads() -> None:
+    body = {"id": str(uuid.uuid4()), "token": "ab" * 32, "app": "com.example.app", "content": {}, "attempt": 0}
+    message = QueuedNotification.decode({b"v": b"1", b"n": orjson.dumps(body)})
+    assert message.queued_at is None

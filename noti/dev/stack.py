@@ -33,6 +33,7 @@ from noti.store import migrate
 from noti.store.content import RECORD_COLUMNS, record_content
 from noti.store.db import DatabaseUnavailable, make_engine, safe_url
 from noti.store.models import FINAL_STATUSES, Notification
+from noti.store.retention import retention_policy, run_periodically
 
 log = logging.getLogger("noti.dev")
 TEAM_ID = "DEVTEAM001"
@@ -219,6 +220,9 @@ class DevStack:
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
         trimming = asyncio.create_task(return_idle_memory(), name="memory")
+        retaining = asyncio.create_task(
+            run_periodically(engine, retention_policy(self.settings.store)), name="retention"
+        )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serving, sending}, return_when=asyncio.FIRST_COMPLETED)
         click.echo("stopping: draining the sender…")
@@ -227,6 +231,7 @@ class DevStack:
         await asyncio.gather(serving, sending, return_exceptions=True)
         stopped.cancel()
         trimming.cancel()
+        retaining.cancel()
         click.echo("stopped")
 
     def _api_key(self, data: DataDir, engine: Engine) -> str:

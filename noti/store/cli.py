@@ -1,4 +1,4 @@
-"""``noti migrate``: apply or revert the store's schema migrations."""
+"""``noti migrate`` and ``noti retention``: the store's schema migrations and how long records stay."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import click
 from noti.settings import get_settings
 from noti.store import migrate as migrations
 from noti.store.db import DatabaseUnavailable, make_engine, safe_url
+from noti.store.migrate import reachable
+from noti.store.retention import retention_policy, run_retention
 
 
 @click.command("migrate")
@@ -47,3 +49,45 @@ def _confirm_down(url: str, target: str, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise click.ClickException(f"noti migrate --down {what} in {url}: pass --yes to do it without a terminal")
     click.confirm(f"noti migrate --down {what} in {url}. Go on?", abort=True)
+
+
+@click.group("retention")
+def retention() -> None:
+    """Remove delivery records past their age (PostgreSQL: whole day partitions)."""
+
+
+@retention.command("run")
+@click.option("--database-url", envvar="NOTI_DATABASE_URL", show_envvar=True, help="The store to trim.")
+@click.option(
+    "--records-days", type=click.FloatRange(min=0, min_open=True), envvar="NOTI_RETENTION_RECORDS_DAYS",
+    show_envvar=True, help="Remove delivery records older than this many days (default 30).",
+)  # fmt: skip
+@click.option(
+    "--rollup-days", type=click.FloatRange(min=0, min_open=True), envvar="NOTI_RETENTION_ROLLUP_DAYS",
+    show_envvar=True, help="Remove hourly roll-up rows (stats) older than this many days (default 400).",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+def retention_run(
+    database_url: str | None, records_days: float | None, rollup_days: float | None, dry_run: bool
+) -> None:
+    """Remove old records and roll-up rows, and create the record partitions of the days ahead."""
+    settings = get_settings().store
+    try:
+        policy = retention_policy(settings, records_days=records_days, rollup_days=rollup_days)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    url = database_url or settings.database_url
+    try:
+        engine = make_engine(url, pool_size=1, create=False)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if migrations.current_revision(engine) is None:
+            raise DatabaseUnavailable(f"{safe_url(url)} holds no Noti schema: run `noti migrate` first")
+        with reachable(engine):
+            report = run_retention(engine, policy, dry_run=dry_run)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"{safe_url(url)}: {report.summary()}")

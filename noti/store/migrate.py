@@ -50,7 +50,8 @@ def check_revision(revision: str) -> None:
 
 
 @contextlib.contextmanager
-def _reachable(engine: Engine) -> Iterator[None]:
+def reachable(engine: Engine) -> Iterator[None]:
+    """A database that cannot be reached is a DatabaseUnavailable saying so (no password)."""
     try:
         yield
     except OperationalError as exc:
@@ -61,7 +62,7 @@ def _reachable(engine: Engine) -> Iterator[None]:
 def _run(engine: Engine, action: str, revision: str) -> None:
     check_revision(revision)
     config = _config(engine)
-    with _reachable(engine):
+    with reachable(engine):
         try:
             with engine.begin() as connection:
                 config.attributes["connection"] = connection
@@ -82,7 +83,7 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    with _reachable(engine), engine.connect() as connection:
+    with reachable(engine), engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 

@@ -143,7 +143,9 @@ class Notification(Base):
     # Every index here is paid for by each of the millions of records written an hour (a bulk
     # send of 10,000 spends more time in index upkeep than in the table): each one serves a
     # filter of the history API. Campaign and idempotency-key indexes are partial, so records
-    # without one (most of them) skip them. device_id is a plain column, not a foreign key:
+    # without one (most of them) skip them. On PostgreSQL the table is partitioned by day of
+    # created_at and its primary key is (id, created_at) (migration 0009, noti.store.retention).
+    # device_id is a plain column, not a foreign key:
     # records are history and outlive their device, and a key would check every insert and
     # need its own index for deletes (migration 0003).
     __table_args__ = (
@@ -157,10 +159,11 @@ class Notification(Base):
             postgresql_where=text("campaign IS NOT NULL"),
             sqlite_where=text("campaign IS NOT NULL"),
         ),
+        # Not unique: a partitioned table's unique index must include created_at (migration 0009); the
+        # idempotency_keys table's primary key decides which request owns a key.
         Index(
-            "uq_notifications_idempotency_key",
+            "ix_notifications_idempotency_key",
             "idempotency_key",
-            unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
             sqlite_where=text("idempotency_key IS NOT NULL"),
         ),
@@ -284,6 +287,7 @@ class IdempotencyKey(Base):
     """
 
     __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "created_at"),)  # keys expire with their records (noti.store.retention)
 
     key: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<API key prefix>:<header value>"
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request, hex

@@ -634,6 +634,9 @@ def helm_output(cluster: KubeCluster, *args: str) -> subprocess.CompletedProcess
         ("gateway.podDisruptionBudget.maxUnavailable=0", "at '/gateway/podDisruptionBudget/maxUnavailable'"),
         ("monitoring.interval=soon", "at '/monitoring/interval': 'soon' does not match pattern"),
         ("monitoring.rules.failureRatio=5", "at '/monitoring/rules/failureRatio': maximum: got 5, want 1"),
+        ("retention.recordsDays=0", "at '/retention/recordsDays': exclusiveMinimum: got 0, want 0"),
+        ("retention.schedule=hourly", "at '/retention/schedule': 'hourly' does not match pattern"),
+        ("retention.keepDays=3", "at '/retention': additional properties 'keepDays' not allowed"),
         # A refused URL is named, never shown: it holds a password.
         ("database.url=garbage", "at '/database/url': 'not' failed"),
         ("database.url=http://db/noti", "at '/database/url': 'not' failed"),
@@ -847,7 +850,7 @@ def test_production_example_installs_with_budget_autoscaler_and_network_policies
         "get", "networkpolicies", "--all-namespaces", "--selector=app.kubernetes.io/instance=noti", "--output=json",
     ).stdout)["items"] if p["metadata"]["namespace"] in (ns, other_namespace)}  # fmt: skip
     assert sorted(policies) == sorted([(ns, "noti-gateway"), (ns, "noti-operator"), (ns, "noti-senders"),
-                                       (other_namespace, "noti-senders")])  # fmt: skip
+                                       (ns, "noti-retention"), (other_namespace, "noti-senders")])  # fmt: skip
 
 
 # --- network policies ---------------------------------------------------------------------------
@@ -953,12 +956,14 @@ def test_prometheus_rule_alerts_parse_and_use_the_configured_bounds(k8s_cluster:
 
     manifests = render(k8s_cluster, *URLS, "--set", "monitoring.rules.enabled=true",
                        "--set", "monitoring.rules.backlogDrainSeconds=600",
+                       "--set", "monitoring.rules.enqueueToSentSeconds=20",
                        "--set", "monitoring.rules.additionalLabels.team=push")  # fmt: skip
     rule = find(manifests, "PrometheusRule", "noti")
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert set(alerts) == {
         "NotiCredentialNotReady", "NotiBacklogDrainTooSlow", "NotiBacklogNotDraining", "NotiSendFailureRateHigh",
         "NotiInvalidTokenRateHigh", "NotiSenderRestarting", "NotiGatewayErrorRateHigh", "NotiGatewayLatencyHigh",
+        "NotiTransactionalSendsSlow",
     }  # fmt: skip
     for name, alert in alerts.items():
         promql_parser.parse(alert["expr"])  # raises on a syntax error
@@ -966,6 +971,55 @@ def test_prometheus_rule_alerts_parse_and_use_the_configured_bounds(k8s_cluster:
         assert alert["labels"]["team"] == "push", name
         assert alert["annotations"]["summary"], name
     assert alerts["NotiBacklogDrainTooSlow"]["expr"].rstrip().endswith("> 600")
+    assert alerts["NotiTransactionalSendsSlow"]["expr"].rstrip().endswith("> 20")
     # Sender alerts read this release's sender PodMonitor; gateway alerts its ServiceMonitor.
     assert 'job="noti/noti-senders"' in alerts["NotiSendFailureRateHigh"]["expr"]
     assert 'job="noti-gateway", namespace="noti"' in alerts["NotiGatewayErrorRateHigh"]["expr"]
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def _retention_pod(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(find(manifests, "CronJob", "noti-retention")["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+
+
+def test_retention_cronjob_runs_the_command_with_the_configured_ages(
+    k8s_cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render(k8s_cluster, *URLS, "--set", "retention.recordsDays=14",
+                       "--set", "retention.rollupDays=90", "--set", "retention.schedule=5 3 * * *",
+                       "--set", "retention.nodeSelector.pool=batch")  # fmt: skip
+    cronjob = find(manifests, "CronJob", "noti-retention")
+    assert cronjob["spec"]["schedule"] == "5 3 * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"  # two runs never drop partitions at once
+    pod = _retention_pod(manifests)
+    assert pod["nodeSelector"] == {"pool": "batch"}
+    assert pod["automountServiceAccountToken"] is False
+    (retention,) = pod["containers"]
+    assert retention["args"] == ["retention", "run"]
+    assert retention["envFrom"] == [{"secretRef": {"name": "noti-connections"}}]
+    settings = noti_settings({**env_values(retention), "NOTI_DATABASE_URL": DATABASE_URL}, monkeypatch)
+    assert (settings.retention_records_days, settings.retention_rollup_days) == (14.0, 90.0)
+    assert settings.retention_partitions_ahead == 3
+    assert retention["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_retention_is_on_by_default_and_can_be_turned_off(k8s_cluster: KubeCluster) -> None:
+    assert find(render(k8s_cluster, *URLS), "CronJob", "noti-retention")
+    off = render(k8s_cluster, *URLS, "--set", "retention.enabled=false")
+    assert not [m for m in off if "retention" in m["metadata"]["name"]]
+
+
+def test_retention_refuses_a_rollup_kept_shorter_than_the_records(k8s_cluster: KubeCluster) -> None:
+    result = helm_output(k8s_cluster, "template", "noti", str(CHART), *URLS, "--set", "retention.rollupDays=7")
+    assert result.returncode != 0
+    assert "retention.rollupDays must be at least retention.recordsDays" in result.stderr
+
+
+def test_retention_network_policy_allows_the_database_only(k8s_cluster: KubeCluster) -> None:
+    manifests = render(k8s_cluster, *URLS, "--set", "networkPolicy.enabled=true")
+    policy = find(manifests, "NetworkPolicy", "noti-retention")
+    assert _egress_ports(policy) == {("UDP", 53), ("TCP", 53), ("TCP", 5432)}
+    template = find(manifests, "CronJob", "noti-retention")["spec"]["jobTemplate"]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
