@@ -19,13 +19,15 @@ import socket
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from noti.queue import ENVIRONMENTS, Environment, StreamKeys, credential_problem
-from noti.routes import Route, apple_identity
+
+if TYPE_CHECKING:
+    from noti.routes import Route
 
 C = TypeVar("C")
 
@@ -365,6 +367,7 @@ class SenderSettings:
 
     def route(self) -> Route:
         """The route this sender's credential claims: its identity and the Apple identity it signs as."""
+        from noti.routes import Route, apple_identity  # settings stay light: routes bring in redis
         if self.apns_cert_file is not None:
             from noti.operator.deployment import certificate_fingerprint  # the operator's rule, for the same answer
 
