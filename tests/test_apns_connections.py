@@ -122,6 +122,7 @@ class ConnectProxy:
     port: int = 0
     tunnels: list[str] = field(default_factory=list)
     refuse: bool = False
+    sent_up: int = 0  # bytes the client sent through the tunnels (TLS records)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readline()
@@ -143,6 +144,8 @@ class ConnectProxy:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
+                    if source is reader:
+                        self.sent_up += len(data)
                     sink.write(data)
                     await sink.drain()
             except ConnectionError:
@@ -183,6 +186,25 @@ async def test_notifications_reach_apns_through_an_http_connect_proxy(
     assert [result.ok for result in results] == [True] * 20
     assert proxy.tunnels == [apns_simulator.url.removeprefix("https://")]  # one tunnel, TLS inside it
     assert apns_simulator.counters()["by_outcome"] == {"Success": 20}
+
+
+async def test_the_provider_token_crosses_the_wire_once_per_connection_not_per_notification(
+    apns_simulator: SimulatorProcess, proxy: ConnectProxy
+) -> None:
+    client = _client(apns_simulator, f"http://127.0.0.1:{proxy.port}")
+    try:
+        assert (await client.send(TOKEN, HELLO)).ok  # the connection, its TLS handshake and the token's first trip
+        assert client.tokens is not None
+        token = await client.tokens.current()
+        before = proxy.sent_up
+        for i in range(20):
+            assert (await client.send(f"{i:064x}", HELLO)).ok
+        per_notification = (proxy.sent_up - before) / 20
+    finally:
+        await client.aclose()
+    # HPACK-indexed on its connection, the token is one byte of each request's header block after the first:
+    # a whole request (headers, payload, TLS framing) then weighs less than the token alone.
+    assert per_notification < len(f"bearer {token}")
 
 
 async def test_a_proxy_that_refuses_the_tunnel_is_a_connection_error_naming_the_proxy(

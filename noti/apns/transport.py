@@ -38,6 +38,7 @@ from jh2.events import (
     WindowUpdated,
 )
 from jh2.exceptions import NoAvailableStreamIDError, ProtocolError
+from jh2.hpack import NeverIndexedHeaderTuple
 
 from noti.apns.h2 import CountingH2Connection, H2Protocol
 from noti.apns.reasons import REASONS, Outcome
@@ -45,6 +46,12 @@ from noti.apns.reasons import REASONS, Outcome
 # Headers HTTP/2 forbids or that the connection itself carries.
 _REFUSED_RETRIES = 10
 _SKIPPED_HEADERS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+# HPACK: what repeats on every request of a connection — the provider token (one credential's, on
+# connections of their own, as Go's and Netty's clients index it) and the apns-* constants — is indexed
+# once and costs a byte or two after that. Values that never repeat (:path names the device, apns-id the
+# notification) stay out of the dynamic table: indexed, they would churn its 4,096 bytes and evict the
+# ~250-byte token every ~20 requests. proxy-authorization and short cookies stay never-indexed, as jh2 has them.
+_NOT_INDEXED = frozenset({"apns-id", "proxy-authorization", "cookie"})
 
 
 class StreamRefused(httpx.TransportError):
@@ -87,7 +94,12 @@ class H2ClientConnection(H2Protocol):
         self.authority = authority
         # Request headers come from build_headers (lowercase constants) or through httpx, which
         # validated them; jh2's second pass cost ~10% of a request.
-        config = H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False)
+        # jh2's outbound normalization would mark authorization never-indexed on every request (~150
+        # bytes each); request() marks what must stay out of the dynamic table itself.
+        config = H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )  # fmt: skip
         self.h2 = CountingH2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, RawResponse] = {}
@@ -237,8 +249,13 @@ class H2ClientConnection(H2Protocol):
             raise StreamRefused("the connection has used every HTTP/2 stream id") from None
         response = RawResponse(asyncio.get_running_loop().create_future())
         self.streams[stream_id] = response
-        request_headers = [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
-        request_headers.extend(headers)
+        request_headers: list[tuple[str, str]] = [
+            (":method", method), (":scheme", "https"), (":authority", self.authority),
+            NeverIndexedHeaderTuple(":path", path),
+        ]  # fmt: skip
+        request_headers.extend(
+            NeverIndexedHeaderTuple(name, value) if name in _NOT_INDEXED else (name, value) for name, value in headers
+        )
         try:
             self.h2.send_headers(stream_id, request_headers, end_stream=not body)
         except ProtocolError as exc:
