@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from jh2.config import H2Configuration
 from jh2.connection import H2Connection
@@ -18,11 +20,13 @@ from jh2.events import ConnectionTerminated, RequestReceived
 from harness.apns import SimulatorProcess
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
+from noti.apns.reasons import Outcome
 from noti.apns.simulator import generate_certificate
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport, parse_proxy
 
 TOKEN = "ab" * 32
+APNS_ID = "0f3c9d4e-8a1b-4c2d-9e7f-5a6b7c8d9e0f"
 HELLO = NotificationContent(title="hello")
 
 
@@ -113,6 +117,43 @@ async def test_a_busy_connection_that_answers_pings_is_kept(h2_server: tuple[Sil
     finally:
         await client.aclose()
     assert transport.connects == 1
+
+
+async def test_a_notification_apns_does_not_answer_in_time_fails_retryable_and_frees_its_stream(
+    h2_server: tuple[SilentableServer, Path],
+) -> None:
+    server, ca = h2_server
+    transport = H2Transport(client_ssl_context(ca_file=ca), connections=1)
+    client = APNsClient(
+        "com.example.app", endpoint=f"https://127.0.0.1:{server.port}", transport=transport, timeout=0.3
+    )
+    try:
+        assert (await client.send(TOKEN, HELLO)).ok
+        server.go_silent()
+        started = time.perf_counter()
+        late = await asyncio.wait_for(client.send(TOKEN, HELLO), 5)
+        elapsed = time.perf_counter() - started
+        connection = transport._connections[0]
+    finally:
+        await client.aclose()
+    assert (late.status_code, late.reason, late.outcome) == (0, "ReadTimeout", Outcome.RETRYABLE)
+    assert 0.25 < elapsed < 2
+    assert not connection.streams  # its stream was given back, not left counting against the limit
+
+
+async def test_httpx_async_client_over_the_h2_transport_sends_as_is(apns_simulator: SimulatorProcess) -> None:
+    """The stock httpx API over our transport (what the client's direct path skips) still works end to end."""
+    key = load_signing_key(apns_simulator.private_key_pem)
+    authorization = f"bearer {await ProviderTokens(key, apns_simulator.key_id, apns_simulator.team_id).current()}"
+    transport = H2Transport(client_ssl_context(ca_file=apns_simulator.ca_path), connections=1)
+    async with httpx.AsyncClient(base_url=apns_simulator.url, transport=transport) as http:
+        response = await http.post(
+            f"/3/device/{TOKEN}", content=b'{"aps":{"alert":"hi"}}',
+            headers={"authorization": authorization, "apns-topic": apns_simulator.bundle_id, "apns-id": APNS_ID},
+        )  # fmt: skip
+        refused = await http.post(f"/3/device/{TOKEN}", content=b"{}", headers={"apns-topic": apns_simulator.bundle_id})
+    assert (response.status_code, response.headers["apns-id"]) == (200, APNS_ID)
+    assert (refused.status_code, refused.json()["reason"]) == (403, "MissingProviderToken")
 
 
 @dataclass

@@ -278,16 +278,25 @@ class H2ClientConnection(H2Protocol):
             except ProtocolError:
                 break  # the stream was reset meanwhile: its future already carries the error
         self._flush_soon()
+        if read_timeout is None:
+            return await response.future
+        # A timer, not asyncio.wait_for: wait_for wraps each request in a task of its own (3.11).
+        timer = asyncio.get_running_loop().call_later(read_timeout, self._time_out, stream_id, read_timeout)
         try:
-            return await asyncio.wait_for(response.future, read_timeout)
-        except TimeoutError:
-            self.streams.pop(stream_id, None)
-            with contextlib.suppress(Exception):
-                self.h2.reset_stream(stream_id)
-                self.h2.forget(stream_id)
-                self._flush_soon()
-            self._notify_capacity()
-            raise httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s") from None
+            return await response.future
+        finally:
+            timer.cancel()
+
+    def _time_out(self, stream_id: int, read_timeout: float) -> None:
+        """No answer in time: the stream is reset and its request fails with ReadTimeout."""
+        response = self.streams.pop(stream_id, None)
+        with contextlib.suppress(Exception):
+            self.h2.reset_stream(stream_id)
+            self.h2.forget(stream_id)
+            self._flush_soon()
+        self._notify_capacity()
+        if response is not None and not response.future.done():
+            response.future.set_exception(httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s"))
 
     def close(self) -> None:
         """Say GOAWAY (unless the server did) and close the socket, also when already closed to new streams."""
