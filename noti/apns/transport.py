@@ -96,9 +96,12 @@ class H2ClientConnection(H2Protocol):
         # validated them; jh2's second pass cost ~10% of a request.
         # jh2's outbound normalization would mark authorization never-indexed on every request (~150
         # bytes each); request() marks what must stay out of the dynamic table itself.
+        # Answers are read for :status, apns-id and apns-unique-id only: jh2's inbound validation and
+        # normalization (a dozen passes over every header list) and its decoding into HeaderTuples
+        # cost ~15% of a request; data_received decodes and checks what it reads.
         config = H2Configuration(
-            client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False, validate_inbound_headers=False, normalize_inbound_headers=False,
         )  # fmt: skip
         self.h2 = CountingH2Connection(config=config)
         self.transport: asyncio.Transport | None = None
@@ -139,9 +142,7 @@ class H2ClientConnection(H2Protocol):
             if isinstance(event, ResponseReceived):
                 response = self.streams.get(event.stream_id)
                 if response is not None:
-                    headers = [(str(k), str(v)) for k, v in event.headers]
-                    response.status = int(next(v for k, v in headers if k == ":status"))
-                    response.headers = [(k, v) for k, v in headers if not k.startswith(":")]
+                    self._answered(event.stream_id, response, event.headers)
             elif isinstance(event, DataReceived):
                 response = self.streams.get(event.stream_id)
                 if response is not None:
@@ -176,6 +177,21 @@ class H2ClientConnection(H2Protocol):
         self._flush()
 
     # internals
+    def _answered(self, stream_id: int, response: RawResponse, headers: list[tuple[bytes, bytes]]) -> None:
+        """A response's header block: its :status and the rest as text (names are lowercase in HTTP/2)."""
+        try:
+            for name, value in headers:
+                if name == b":status":
+                    response.status = int(value)
+                elif name[:1] != b":":
+                    response.headers.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
+        except ValueError:
+            response.status = 0
+        if not 100 <= response.status <= 999:
+            self._fail(stream_id, httpx.RemoteProtocolError("APNs answered without a valid :status"))
+            with contextlib.suppress(ProtocolError):
+                self.h2.reset_stream(stream_id)
+
     def _finish(self, stream_id: int) -> None:
         self.h2.forget(stream_id)
         response = self.streams.pop(stream_id, None)
