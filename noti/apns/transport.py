@@ -263,15 +263,18 @@ class H2ClientConnection(H2Protocol):
             self.closed = True
             self._notify_capacity()
             raise StreamRefused("the connection has used every HTTP/2 stream id") from None
-        response = RawResponse(asyncio.get_running_loop().create_future())
-        self.streams[stream_id] = response
-        request_headers: list[tuple[str, str]] = [
+        request_headers: list[tuple[str, str | bytes]] = [
             (":method", method), (":scheme", "https"), (":authority", self.authority),
             NeverIndexedHeaderTuple(":path", path),
+            # Values as ASCII, as httpx has them: a header that cannot be encoded raises UnicodeEncodeError here.
+            *[
+                NeverIndexedHeaderTuple(name, value.encode("ascii")) if name in _NOT_INDEXED
+                else (name, value.encode("ascii"))
+                for name, value in headers
+            ],
         ]  # fmt: skip
-        request_headers.extend(
-            NeverIndexedHeaderTuple(name, value) if name in _NOT_INDEXED else (name, value) for name, value in headers
-        )
+        response = RawResponse(asyncio.get_running_loop().create_future())
+        self.streams[stream_id] = response
         try:
             self.h2.send_headers(stream_id, request_headers, end_stream=not body)
         except ProtocolError as exc:
