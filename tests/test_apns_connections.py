@@ -4,6 +4,7 @@ carries them (real TLS HTTP/2: a small server of this test that can go silent, a
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 import uuid
@@ -154,6 +155,25 @@ async def test_httpx_async_client_over_the_h2_transport_sends_as_is(apns_simulat
         refused = await http.post(f"/3/device/{TOKEN}", content=b"{}", headers={"apns-topic": apns_simulator.bundle_id})
     assert (response.status_code, response.headers["apns-id"]) == (200, APNS_ID)
     assert (refused.status_code, refused.json()["reason"]) == (403, "MissingProviderToken")
+
+
+async def test_a_header_block_larger_than_a_frame_goes_out_in_continuation_frames(
+    apns_simulator: SimulatorProcess,
+) -> None:
+    key = load_signing_key(apns_simulator.private_key_pem)
+    authorization = f"bearer {await ProviderTokens(key, apns_simulator.key_id, apns_simulator.team_id).current()}"
+    transport = H2Transport(client_ssl_context(ca_file=apns_simulator.ca_path), connections=1)
+    async with httpx.AsyncClient(base_url=apns_simulator.url, transport=transport) as http:
+        headers = {"authorization": authorization, "apns-topic": apns_simulator.bundle_id}
+        # Random, so HPACK's Huffman coding cannot shrink it under the 16,384-byte frame limit.
+        big = await http.post(
+            f"/3/device/{TOKEN}",
+            content=b'{"aps":{"alert":"hi"}}',
+            headers={**headers, "x-trace": os.urandom(20_000).hex()},
+        )
+        after = await http.post(f"/3/device/{TOKEN}", content=b'{"aps":{"alert":"hi"}}', headers=headers)
+    assert (big.status_code, after.status_code) == (200, 200)
+    assert transport.connects == 1  # the server read the split block: no protocol error closed the connection
 
 
 @dataclass

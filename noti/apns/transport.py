@@ -38,7 +38,6 @@ from jh2.events import (
     WindowUpdated,
 )
 from jh2.exceptions import NoAvailableStreamIDError, ProtocolError
-from jh2.hpack import NeverIndexedHeaderTuple
 
 from noti.apns.h2 import CountingH2Connection, H2Protocol
 from noti.apns.reasons import REASONS, Outcome
@@ -92,6 +91,7 @@ class H2ClientConnection(H2Protocol):
 
     def __init__(self, authority: str) -> None:
         self.authority = authority
+        self._authority = authority.encode()
         # Request headers come from build_headers (lowercase constants) or through httpx, which
         # validated them; jh2's second pass cost ~10% of a request.
         # jh2's outbound normalization would mark authorization never-indexed on every request (~150
@@ -263,20 +263,16 @@ class H2ClientConnection(H2Protocol):
             self.closed = True
             self._notify_capacity()
             raise StreamRefused("the connection has used every HTTP/2 stream id") from None
-        request_headers: list[tuple[str, str | bytes]] = [
-            (":method", method), (":scheme", "https"), (":authority", self.authority),
-            NeverIndexedHeaderTuple(":path", path),
-            # Values as ASCII, as httpx has them: a header that cannot be encoded raises UnicodeEncodeError here.
-            *[
-                NeverIndexedHeaderTuple(name, value.encode("ascii")) if name in _NOT_INDEXED
-                else (name, value.encode("ascii"))
-                for name, value in headers
-            ],
+        # Values as ASCII, as httpx has them: a header that cannot be encoded raises UnicodeEncodeError here.
+        request_headers = [
+            (b":method", method.encode(), False), (b":scheme", b"https", False),
+            (b":authority", self._authority, False), (b":path", path.encode(), True),
+            *[(name.encode(), value.encode("ascii"), name in _NOT_INDEXED) for name, value in headers],
         ]  # fmt: skip
         response = RawResponse(asyncio.get_running_loop().create_future())
         self.streams[stream_id] = response
         try:
-            self.h2.send_headers(stream_id, request_headers, end_stream=not body)
+            self.h2.send_request(stream_id, request_headers, end_stream=not body)
         except ProtocolError as exc:
             self.streams.pop(stream_id, None)
             raise httpx.LocalProtocolError(f"cannot send the request: {exc}") from None
@@ -293,7 +289,7 @@ class H2ClientConnection(H2Protocol):
             chunk = body[offset : offset + window]
             offset += len(chunk)
             try:
-                self.h2.send_data(stream_id, chunk, end_stream=offset >= len(body))
+                self.h2.send_body(stream_id, chunk, end_stream=offset >= len(body))
             except ProtocolError:
                 break  # the stream was reset meanwhile: its future already carries the error
         self._flush_soon()
