@@ -134,10 +134,23 @@ class H2ClientConnection(H2Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
         try:
-            events = self.h2.receive_data(data)
+            for part in self.h2.split_answers(data):
+                if isinstance(part, bytes):
+                    self._events(self.h2.receive_data(part))
+                    continue
+                stream_id, block, end_stream = part
+                headers = self.h2.receive_answer(stream_id, block, end_stream)
+                response = self.streams.get(stream_id)
+                if response is not None:
+                    self._answered(stream_id, response, headers)
+                if end_stream:
+                    self._finish(stream_id)
         except ProtocolError as exc:
             self._close(httpx.RemoteProtocolError(f"HTTP/2 protocol error: {exc}"))
             return
+        self._flush()
+
+    def _events(self, events: list[object]) -> None:
         for event in events:
             if isinstance(event, ResponseReceived):
                 response = self.streams.get(event.stream_id)
@@ -174,7 +187,6 @@ class H2ClientConnection(H2Protocol):
                 )
                 self._fail_streams(event.last_stream_id or 0, error)
                 self._settled.set()
-        self._flush()
 
     # internals
     def _answered(self, stream_id: int, response: RawResponse, headers: list[tuple[bytes, bytes]]) -> None:
