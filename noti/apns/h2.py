@@ -29,6 +29,8 @@ class CountingH2Connection(H2Connection):
     count serves both directions.
     """
 
+    _partial = b""  # the start of a frame not yet received whole (split_answers)
+
     @property
     def open_outbound_streams(self) -> int:
         return len(self.streams)
@@ -113,8 +115,6 @@ class CountingH2Connection(H2Connection):
             parts.append(buffer[start:offset])
         self._partial = buffer[offset:]
         return parts
-
-    _partial = b""
 
     def receive_answer(self, stream_id: int, block: bytes, end_stream: bool) -> list[tuple[bytes, bytes]]:
         """What ``receive_data`` does for a HEADERS frame picked out by :meth:`split_answers`, without parsing
