@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, exists, func, select, tuple_
 from sqlalchemy.dialects.postgresql import array
 
-from noti import crd_schema
 from noti.live_activities import Targets, record_rows, token_query
 from noti.queue import (
     XADD_CHUNK,
@@ -137,6 +136,8 @@ class CampaignSpec:
             raise CampaignError("the manifest must be a YAML mapping")
         if manifest.get("kind") != KIND or manifest.get("apiVersion") != API_VERSION:
             raise CampaignError(f"expected kind: {KIND} and apiVersion: {API_VERSION}")
+        from noti import crd_schema  # jsonschema and yaml: ~10 MB a sender, which never validates a manifest
+
         wrong = crd_schema.problems(manifest, CRD_FILE, API_VERSION.rpartition("/")[2])
         if wrong:
             raise CampaignError("; ".join(wrong))

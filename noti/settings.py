@@ -368,6 +368,7 @@ class SenderSettings:
     def route(self) -> Route:
         """The route this sender's credential claims: its identity and the Apple identity it signs as."""
         from noti.routes import Route, apple_identity  # settings stay light: routes bring in redis
+
         if self.apns_cert_file is not None:
             from noti.operator.deployment import certificate_fingerprint  # the operator's rule, for the same answer
 

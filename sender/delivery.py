@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # Trouble with Redis or the network is no fault of the message: it stays pending and is claimed again.
 OUTAGES = (RedisError, OSError)
 REASON_LENGTH = 64  # the record's apns_reason column
+CONTENTS_KEPT = 256  # distinct contents whose payload is kept built (campaigns share one)
 Parked = tuple[str, bytes, dict[bytes, bytes]]  # (stream, entry id, fields): an entry waiting for its credential
 
 
@@ -68,6 +70,7 @@ class Deliverer:
         self._recorder, self._metrics, self._limits = recorder, metrics, limits
         self._on_credential_refused = on_credential_refused
         self.topic_streak = TopicStreak(limits.topic_guard.tokens)
+        self._contents: dict[bytes, tuple[NotificationContent, bytes]] = {}
 
     async def deliver(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """Send the entry and see it through: finished, retried later, or left pending for a fixed credential."""
@@ -93,8 +96,7 @@ class Deliverer:
         self, stream: str, entry_id: bytes, message: QueuedNotification, fields: dict[bytes, bytes]
     ) -> None:
         try:
-            content = NotificationContent.from_dict(message.content)
-            payload = build_payload(content)
+            content, payload = self._built(message.content)
         except InvalidNotification as exc:
             self._finish(stream, entry_id, message, NotificationStatus.FAILED, reason="InvalidNotification")
             log.warning("notification %s cannot be sent: %s", message.id, exc)
@@ -141,6 +143,18 @@ class Deliverer:
         if queued is not None:  # clocks of Redis and this pod may differ a little: never below zero
             waited = max(0.0, time.time() - queued / 1000)
             self._metrics.enqueue_to_sent.labels("campaign" if message.campaign else "transactional").observe(waited)
+
+    def _built(self, values: dict[str, Any]) -> tuple[NotificationContent, bytes]:
+        """The content and payload of ``values``, built once for all the entries that share them (a campaign's)."""
+        key = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+        built = self._contents.get(key)
+        if built is None:
+            content = NotificationContent.from_dict(values)
+            built = (content, build_payload(content))
+            if len(self._contents) >= CONTENTS_KEPT:
+                self._contents.clear()
+            self._contents[key] = built
+        return built
 
     async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:
         async def schedule() -> None:

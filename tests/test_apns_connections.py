@@ -4,12 +4,15 @@ carries them (real TLS HTTP/2: a small server of this test that can go silent, a
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from jh2.config import H2Configuration
 from jh2.connection import H2Connection
@@ -18,11 +21,13 @@ from jh2.events import ConnectionTerminated, RequestReceived
 from harness.apns import SimulatorProcess
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
+from noti.apns.reasons import Outcome
 from noti.apns.simulator import generate_certificate
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport, parse_proxy
 
 TOKEN = "ab" * 32
+APNS_ID = "0f3c9d4e-8a1b-4c2d-9e7f-5a6b7c8d9e0f"
 HELLO = NotificationContent(title="hello")
 
 
@@ -115,6 +120,62 @@ async def test_a_busy_connection_that_answers_pings_is_kept(h2_server: tuple[Sil
     assert transport.connects == 1
 
 
+async def test_a_notification_apns_does_not_answer_in_time_fails_retryable_and_frees_its_stream(
+    h2_server: tuple[SilentableServer, Path],
+) -> None:
+    server, ca = h2_server
+    transport = H2Transport(client_ssl_context(ca_file=ca), connections=1)
+    client = APNsClient(
+        "com.example.app", endpoint=f"https://127.0.0.1:{server.port}", transport=transport, timeout=0.3
+    )
+    try:
+        assert (await client.send(TOKEN, HELLO)).ok
+        server.go_silent()
+        started = time.perf_counter()
+        late = await asyncio.wait_for(client.send(TOKEN, HELLO), 5)
+        elapsed = time.perf_counter() - started
+        connection = transport._connections[0]
+    finally:
+        await client.aclose()
+    assert (late.status_code, late.reason, late.outcome) == (0, "ReadTimeout", Outcome.RETRYABLE)
+    assert 0.25 < elapsed < 2
+    assert not connection.streams  # its stream was given back, not left counting against the limit
+
+
+async def test_httpx_async_client_over_the_h2_transport_sends_as_is(apns_simulator: SimulatorProcess) -> None:
+    """The stock httpx API over our transport (what the client's direct path skips) still works end to end."""
+    key = load_signing_key(apns_simulator.private_key_pem)
+    authorization = f"bearer {await ProviderTokens(key, apns_simulator.key_id, apns_simulator.team_id).current()}"
+    transport = H2Transport(client_ssl_context(ca_file=apns_simulator.ca_path), connections=1)
+    async with httpx.AsyncClient(base_url=apns_simulator.url, transport=transport) as http:
+        response = await http.post(
+            f"/3/device/{TOKEN}", content=b'{"aps":{"alert":"hi"}}',
+            headers={"authorization": authorization, "apns-topic": apns_simulator.bundle_id, "apns-id": APNS_ID},
+        )  # fmt: skip
+        refused = await http.post(f"/3/device/{TOKEN}", content=b"{}", headers={"apns-topic": apns_simulator.bundle_id})
+    assert (response.status_code, response.headers["apns-id"]) == (200, APNS_ID)
+    assert (refused.status_code, refused.json()["reason"]) == (403, "MissingProviderToken")
+
+
+async def test_a_header_block_larger_than_a_frame_goes_out_in_continuation_frames(
+    apns_simulator: SimulatorProcess,
+) -> None:
+    key = load_signing_key(apns_simulator.private_key_pem)
+    authorization = f"bearer {await ProviderTokens(key, apns_simulator.key_id, apns_simulator.team_id).current()}"
+    transport = H2Transport(client_ssl_context(ca_file=apns_simulator.ca_path), connections=1)
+    async with httpx.AsyncClient(base_url=apns_simulator.url, transport=transport) as http:
+        headers = {"authorization": authorization, "apns-topic": apns_simulator.bundle_id}
+        # Random, so HPACK's Huffman coding cannot shrink it under the 16,384-byte frame limit.
+        big = await http.post(
+            f"/3/device/{TOKEN}",
+            content=b'{"aps":{"alert":"hi"}}',
+            headers={**headers, "x-trace": os.urandom(20_000).hex()},
+        )
+        after = await http.post(f"/3/device/{TOKEN}", content=b'{"aps":{"alert":"hi"}}', headers=headers)
+    assert (big.status_code, after.status_code) == (200, 200)
+    assert transport.connects == 1  # the server read the split block: no protocol error closed the connection
+
+
 @dataclass
 class ConnectProxy:
     """A loopback HTTP CONNECT proxy that records what it was asked to tunnel."""
@@ -122,6 +183,7 @@ class ConnectProxy:
     port: int = 0
     tunnels: list[str] = field(default_factory=list)
     refuse: bool = False
+    sent_up: int = 0  # bytes the client sent through the tunnels (TLS records)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readline()
@@ -143,6 +205,8 @@ class ConnectProxy:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
+                    if source is reader:
+                        self.sent_up += len(data)
                     sink.write(data)
                     await sink.drain()
             except ConnectionError:
@@ -183,6 +247,25 @@ async def test_notifications_reach_apns_through_an_http_connect_proxy(
     assert [result.ok for result in results] == [True] * 20
     assert proxy.tunnels == [apns_simulator.url.removeprefix("https://")]  # one tunnel, TLS inside it
     assert apns_simulator.counters()["by_outcome"] == {"Success": 20}
+
+
+async def test_the_provider_token_crosses_the_wire_once_per_connection_not_per_notification(
+    apns_simulator: SimulatorProcess, proxy: ConnectProxy
+) -> None:
+    client = _client(apns_simulator, f"http://127.0.0.1:{proxy.port}")
+    try:
+        assert (await client.send(TOKEN, HELLO)).ok  # the connection, its TLS handshake and the token's first trip
+        assert client.tokens is not None
+        token = await client.tokens.current()
+        before = proxy.sent_up
+        for i in range(20):
+            assert (await client.send(f"{i:064x}", HELLO)).ok
+        per_notification = (proxy.sent_up - before) / 20
+    finally:
+        await client.aclose()
+    # HPACK-indexed on its connection, the token is one byte of each request's header block after the first:
+    # a whole request (headers, payload, TLS framing) then weighs less than the token alone.
+    assert per_notification < len(f"bearer {token}")
 
 
 async def test_a_proxy_that_refuses_the_tunnel_is_a_connection_error_naming_the_proxy(

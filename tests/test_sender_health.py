@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
@@ -53,3 +55,18 @@ async def test_an_unknown_path_is_a_json_404() -> None:
 
 async def test_a_server_never_started_stops_quietly() -> None:
     await HealthServer(CollectorRegistry(), dict).stop()
+
+
+async def test_a_request_that_is_not_http_gets_400_and_the_server_keeps_answering() -> None:
+    server, url = await _serve({"live": True, "ready": True})
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(b"\x16\x03\x01 not an HTTP request\r\n\r\n")
+        first_line = await reader.readline()
+        writer.close()
+        async with httpx.AsyncClient(base_url=url) as http:
+            after = await http.get("/healthz")
+    finally:
+        await server.stop()
+    assert first_line.startswith(b"HTTP/1.1 400")
+    assert after.status_code == 200

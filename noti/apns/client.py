@@ -98,6 +98,10 @@ class APNsClient:
             ssl_context or client_ssl_context(), connections=connections, proxy=proxy
         )
         self._http = httpx.AsyncClient(base_url=endpoint, transport=self.transport, timeout=timeout)
+        url = httpx.URL(endpoint)
+        self._origin = (url.host, url.port or 443)
+        self._path_prefix = url.raw_path.decode().rstrip("/")
+        self._read_timeout = timeout
 
     async def send(
         self, device_token: str, content: NotificationContent, *, apns_id: str | uuid.UUID | None = None,
@@ -155,7 +159,18 @@ class APNsClient:
             )  # fmt: skip
 
     async def _post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        """(status, headers, body) of one POST through httpx (over our HTTP/2 transport by default)."""
+        """(status, headers, body) of one POST: straight onto our HTTP/2 connections, else through httpx.
+
+        AsyncClient's per-request machinery (URL merging, Request and Response objects, cookies) was
+        most of the CPU per notification; our transport's ``exchange`` skips it and raises the same
+        httpx errors. Any other httpx transport is driven through AsyncClient as usual.
+        """
+        if isinstance(self.transport, H2Transport):
+            host, port = self._origin
+            answer = await self.transport.exchange(
+                host, port, "POST", self._path_prefix + path, list(headers.items()), body, self._read_timeout
+            )
+            return answer.status, answer.headers, bytes(answer.body)
         response = await self._http.post(path, content=body, headers=headers)
         answered = [(name.lower(), value) for name, value in response.headers.items()]
         return response.status_code, answered, response.content

@@ -45,6 +45,12 @@ from noti.apns.reasons import REASONS, Outcome
 # Headers HTTP/2 forbids or that the connection itself carries.
 _REFUSED_RETRIES = 10
 _SKIPPED_HEADERS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+# HPACK: what repeats on every request of a connection — the provider token (one credential's, on
+# connections of their own, as Go's and Netty's clients index it) and the apns-* constants — is indexed
+# once and costs a byte or two after that. Values that never repeat (:path names the device, apns-id the
+# notification) stay out of the dynamic table: indexed, they would churn its 4,096 bytes and evict the
+# ~250-byte token every ~20 requests. proxy-authorization and short cookies stay never-indexed, as jh2 has them.
+_NOT_INDEXED = frozenset({"apns-id", "proxy-authorization", "cookie"})
 
 
 class StreamRefused(httpx.TransportError):
@@ -85,9 +91,18 @@ class H2ClientConnection(H2Protocol):
 
     def __init__(self, authority: str) -> None:
         self.authority = authority
+        self._authority = authority.encode()
         # Request headers come from build_headers (lowercase constants) or through httpx, which
         # validated them; jh2's second pass cost ~10% of a request.
-        config = H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False)
+        # jh2's outbound normalization would mark authorization never-indexed on every request (~150
+        # bytes each); request() marks what must stay out of the dynamic table itself.
+        # Answers are read for :status, apns-id and apns-unique-id only: jh2's inbound validation and
+        # normalization (a dozen passes over every header list) and its decoding into HeaderTuples
+        # cost ~15% of a request; data_received decodes and checks what it reads.
+        config = H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False, validate_inbound_headers=False, normalize_inbound_headers=False,
+        )  # fmt: skip
         self.h2 = CountingH2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, RawResponse] = {}
@@ -119,17 +134,28 @@ class H2ClientConnection(H2Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
         try:
-            events = self.h2.receive_data(data)
+            for part in self.h2.split_answers(data):
+                if isinstance(part, bytes):
+                    self._events(self.h2.receive_data(part))
+                    continue
+                stream_id, block, end_stream = part
+                headers = self.h2.receive_answer(stream_id, block, end_stream)
+                response = self.streams.get(stream_id)
+                if response is not None:
+                    self._answered(stream_id, response, headers)
+                if end_stream:
+                    self._finish(stream_id)
         except ProtocolError as exc:
             self._close(httpx.RemoteProtocolError(f"HTTP/2 protocol error: {exc}"))
             return
+        self._flush()
+
+    def _events(self, events: list[object]) -> None:
         for event in events:
             if isinstance(event, ResponseReceived):
                 response = self.streams.get(event.stream_id)
                 if response is not None:
-                    headers = [(str(k), str(v)) for k, v in event.headers]
-                    response.status = int(next(v for k, v in headers if k == ":status"))
-                    response.headers = [(k, v) for k, v in headers if not k.startswith(":")]
+                    self._answered(event.stream_id, response, event.headers)
             elif isinstance(event, DataReceived):
                 response = self.streams.get(event.stream_id)
                 if response is not None:
@@ -161,9 +187,23 @@ class H2ClientConnection(H2Protocol):
                 )
                 self._fail_streams(event.last_stream_id or 0, error)
                 self._settled.set()
-        self._flush()
 
     # internals
+    def _answered(self, stream_id: int, response: RawResponse, headers: list[tuple[bytes, bytes]]) -> None:
+        """A response's header block: its :status and the rest as text (names are lowercase in HTTP/2)."""
+        try:
+            for name, value in headers:
+                if name == b":status":
+                    response.status = int(value)
+                elif name[:1] != b":":
+                    response.headers.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
+        except ValueError:
+            response.status = 0
+        if not 100 <= response.status <= 999:
+            self._fail(stream_id, httpx.RemoteProtocolError("APNs answered without a valid :status"))
+            with contextlib.suppress(ProtocolError):
+                self.h2.reset_stream(stream_id)
+
     def _finish(self, stream_id: int) -> None:
         self.h2.forget(stream_id)
         response = self.streams.pop(stream_id, None)
@@ -235,12 +275,16 @@ class H2ClientConnection(H2Protocol):
             self.closed = True
             self._notify_capacity()
             raise StreamRefused("the connection has used every HTTP/2 stream id") from None
+        # Values as ASCII, as httpx has them: a header that cannot be encoded raises UnicodeEncodeError here.
+        request_headers = [
+            (b":method", method.encode(), False), (b":scheme", b"https", False),
+            (b":authority", self._authority, False), (b":path", path.encode(), True),
+            *[(name.encode(), value.encode("ascii"), name in _NOT_INDEXED) for name, value in headers],
+        ]  # fmt: skip
         response = RawResponse(asyncio.get_running_loop().create_future())
         self.streams[stream_id] = response
-        request_headers = [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
-        request_headers.extend(headers)
         try:
-            self.h2.send_headers(stream_id, request_headers, end_stream=not body)
+            self.h2.send_request(stream_id, request_headers, end_stream=not body)
         except ProtocolError as exc:
             self.streams.pop(stream_id, None)
             raise httpx.LocalProtocolError(f"cannot send the request: {exc}") from None
@@ -257,20 +301,29 @@ class H2ClientConnection(H2Protocol):
             chunk = body[offset : offset + window]
             offset += len(chunk)
             try:
-                self.h2.send_data(stream_id, chunk, end_stream=offset >= len(body))
+                self.h2.send_body(stream_id, chunk, end_stream=offset >= len(body))
             except ProtocolError:
                 break  # the stream was reset meanwhile: its future already carries the error
         self._flush_soon()
+        if read_timeout is None:
+            return await response.future
+        # A timer, not asyncio.wait_for: wait_for wraps each request in a task of its own (3.11).
+        timer = asyncio.get_running_loop().call_later(read_timeout, self._time_out, stream_id, read_timeout)
         try:
-            return await asyncio.wait_for(response.future, read_timeout)
-        except TimeoutError:
-            self.streams.pop(stream_id, None)
-            with contextlib.suppress(Exception):
-                self.h2.reset_stream(stream_id)
-                self.h2.forget(stream_id)
-                self._flush_soon()
-            self._notify_capacity()
-            raise httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s") from None
+            return await response.future
+        finally:
+            timer.cancel()
+
+    def _time_out(self, stream_id: int, read_timeout: float) -> None:
+        """No answer in time: the stream is reset and its request fails with ReadTimeout."""
+        response = self.streams.pop(stream_id, None)
+        with contextlib.suppress(Exception):
+            self.h2.reset_stream(stream_id)
+            self.h2.forget(stream_id)
+            self._flush_soon()
+        self._notify_capacity()
+        if response is not None and not response.future.done():
+            response.future.set_exception(httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s"))
 
     def close(self) -> None:
         """Say GOAWAY (unless the server did) and close the socket, also when already closed to new streams."""
