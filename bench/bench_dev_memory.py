@@ -36,13 +36,24 @@ BULK = 10_000
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# The child under --tracemalloc: SIGUSR1 writes a snapshot to the file named by NOTI_BENCH_SNAPSHOT.
-_SNAPSHOTTING_CHILD = """
-import gc, os, signal, sys, tracemalloc
+# The child under --tracemalloc or --malloc-stats: SIGUSR1 writes what it holds to NOTI_BENCH_SNAPSHOT
+# (a tracemalloc snapshot, or pymalloc's and glibc's statistics), then a ".done" file.
+_INSPECTED_CHILD = """
+import ctypes, gc, os, signal, sys, tracemalloc
 def _dump(*_):
+    path = os.environ["NOTI_BENCH_SNAPSHOT"]
     gc.collect()
-    tracemalloc.take_snapshot().dump(os.environ["NOTI_BENCH_SNAPSHOT"])
-    open(os.environ["NOTI_BENCH_SNAPSHOT"] + ".done", "w").close()
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(path)
+    else:
+        sys.stderr.flush()
+        saved, out = os.dup(2), os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 2)
+        sys._debugmallocstats()
+        ctypes.CDLL("libc.so.6").malloc_stats()
+        os.dup2(saved, 2)
+        os.close(out)
+    open(path + ".done", "w").close()
 signal.signal(signal.SIGUSR1, _dump)
 from noti.cli import main
 sys.argv = ["noti", *sys.argv[1:]]
@@ -80,15 +91,16 @@ def cpu_ticks(pid: int) -> int:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, tracemalloc_frames: int) -> None:
+    def __init__(self, data_dir: Path, tracemalloc_frames: int, inspect: bool) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in ("NOTI_DATABASE_URL", "NOTI_REDIS_URL")}
         argv = ["dev", "--port", str(self.port), "--data-dir", str(data_dir)]
-        if tracemalloc_frames:
+        if inspect:
             env["NOTI_BENCH_SNAPSHOT"] = str(data_dir.parent / "snapshot")
-            command = [sys.executable, f"-Xtracemalloc={tracemalloc_frames}", "-c", _SNAPSHOTTING_CHILD, *argv]
+            tracing = [f"-Xtracemalloc={tracemalloc_frames}"] if tracemalloc_frames else []
+            command = [sys.executable, *tracing, "-c", _INSPECTED_CHILD, *argv]
         else:
             command = [sys.executable, "-m", "noti.cli", *argv]
         # cwd outside the repository: its operator/ folder would shadow the standard library's module
@@ -128,11 +140,22 @@ def tokens(count: int) -> list[str]:
     return [f"{i + 1:064x}" for i in range(count)]
 
 
+def post(client: httpx.Client, url: str, body: object, headers: dict[str, str]) -> httpx.Response:
+    """POST, again after a 503 (a stack slowed down by --tracemalloc may time out on its Redis)."""
+    for _ in range(5):
+        answer = client.post(url, json=body, headers=headers)
+        if answer.status_code != 503:
+            break
+        print(f"503 from {url}: {answer.text}; again in 2 s", file=sys.stderr)
+        time.sleep(2)
+    answer.raise_for_status()
+    return answer
+
+
 def register(client: httpx.Client, stack: Stack, devices: list[str]) -> None:
     for start in range(0, len(devices), BULK):
         chunk = [{"device_token": token} for token in devices[start : start + BULK]]
-        answer = client.post(f"{stack.url}/api/devices/bulk/", json={"devices": chunk}, headers=stack.headers)
-        answer.raise_for_status()
+        answer = post(client, f"{stack.url}/api/devices/bulk/", {"devices": chunk}, stack.headers)
         assert answer.json()["failed"] == 0, answer.text
 
 
@@ -140,14 +163,10 @@ def send(client: httpx.Client, stack: Stack, devices: list[str], singles: int) -
     bulk, single = devices[singles:], devices[:singles]
     for start in range(0, len(bulk), BULK):
         body = {"device_tokens": bulk[start : start + BULK], "title": "Burst", "body": f"chunk {start // BULK}"}
-        answer = client.post(f"{stack.url}/api/notifications/bulk/", json=body, headers=stack.headers)
-        answer.raise_for_status()
+        post(client, f"{stack.url}/api/notifications/bulk/", body, stack.headers)
 
     def one(token: str) -> None:
-        answer = client.post(
-            f"{stack.url}/api/notifications/", json={"device_token": token, "title": "One"}, headers=stack.headers
-        )
-        answer.raise_for_status()
+        post(client, f"{stack.url}/api/notifications/", {"device_token": token, "title": "One"}, stack.headers)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, single))
@@ -183,15 +202,17 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle after the burst")
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="idle CPU measured over this long")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="snapshot diff (slow)")
+    parser.add_argument("--malloc-stats", action="store_true", help="print pymalloc's and glibc's statistics")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="noti-bench-dev-") as tmp:
-        stack = Stack(Path(tmp) / ".noti", args.tracemalloc)
+        inspect = bool(args.tracemalloc or args.malloc_stats)
+        stack = Stack(Path(tmp) / ".noti", args.tracemalloc, inspect)
         try:
             started = rss_mb(stack.pid)
             time.sleep(args.settle)
             baseline = rss_mb(stack.pid)
-            before = stack.snapshot("before") if args.tracemalloc else None
+            before = stack.snapshot("before") if inspect else None
             devices = tokens(args.notifications)
             with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=8)) as client:
                 register(client, stack, devices)
@@ -207,11 +228,11 @@ def main() -> None:
                 time.sleep(5)
                 curve.append(rss_mb(stack.pid))
             time.sleep(args.idle % 5)
-            settled, parts = rss_mb(stack.pid), rollup(stack.pid)
+            settled, parts, threads = rss_mb(stack.pid), rollup(stack.pid), len(os.listdir(f"/proc/{stack.pid}/task"))
             ticks = cpu_ticks(stack.pid)
             time.sleep(args.cpu_seconds)
             idle_ticks = cpu_ticks(stack.pid) - ticks
-            after = stack.snapshot("after") if args.tracemalloc else None
+            after = stack.snapshot("after") if inspect else None
         finally:
             stack.stop()
         n = args.notifications
@@ -224,13 +245,17 @@ def main() -> None:
         print(f"  RSS after {args.idle:.0f} s idle     {settled:7.1f} MB   ({settled - baseline:+.1f} MB vs baseline)")
         print(f"  RSS every 5 s of idle   {' '.join(f'{mb:.1f}' for mb in curve)}")
         print("  smaps_rollup after idle " + ", ".join(f"{name} {mb:.1f}" for name, mb in parts.items()) + " MB")
+        print(f"  threads after idle      {threads}")
         print(f"  burst                   {burst:7.1f} s wall ({accepted:.1f} s to accept), {burst_cpu:.1f} s CPU, "
               f"{burst_cpu / n * 1e6:.0f} µs CPU/notification; {overall['sent']:,} sent, "
               f"{overall['failed'] + overall['invalid_token']:,} not")  # fmt: skip
         print(f"  idle CPU                {idle_ticks} ticks in {args.cpu_seconds:.0f} s "
               f"= {idle_ticks / _TICK / args.cpu_seconds * 100:.2f} % of a core")  # fmt: skip
         if before is not None and after is not None:
-            top_growth(before, after)
+            if args.tracemalloc:
+                top_growth(before, after)
+            else:
+                print(f"\nat the baseline:\n{before.read_text()}\nafter the idle:\n{after.read_text()}")
 
 
 if __name__ == "__main__":

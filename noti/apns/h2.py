@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from jh2.connection import H2Connection
+from jh2.stream import StreamClosedBy
+
+_RESETS = frozenset({StreamClosedBy.SEND_RST_STREAM, StreamClosedBy.RECV_RST_STREAM})
 
 
 class CountingH2Connection(H2Connection):
@@ -15,6 +18,11 @@ class CountingH2Connection(H2Connection):
     stream from ``streams`` as it closes (``forget``), so the count is the dict's size. APNs
     streams only ever go one way (requests out from the client, in to the server), so one
     count serves both directions.
+
+    Of a forgotten stream only a reset is remembered: jh2 answers a late frame on a reset stream
+    with RST_STREAM instead of failing the connection, and needs nothing else from a closed one
+    (a frame on a stream that ended is a connection error either way). jh2 kept every closed
+    stream, up to 65,536 of them per connection, which a long-lived APNs connection soon holds.
     """
 
     @property
@@ -29,7 +37,8 @@ class CountingH2Connection(H2Connection):
         stream = self.streams.get(stream_id)
         if stream is not None and stream.closed:
             del self.streams[stream_id]
-            self._closed_streams[stream_id] = stream.closed_by
+            if stream.closed_by in _RESETS:
+                self._closed_streams[stream_id] = stream.closed_by
 
 
 class H2Protocol(asyncio.Protocol):

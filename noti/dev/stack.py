@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
@@ -36,6 +36,7 @@ log = logging.getLogger("noti.dev")
 TEAM_ID = "DEVTEAM001"
 KEY_ID = "DEVKEY0001"
 CREDENTIAL = "dev"  # the APNsCredential name campaign manifests refer to
+SIMULATOR_COUNTED_TOKENS = 1_000  # the simulator's by_token counts the latest tokens only: it runs for days
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class _EmbeddedServer(uvicorn.Server):
 class DevStack:
     def __init__(self, options: DevOptions) -> None:
         self.options = options
+        self._compactors: list[Callable[[], object]] = []  # what a quiet stack releases after a burst
 
     async def run(self) -> None:
         options = self.options
@@ -89,6 +91,8 @@ class DevStack:
             create_private(data.database)
             database_url = f"sqlite:///{data.database}"
         engine = make_engine(database_url)
+        if engine.dialect.name == "sqlite":
+            self._compactors.append(engine.dispose)  # pooled connections each hold a page cache of up to 2 MB
         try:
             await asyncio.to_thread(migrate.upgrade, engine)
         except DatabaseUnavailable as exc:
@@ -98,6 +102,7 @@ class DevStack:
         if not redis_url:
             embedded = EmbeddedRedis().start()
             redis_url = embedded.url
+            self._compactors.append(embedded.compact)
         redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         try:
             await redis.ping()
@@ -105,7 +110,9 @@ class DevStack:
             raise DevError(f"cannot reach Redis at {redis_url}: {exc}") from None
         simulator = None
         try:
-            simulator = await start_simulator(host="127.0.0.1", port=options.sim_port, control_port=0)
+            simulator = await start_simulator(
+                host="127.0.0.1", port=options.sim_port, control_port=0, max_counted_tokens=SIMULATOR_COUNTED_TOKENS
+            )
             await self._serve(data, engine, redis, redis_url, database_url, simulator, embedded is not None)
         finally:
             if simulator is not None:
@@ -201,7 +208,7 @@ class DevStack:
             )
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
-        trimming = asyncio.create_task(return_idle_memory(), name="memory")
+        trimming = asyncio.create_task(return_idle_memory(self._compactors), name="memory")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serving, sending}, return_when=asyncio.FIRST_COMPLETED)
         click.echo("stopping: draining the sender…")

@@ -127,7 +127,7 @@ class APNsProtocol(asyncio.Protocol):
         if answer.status == 200 and (faults.rate_429 or faults.rate_500 or faults.rate_503):
             answer = faults.injected(random.random()) or answer
         state.by_outcome[answer.reason or "Success"] += 1
-        state.by_token[headers.get(":path", "").rpartition("/")[2].lower()] += 1
+        state.count_token(headers.get(":path", "").rpartition("/")[2].lower())
         self.served += 1
         goaway = bool(faults.goaway_after) and self.served >= faults.goaway_after
         if goaway:
