@@ -9,8 +9,8 @@ Then it counts the CPU ticks the idle stack spends over ``--cpu-seconds``.
 Target: RSS after the burst and the idle settles within ~15-20 MB of the start baseline, idle CPU
 well under 1 % of a core, and the burst no slower than before.
 
-``--tracemalloc N`` runs the stack under tracemalloc (N frames; slow, for finding what stays):
-a snapshot is taken at the baseline and after the idle, and the largest growths are printed.
+``--tracemalloc N`` traces allocations (N frames; slow) from the baseline on and prints what of them
+is still alive after the idle; ``--malloc-stats`` prints pymalloc's and glibc's statistics at both.
 Usage: python bench/bench_dev_memory.py [--notifications 40000] [--singles 1000] [--idle 30]
 """
 
@@ -36,8 +36,9 @@ BULK = 10_000
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# The child under --tracemalloc or --malloc-stats: SIGUSR1 writes what it holds to NOTI_BENCH_SNAPSHOT
-# (a tracemalloc snapshot, or pymalloc's and glibc's statistics), then a ".done" file.
+# The child under --tracemalloc or --malloc-stats. SIGUSR1 writes pymalloc's and glibc's statistics to
+# NOTI_BENCH_SNAPSHOT (then a ".done" file); under --tracemalloc the first signal also starts tracing
+# and the next writes a snapshot instead: what was allocated since the baseline and is still alive.
 _INSPECTED_CHILD = """
 import ctypes, gc, os, signal, sys, tracemalloc
 def _dump(*_):
@@ -53,6 +54,8 @@ def _dump(*_):
         ctypes.CDLL("libc.so.6").malloc_stats()
         os.dup2(saved, 2)
         os.close(out)
+        if os.environ.get("NOTI_BENCH_TRACE"):
+            tracemalloc.start(int(os.environ["NOTI_BENCH_TRACE"]))
     open(path + ".done", "w").close()
 signal.signal(signal.SIGUSR1, _dump)
 from noti.cli import main
@@ -99,8 +102,9 @@ class Stack:
         argv = ["dev", "--port", str(self.port), "--data-dir", str(data_dir)]
         if inspect:
             env["NOTI_BENCH_SNAPSHOT"] = str(data_dir.parent / "snapshot")
-            tracing = [f"-Xtracemalloc={tracemalloc_frames}"] if tracemalloc_frames else []
-            command = [sys.executable, *tracing, "-c", _INSPECTED_CHILD, *argv]
+            if tracemalloc_frames:
+                env["NOTI_BENCH_TRACE"] = str(tracemalloc_frames)
+            command = [sys.executable, "-c", _INSPECTED_CHILD, *argv]
         else:
             command = [sys.executable, "-m", "noti.cli", *argv]
         # cwd outside the repository: its operator/ folder would shadow the standard library's module
@@ -182,15 +186,17 @@ def wait_sent(client: httpx.Client, stack: Stack, total: int, timeout: float) ->
     raise TimeoutError(f"not all {total} notifications final after {timeout:.0f}s: {overall}")
 
 
-def top_growth(before: Path, after: Path, count: int = 25) -> None:
+def survivors(after: Path, count: int = 30) -> None:
+    """What was allocated after the baseline and is still alive: it pins the burst's pymalloc arenas."""
     import tracemalloc
 
-    old, new = tracemalloc.Snapshot.load(str(before)), tracemalloc.Snapshot.load(str(after))
-    traced = [sum(s.size for s in snapshot.statistics("filename")) / 2**20 for snapshot in (old, new)]
-    print(f"\ntracemalloc: {traced[0]:.1f} MB traced at baseline, {traced[1]:.1f} MB after the idle; largest growths:")
-    for stat in new.compare_to(old, "traceback")[:count]:
-        print(f"{stat.size_diff / 2**20:+8.2f} MB {stat.count_diff:+8d} blocks")
-        for line in stat.traceback.format()[-8:]:
+    snapshot = tracemalloc.Snapshot.load(str(after))
+    stats = snapshot.statistics("traceback")
+    print(f"\ntracemalloc: {sum(s.size for s in stats) / 2**20:.1f} MB in {sum(s.count for s in stats):,} blocks "
+          "allocated since the baseline still alive; largest:")  # fmt: skip
+    for stat in stats[:count]:
+        print(f"{stat.size / 2**20:8.2f} MB {stat.count:8d} blocks")
+        for line in stat.traceback.format()[-6:]:
             print(f"        {line}")
 
 
@@ -201,7 +207,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after start before the baseline")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle after the burst")
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="idle CPU measured over this long")
-    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="snapshot diff (slow)")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="what of the burst stays (slow)")
     parser.add_argument("--malloc-stats", action="store_true", help="print pymalloc's and glibc's statistics")
     args = parser.parse_args()
 
@@ -214,7 +220,7 @@ def main() -> None:
             baseline = rss_mb(stack.pid)
             before = stack.snapshot("before") if inspect else None
             devices = tokens(args.notifications)
-            with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=8)) as client:
+            with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=8)) as client:
                 register(client, stack, devices)
                 registered = rss_mb(stack.pid)
                 ticks, clock = cpu_ticks(stack.pid), time.monotonic()
@@ -252,10 +258,11 @@ def main() -> None:
         print(f"  idle CPU                {idle_ticks} ticks in {args.cpu_seconds:.0f} s "
               f"= {idle_ticks / _TICK / args.cpu_seconds * 100:.2f} % of a core")  # fmt: skip
         if before is not None and after is not None:
+            print(f"\nat the baseline:\n{before.read_text()}")
             if args.tracemalloc:
-                top_growth(before, after)
+                survivors(after)
             else:
-                print(f"\nat the baseline:\n{before.read_text()}\nafter the idle:\n{after.read_text()}")
+                print(f"after the idle:\n{after.read_text()}")
 
 
 if __name__ == "__main__":
