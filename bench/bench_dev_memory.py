@@ -54,6 +54,10 @@ def _dump(*_):
         ctypes.CDLL("libc.so.6").malloc_stats()
         os.dup2(saved, 2)
         os.close(out)
+        from collections import Counter
+        counts = Counter(type(o).__qualname__ for o in gc.get_objects())
+        with open(path, "a") as file:
+            file.write("objects by type: " + repr(counts.most_common(40)) + "\\n")
         if os.environ.get("NOTI_BENCH_TRACE"):
             tracemalloc.start(int(os.environ["NOTI_BENCH_TRACE"]))
     open(path + ".done", "w").close()
