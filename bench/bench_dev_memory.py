@@ -41,6 +41,21 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # and the next writes a snapshot instead: what was allocated since the baseline and is still alive.
 _INSPECTED_CHILD = """
 import ctypes, gc, os, signal, sys, tracemalloc
+def _describe(o):
+    if type(o) is dict:
+        return "dict" + repr(list(o)[:6])[:100]
+    return type(o).__qualname__ + ("" if type(o) in (list, tuple, set) else repr(o)[:60])
+def _chain(o, objects, depth=7):
+    # who holds o: one referrer per level up (the first not of this inspection)
+    chain, seen = [], {id(objects), id(sys._getframe())}
+    for _ in range(depth):
+        up = [r for r in gc.get_referrers(o) if id(r) not in seen and type(r).__name__ != "frame"]
+        if not up:
+            break
+        seen.add(id(o))
+        o = up[0]
+        chain.append(_describe(o) + f" (+{len(up) - 1} more)")
+    return chain
 def _dump(*_):
     path = os.environ["NOTI_BENCH_SNAPSHOT"]
     gc.collect()
@@ -55,9 +70,23 @@ def _dump(*_):
         os.dup2(saved, 2)
         os.close(out)
         from collections import Counter
-        counts = Counter(type(o).__qualname__ for o in gc.get_objects())
+        gc.unfreeze()  # the gateway freezes what it loaded at start: count that too
+        objects = gc.get_objects()
+        counts = Counter(type(o).__qualname__ for o in objects)
+        def small(x):  # what pymalloc's 113-128 byte class holds: 64-79 character strings, 80-95 byte bytes
+            return (type(x) is str and 64 <= len(x) < 80) or (type(x) is bytes and 80 <= len(x) < 96)
+        holders = []
+        for o in objects:
+            items = o.keys() if type(o) is dict else o if type(o) in (list, set, tuple, frozenset) else ()
+            held = sum(1 for x in items if small(x))
+            if held > 100:
+                sample = repr(next(x for x in items if small(x)))[:70]
+                holders.append((held, type(o).__name__, sample, _chain(o, objects)))
+        holders.sort(reverse=True)
+        gc.freeze()
         with open(path, "a") as file:
             file.write("objects by type: " + repr(counts.most_common(40)) + "\\n")
+            file.write("holders of small strings: " + repr(holders[:12]) + "\\n")
         if os.environ.get("NOTI_BENCH_TRACE"):
             tracemalloc.start(int(os.environ["NOTI_BENCH_TRACE"]))
     open(path + ".done", "w").close()

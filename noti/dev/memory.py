@@ -44,6 +44,18 @@ def release_due(work_since_release: float, last_interval_work: float, interval: 
     return work_since_release >= RELEASE_AFTER_CPU_SECONDS and last_interval_work <= QUIET_SHARE * interval
 
 
+def release_engine(engine: Any) -> None:
+    """Drop a SQLite engine's pooled connections (each keeps a page cache) and its compiled statements.
+
+    SQLAlchemy's statement cache keys hold the bound values of the statement first compiled: a
+    bulk send's 10,000-token ``IN`` list stayed alive (and pinned the burst's pymalloc arenas).
+    """
+    engine.dispose()
+    cache = getattr(engine, "_compiled_cache", None)
+    if cache is not None:
+        cache.clear()
+
+
 def release_memory(compactors: Sequence[Callable[[], object]] = ()) -> None:
     """Compact what deletions left oversized, collect cycles and hand free heap pages back to the system."""
     for compact in compactors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from noti.apns.tokens import load_signing_key
 from noti.campaigns import RECORD_COLUMNS
 from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev_signing_key
 from noti.dev.embedded_redis import EmbeddedRedis
-from noti.dev.memory import limit_malloc_arenas, return_idle_memory
+from noti.dev.memory import limit_malloc_arenas, release_engine, return_idle_memory
 from noti.queue import QueuedNotification, StreamKeys
 from noti.settings import Settings
 from noti.store import migrate
@@ -92,7 +93,7 @@ class DevStack:
             database_url = f"sqlite:///{data.database}"
         engine = make_engine(database_url)
         if engine.dialect.name == "sqlite":
-            self._compactors.append(engine.dispose)  # pooled connections each hold a page cache of up to 2 MB
+            self._compactors.append(functools.partial(release_engine, engine))
         try:
             await asyncio.to_thread(migrate.upgrade, engine)
         except DatabaseUnavailable as exc:
