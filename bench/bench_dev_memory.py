@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="idle CPU measured over this long")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="what of the burst stays (slow)")
     parser.add_argument("--malloc-stats", action="store_true", help="print pymalloc's and glibc's statistics")
+    parser.add_argument("--again", action="store_true", help="then a second burst: is the memory reused?")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="noti-bench-dev-") as tmp:
@@ -271,6 +272,14 @@ def main() -> None:
             ticks = cpu_ticks(stack.pid)
             time.sleep(args.cpu_seconds)
             idle_ticks = cpu_ticks(stack.pid) - ticks
+            again = None
+            if args.again:
+                with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=8)) as client:
+                    send(client, stack, devices, args.singles)
+                    wait_sent(client, stack, 2 * args.notifications, timeout=600)
+                    again_peak = rss_mb(stack.pid)
+                time.sleep(args.idle)
+                again = again_peak, rss_mb(stack.pid)
             after = stack.snapshot("after") if inspect else None
         finally:
             stack.stop()
@@ -290,6 +299,10 @@ def main() -> None:
               f"{overall['failed'] + overall['invalid_token']:,} not")  # fmt: skip
         print(f"  idle CPU                {idle_ticks} ticks in {args.cpu_seconds:.0f} s "
               f"= {idle_ticks / _TICK / args.cpu_seconds * 100:.2f} % of a core")  # fmt: skip
+        if again is not None:
+            final, settled_again = again
+            print(f"  a second burst          {final:7.1f} MB when final, {settled_again:.1f} MB after "
+                  f"{args.idle:.0f} s idle ({settled_again - baseline:+.1f} MB vs baseline)")  # fmt: skip
         if before is not None and after is not None:
             print(f"\nat the baseline:\n{before.read_text()}")
             if args.tracemalloc:
