@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from noti.dev.embedded_redis import EmbeddedRedis
+from noti.dev.embedded_redis import EmbeddedRedis, oversized
 
 
 @pytest.fixture
@@ -82,3 +82,12 @@ def test_a_stream_in_use_is_left_as_it_is(server: EmbeddedRedis) -> None:
     assert server.compact() == 0
     assert (stream._values_dict, stream._groups[b"g"].pel) == tables and stream._values_dict is tables[0]
     assert client.xlen("s") == 2000 and client.xpending("s", "g")["pending"] == 1000
+
+
+def test_only_a_dict_left_mostly_empty_by_deletions_counts_as_oversized() -> None:
+    table = {i: i for i in range(10_000)}
+    assert not oversized(table) and not oversized({}) and not oversized({1: 1})
+    for i in range(9_900):
+        del table[i]
+    assert oversized(table)
+    assert not oversized(dict(table))
