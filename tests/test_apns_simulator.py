@@ -368,3 +368,29 @@ def test_the_cli_refuses_a_key_that_is_not_p256_in_one_line(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"Invalid value for --register: {key_file}" in result.stderr
+
+
+async def test_a_long_running_simulator_counts_the_latest_tokens_and_forgets_the_earliest() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    simulator = await apns_simulator_module.start(port=0, control_port=0, max_counted_tokens=10)
+    try:
+        await simulator.register_key("TEAM", "KID", ["com.example.app"], public_pem.decode())
+        client = APNsClient(
+            "com.example.app", endpoint=simulator.url, tokens=ProviderTokens(key, "KID", "TEAM"),
+            ssl_context=client_ssl_context(ca_file=simulator.ca_path), connections=1,
+        )  # fmt: skip
+        tokens = [f"{i:064x}" for i in range(25)]
+        for token in tokens:  # one at a time: the order they were first counted in is the order sent
+            assert (await client.send(token, NotificationContent(title="x"))).ok
+        await client.aclose()
+        counters = await simulator.counters()
+        assert counters["total"] == 25 and counters["by_outcome"] == {"Success": 25}
+        assert len(counters["by_token"]) <= 10
+        assert list(counters["by_token"]) == tokens[-len(counters["by_token"]) :]  # the latest, each counted once
+        assert set(counters["by_token"].values()) == {1}
+        assert counters["tokens_forgotten"] == 25 - len(counters["by_token"])
+    finally:
+        await simulator.stop()

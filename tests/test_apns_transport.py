@@ -69,6 +69,23 @@ async def test_a_connection_that_ran_out_of_stream_ids_is_replaced(apns_simulato
     await client.aclose()
 
 
+async def test_a_long_lived_connection_keeps_nothing_of_the_requests_it_finished(
+    apns_simulator: SimulatorProcess,
+) -> None:
+    key = load_signing_key(apns_simulator.private_key_pem)
+    client = APNsClient(
+        apns_simulator.bundle_id, endpoint=apns_simulator.url,
+        tokens=ProviderTokens(key, apns_simulator.key_id, apns_simulator.team_id),
+        ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path), connections=1,
+    )  # fmt: skip
+    results = await client.send_many([(f"{i:064x}", NotificationContent(title="x")) for i in range(300)])
+    assert all(result.ok for result in results)
+    connection = client.transport._connections[0]  # type: ignore[attr-defined]
+    # jh2 remembered up to 65,536 closed streams per connection; only a reset one matters to it.
+    assert connection.h2.streams == {} and len(connection.h2._closed_streams) == 0
+    await client.aclose()
+
+
 def test_workers_that_saw_different_provider_tokens_count_two() -> None:
     worker = {"by_outcome": {"Success": 1}, "by_token": {TOKEN: 1}, "provider_tokens": 1}
     merged = merge_counters([worker | {"provider_token_ids": ["a"]}, worker | {"provider_token_ids": ["b"]}])

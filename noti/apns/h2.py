@@ -7,8 +7,9 @@ import struct
 
 from jh2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
 from jh2.exceptions import FlowControlError, FrameTooLargeError, TooManyStreamsError
-from jh2.stream import StreamInputs
+from jh2.stream import StreamClosedBy, StreamInputs
 
+_RESETS = frozenset({StreamClosedBy.SEND_RST_STREAM, StreamClosedBy.RECV_RST_STREAM})
 _FRAME_HEADER = struct.Struct(">BHBBL")  # length as 1 + 2 bytes, type, flags, stream id (RFC 9113 §4.1)
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
@@ -27,6 +28,11 @@ class CountingH2Connection(H2Connection):
     stream from ``streams`` as it closes (``forget``), so the count is the dict's size. APNs
     streams only ever go one way (requests out from the client, in to the server), so one
     count serves both directions.
+
+    Of a forgotten stream only a reset is remembered: jh2 answers a late frame on a reset stream
+    with RST_STREAM instead of failing the connection, and needs nothing else from a closed one
+    (a frame on a stream that ended is a connection error either way). jh2 kept every closed
+    stream, up to 65,536 of them per connection, which a long-lived APNs connection soon holds.
     """
 
     _partial = b""  # the start of a frame not yet received whole (split_answers)
@@ -129,7 +135,8 @@ class CountingH2Connection(H2Connection):
         stream = self.streams.get(stream_id)
         if stream is not None and stream.closed:
             del self.streams[stream_id]
-            self._closed_streams[stream_id] = stream.closed_by
+            if stream.closed_by in _RESETS:
+                self._closed_streams[stream_id] = stream.closed_by
 
 
 class H2Protocol(asyncio.Protocol):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
@@ -25,7 +26,7 @@ from noti.apns.simulator import start as start_simulator
 from noti.apns.tokens import load_signing_key
 from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev_signing_key
 from noti.dev.embedded_redis import EmbeddedRedis
-from noti.dev.memory import limit_malloc_arenas, return_idle_memory
+from noti.dev.memory import limit_malloc_arenas, release_engine, return_idle_memory
 from noti.queue import QueuedNotification, StreamKeys
 from noti.routes import Route, apple_identity
 from noti.settings import Settings
@@ -40,6 +41,7 @@ TEAM_ID = "DEVTEAM001"
 KEY_ID = "DEVKEY0001"
 CREDENTIAL = "dev"  # the APNsCredential name campaign manifests refer to
 DEV_CREDENTIAL = f"default/{CREDENTIAL}"  # its identity: the queues it owns and the route it claims
+SIMULATOR_COUNTED_TOKENS = 1_000  # the simulator's by_token counts the latest tokens only: it runs for days
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class DevStack:
     def __init__(self, options: DevOptions, settings: Settings) -> None:
         self.options = options
         self.settings = settings  # from the environment: a store and Redis to use, the components' tuning
+        self._compactors: list[Callable[[], object]] = []  # what a quiet stack releases after a burst
 
     async def run(self) -> None:
         options = self.options
@@ -94,6 +97,8 @@ class DevStack:
             create_private(data.database)
             database_url = f"sqlite:///{data.database}"
         engine = make_engine(database_url)
+        if engine.dialect.name == "sqlite":
+            self._compactors.append(functools.partial(release_engine, engine))
         try:
             await asyncio.to_thread(migrate.upgrade, engine)
         except DatabaseUnavailable as exc:
@@ -103,6 +108,7 @@ class DevStack:
         if not redis_url:
             embedded = EmbeddedRedis().start()
             redis_url = embedded.url
+            self._compactors.append(embedded.compact)
         redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         try:
             await redis.ping()
@@ -110,7 +116,9 @@ class DevStack:
             raise DevError(f"cannot reach Redis at {redis_url}: {exc}") from None
         simulator = None
         try:
-            simulator = await start_simulator(host="127.0.0.1", port=options.sim_port, control_port=0)
+            simulator = await start_simulator(
+                host="127.0.0.1", port=options.sim_port, control_port=0, max_counted_tokens=SIMULATOR_COUNTED_TOKENS
+            )
             await self._serve(data, engine, redis, redis_url, database_url, simulator, embedded is not None)
         finally:
             if simulator is not None:
@@ -219,7 +227,7 @@ class DevStack:
             )
         )
         click.echo(self._banner(data, database_url, gateway_url, simulator.url, api_key))
-        trimming = asyncio.create_task(return_idle_memory(), name="memory")
+        trimming = asyncio.create_task(return_idle_memory(self._compactors), name="memory")
         retaining = asyncio.create_task(
             run_periodically(engine, retention_policy(self.settings.store)), name="retention"
         )

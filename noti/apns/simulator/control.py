@@ -64,16 +64,19 @@ def merge_counters(parts: list[dict[str, Any]]) -> dict[str, Any]:
     by_token: Counter[str] = Counter()
     live_activities: Counter[str] = Counter()
     token_ids: set[str] = set()
+    forgotten = 0
     for part in parts:
         by_outcome.update(part["by_outcome"])
         by_token.update(part["by_token"])
         live_activities.update(part.get("live_activities", {}))
         token_ids.update(part["provider_token_ids"])
+        forgotten += part.get("tokens_forgotten", 0)
     return {
         "total": sum(by_outcome.values()),
         "by_outcome": dict(by_outcome),
         "by_token": dict(by_token),
         "live_activities": dict(live_activities),
+        "tokens_forgotten": forgotten,
         "provider_tokens": len(token_ids),
         "provider_token_ids": sorted(token_ids),
     }

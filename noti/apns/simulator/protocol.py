@@ -129,7 +129,7 @@ class APNsProtocol(asyncio.Protocol):
         state.by_outcome[answer.reason or "Success"] += 1
         if answer.event is not None and answer.status == 200:
             state.live_activities[f"{answer.event}/{headers.get('apns-priority', '10')}"] += 1
-        state.by_token[headers.get(":path", "").rpartition("/")[2].lower()] += 1
+        state.count_token(headers.get(":path", "").rpartition("/")[2].lower())
         self.served += 1
         goaway = bool(faults.goaway_after) and self.served >= faults.goaway_after
         if goaway:

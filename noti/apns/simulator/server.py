@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from noti.apns.simulator.control import ControlServer, apply, merge_counters
 from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS, APNsProtocol
 from noti.apns.simulator.rules import RegisteredKey
-from noti.apns.simulator.state import Faults, State
+from noti.apns.simulator.state import MAX_COUNTED_TOKENS, Faults, State
 from noti.loops import install_uvloop
 from noti.queue import ENVIRONMENTS
 
@@ -43,6 +43,7 @@ class SimulatorConfig:
     keys: list[RegisteredKey] = field(default_factory=list)
     client_ca: Path | None = None  # CA of provider certificates accepted for certificate auth
     environment: str = "sandbox"  # "sandbox" answers with apns-unique-id as Apple's development servers do
+    max_counted_tokens: int = MAX_COUNTED_TOKENS  # device tokens in the counters' by_token, the latest kept
 
 
 def self_signed_ca(
@@ -125,7 +126,7 @@ class Simulator:
         if config.environment not in ENVIRONMENTS:
             raise ValueError(f"environment is sandbox or production, not {config.environment!r}")
         self.config = config
-        self.state = State(config.faults, config.keys)
+        self.state = State(config.faults, config.keys, config.max_counted_tokens)
         self._servers: list[asyncio.AbstractServer] = []
         self._control: ControlServer | None = None
         self._workers: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
@@ -248,7 +249,7 @@ def _worker_main(config: SimulatorConfig, conn: multiprocessing.connection.Conne
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        state = State(config.faults, config.keys)
+        state = State(config.faults, config.keys, config.max_counted_tokens)
         server = await _listen(config, state, _listening_socket(config.host, config.port, reuse_port=True))
         conn.send("listening")
         stop = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
+from itertools import islice
 from typing import Any
 
 from noti.apns.simulator.rules import Answer, Device, Directory, Keyring, RegisteredKey
@@ -74,16 +75,28 @@ def parse_devices(devices: dict[str, Any]) -> dict[str, Device]:
     return parsed
 
 
+# Device tokens counted one by one (by_token). A long-running simulator (noti dev's) sees ever new
+# tokens: past this many, the earliest counted half is forgotten, so its counters stay bounded.
+MAX_COUNTED_TOKENS = 100_000
+
+
 class State:
     """Keys, devices, faults and counters of one simulator process."""
 
-    def __init__(self, faults: Faults | None = None, keys: list[RegisteredKey] | None = None) -> None:
+    def __init__(
+        self, faults: Faults | None = None, keys: list[RegisteredKey] | None = None,
+        max_counted_tokens: int = MAX_COUNTED_TOKENS,
+    ) -> None:  # fmt: skip
+        if max_counted_tokens < 1:
+            raise ValueError(f"max_counted_tokens is at least 1, not {max_counted_tokens}")
         self.faults = faults or Faults()
         self.directory = Directory(Keyring(keys or ()))
         self.by_outcome: Counter[str] = Counter()
         self.by_token: Counter[str] = Counter()
         # Accepted Live Activity pushes by event and priority ("update/10"): 10s draw on the device's budget.
         self.live_activities: Counter[str] = Counter()
+        self.max_counted_tokens = max_counted_tokens
+        self.tokens_forgotten = 0  # tokens dropped from by_token to keep it within max_counted_tokens
         self.provider_tokens: set[str] = set()
         self.resets = 0  # how many times the counters were cleared
         self.team_tokens: dict[str, tuple[str, float]] = {}  # team → (its provider token, since when)
@@ -114,6 +127,18 @@ class State:
         """Turn the registry off: every well-formed token exists again, for every topic."""
         self.directory.devices = None
 
+    def count_token(self, token: str) -> None:
+        """Count a request to the device ``token``, forgetting the earliest counted half when too many are held."""
+        by_token = self.by_token
+        if token not in by_token and len(by_token) >= self.max_counted_tokens:
+            keep = self.max_counted_tokens // 2
+            self.tokens_forgotten += len(by_token) - keep
+            # A new Counter rather than deletions: a dict never shrinks its table, a copy is sized to what it holds.
+            kept: Counter[str] = Counter()
+            dict.update(kept, islice(by_token.items(), len(by_token) - keep, None))
+            self.by_token = by_token = kept
+        by_token[token] += 1
+
     def token_update_refused(self, team_id: str, token: str, now: float) -> bool:
         """Whether ``token`` is a provider token update Apple would throttle (and if not, the team's token now)."""
         current = self.team_tokens.get(team_id)
@@ -127,7 +152,8 @@ class State:
         self.resets += 1
         self.team_tokens.clear()
         self.by_outcome.clear()
-        self.by_token.clear()
+        self.by_token = Counter()  # not clear(): a cleared dict keeps its table
+        self.tokens_forgotten = 0
         self.live_activities.clear()
         self.provider_tokens.clear()
 
@@ -137,6 +163,7 @@ class State:
             "by_outcome": dict(self.by_outcome),
             "by_token": dict(self.by_token),
             "live_activities": dict(self.live_activities),
+            "tokens_forgotten": self.tokens_forgotten,
             "provider_tokens": len(self.provider_tokens),
             # Fingerprints, not tokens: workers' sets merge into one count of distinct tokens.
             "provider_token_ids": sorted(hashlib.sha256(t.encode()).hexdigest()[:16] for t in self.provider_tokens),
