@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from noti.apns.simulator.channels import Channels
 from noti.apns.simulator.rules import Answer, Device, Directory, Keyring, RegisteredKey
 
 
@@ -81,6 +82,7 @@ class State:
         self.provider_tokens: set[str] = set()
         self.resets = 0  # how many times the counters were cleared
         self.team_tokens: dict[str, tuple[str, float]] = {}  # team → (its provider token, since when)
+        self.channels = Channels()  # broadcast channels (noti.apns.simulator.channels)
         self._apply_faults()
 
     def _apply_faults(self) -> None:
@@ -123,6 +125,7 @@ class State:
         self.by_outcome.clear()
         self.by_token.clear()
         self.provider_tokens.clear()
+        self.channels.reset()
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -132,4 +135,5 @@ class State:
             "provider_tokens": len(self.provider_tokens),
             # Fingerprints, not tokens: workers' sets merge into one count of distinct tokens.
             "provider_token_ids": sorted(hashlib.sha256(t.encode()).hexdigest()[:16] for t in self.provider_tokens),
+            "channels": self.channels.counters(),
         }
