@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from noti import __version__
-from noti.gateway import admin, devices, docs, errors, health, notifications
+from noti.gateway import admin, channels, devices, docs, errors, health, notifications
 from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, RateLimiter
 from noti.gateway.bodies import BodyGuard
 from noti.gateway.context import Gateway, authenticate
@@ -95,6 +95,7 @@ def create_app(
     errors.install(app)
     app.include_router(notifications.router)  # first: routes are matched in order, sends are the hot path
     app.include_router(devices.router)
+    app.include_router(channels.router)
     app.include_router(health.router)
     docs.install(app)
     admin.install(app, state)

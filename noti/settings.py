@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `noti gateway`.")
     gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
+    gateway_channel_seconds: float = Field(
+        default=20.0, gt=0, description="How long a channel request or broadcast may wait for a sender and APNs."
+    )
 
     # --- sender (add sender settings below this line) ---
 

@@ -31,6 +31,9 @@ class SenderConfig(BaseSettings):
     )  # fmt: skip
     apns_environment: str = Field(default="production", description="sandbox or production.")
     apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
+    apns_channels_endpoint: str | None = Field(
+        default=None, description="Overrides Apple's channel management endpoint (api-manage-broadcast:2195/2196)."
+    )
     apns_proxy: str | None = Field(
         default=None, description="HTTP CONNECT proxy to reach APNs through: http://[user:password@]host:port."
     )

@@ -19,10 +19,12 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from noti.apns.channels import ChannelClient
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport
 from noti.ratelimit import TokenBucket
+from noti.sender.channels import ChannelAgent
 from noti.sender.claimer import PAGE, Claimer
 from noti.sender.config import SenderConfig
 from noti.sender.delivery import Deliverer, Parked
@@ -46,8 +48,8 @@ class SenderError(RuntimeError):
     """The sender cannot start; the message says what to fix."""
 
 
-def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClient:
-    """The APNs client of the configured credential, its provider token shared through ``redis``."""
+def client_context(config: SenderConfig) -> ssl.SSLContext:
+    """TLS of the credential's APNs connections: the extra CA, and its certificate for certificate auth."""
     try:
         ssl_context = client_ssl_context(
             ca_file=config.apns_ca_file,
@@ -64,6 +66,12 @@ def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClie
             f"cannot use the APNs certificate {config.apns_cert_file} (wrong password, or not a .p12/.pem "
             f"with its key): {what}"
         ) from None
+    return ssl_context
+
+
+def build_client(config: SenderConfig, redis: aioredis.Redis | None) -> APNsClient:
+    """The APNs client of the configured credential, its provider token shared through ``redis``."""
+    ssl_context = client_context(config)
     tokens = None
     if config.apns_cert_file is None:
         assert config.apns_key_file is not None
@@ -137,6 +145,15 @@ class Sender:
         self.deliverer = Deliverer(
             self.client, self.redis, self.queue, self.recorder, self.metrics, limits, self._credential_refused
         )
+        self.channels = ChannelAgent(
+            ChannelClient(
+                config.apns_bundle_id, environment=config.apns_environment, tokens=self.client.tokens,
+                management_url=config.apns_channels_endpoint, push_url=config.apns_endpoint,
+                ssl_context=client_context(config), proxy=config.apns_proxy,
+            ),
+            self.redis, self.engine, self.queue, tokens=lambda: self.client.tokens, bucket=self.bucket,
+            backoff_base=config.sender_backoff_base, backoff_max=min(config.sender_backoff_max, 5.0),
+        )  # fmt: skip
         self._in_flight: set[asyncio.Task[None]] = set()
         self._sending: dict[asyncio.Task[None], tuple[str, bytes]] = {}  # in-flight task -> its entry
         self._stopping = asyncio.Event()
@@ -169,6 +186,7 @@ class Sender:
             asyncio.create_task(self._claim_abandoned(), name="claimer"),
             asyncio.create_task(self._watch_backlog(), name="backlog"),
             asyncio.create_task(self._recover_credential(), name="credential"),
+            asyncio.create_task(self.channels.run(self._stopping), name="channels"),
         ]
         log.info(
             "sender for %s (%s) started as %s", self.config.credential, self.queue.tag, self.config.sender_consumer
@@ -206,6 +224,7 @@ class Sender:
 
     async def _close(self) -> None:
         owns_engine, owns_redis, owns_client = self._owns
+        await self.channels.client.aclose()
         if owns_client:
             await self.client.aclose()
         if owns_redis:

@@ -18,7 +18,7 @@ from noti.store.models import Base, Device, Notification
 
 TABLES = {
     "api_keys", "campaign_counts", "device_owners", "devices", "idempotency_keys", "notifications",
-    "notification_counts",
+    "notification_counts", "broadcast_channels",
 }  # fmt: skip
 
 

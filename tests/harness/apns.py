@@ -48,6 +48,7 @@ def sender_environment(server: ApnsServer) -> dict[str, str]:
         "NOTI_APNS_ENVIRONMENT": "sandbox",
         "NOTI_APNS_ENDPOINT": server.url,
         "NOTI_APNS_CA_FILE": str(server.ca_path),
+        **({"NOTI_APNS_CHANNELS_ENDPOINT": channels} if (channels := getattr(server, "channels_url", "")) else {}),
     }
 
 
