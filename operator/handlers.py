@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from noti import campaigns
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
 from noti.campaigns import CampaignError, CampaignSpec
+from noti.operator.channels import ChannelReconciler
 from noti.operator.conditions import (
     Condition,
     changed,
@@ -161,6 +162,7 @@ class Operator:
             when=lambda status, **_: status.get("phase") not in FINISHED,
         )(self.run_campaign)  # fmt: skip
         kopf.on.delete(GROUP, VERSION, CAMPAIGNS, registry=registry, backoff=retry)(self.delete_campaign)
+        ChannelReconciler(self).register(registry, retry)  # LiveActivityChannel (noti.operator.channels)
         return registry
 
     # credentials
