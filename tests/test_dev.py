@@ -81,6 +81,20 @@ def test_readme_examples_work_and_reach_the_simulator(dev: Dev) -> None:
     assert "stopped" in output
 
 
+def test_readme_channel_walkthrough_works_against_noti_dev(dev: Dev) -> None:
+    created, broadcast, listed, read, deleted = run_try_it(dev.url, dev.data_dir.parent, "channels")
+    channel_id = created["channel_id"]
+    assert (created["message_storage_policy"], created["name"]) == (1, "match-42")
+    assert broadcast["status"] == "sent" and broadcast["channel_id"] == channel_id
+    assert [c["channel_id"] for c in listed["results"]] == [channel_id] and read["message_storage_policy"] == 1
+    assert deleted == {"deleted": 204}
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    record = httpx.get(f"{dev.url}/api/notifications/{broadcast['id']}/", headers=headers).json()
+    assert (record["status"], record["push_type"]) == ("sent", "liveactivity")
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()["channels"]
+    assert (counters["created"], counters["broadcasts"], counters["deleted"]) == (1, 1, 1)
+
+
 def test_second_start_reuses_data_and_key(tmp_path: Path) -> None:
     first = Dev(tmp_path / "data", free_port())
     key = first.api_key

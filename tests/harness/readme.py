@@ -35,12 +35,12 @@ def export_line() -> str:
     return found.group(0)
 
 
-def run_try_it(url: str, cwd: Path) -> list[dict[str, Any]]:
-    """Run the export line (pointed at ``url``) and the try-it examples in ``cwd``; their JSON answers."""
+def run_try_it(url: str, cwd: Path, marker: str = "try-it") -> list[dict[str, Any]]:
+    """Run the export line (pointed at ``url``) and the README block ``marker`` in ``cwd``; their JSON answers."""
     export = re.sub(r"NOTI_URL=\S+", f"NOTI_URL={url}", export_line())
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTI_")}
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", f"{export}\n{try_it_examples()}"],
+        ["bash", "-euo", "pipefail", "-c", f"{export}\n{_block(marker)}"],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
