@@ -122,6 +122,11 @@ class CampaignSpec:
         if wrong:
             raise CampaignError("; ".join(wrong))
         metadata, spec = manifest["metadata"], manifest["spec"]
+        if "broadcast" in spec:
+            raise CampaignError(
+                "spec.broadcast: a broadcast campaign goes to a channel at APNs; the operator runs it in a cluster "
+                "(POST /api/broadcasts/ does the same through a gateway)"
+            )
         content = {CONTENT_FIELDS[key]: value for key, value in spec["notification"].items()}
         start_at = spec.get("startAt")
         if isinstance(start_at, str):

@@ -14,18 +14,23 @@ import asyncio
 import base64
 import logging
 import ssl
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import kopf
 import kubernetes.client as k8s
+import orjson
 from kubernetes.client.exceptions import ApiException
 
 from noti.apns.channels import ChannelAnswer, ChannelClient
 from noti.apns.tokens import CredentialKeyError, ProviderTokens, load_signing_key
-from noti.operator.conditions import Condition, transitions, with_conditions
+from noti.operator.conditions import Condition, now_text, transitions, with_conditions
 from noti.operator.credential import CredentialSpec
+from noti.operator.phases import Action, Step, failed
 from noti.store import channels as store
 
 if TYPE_CHECKING:
@@ -51,6 +56,37 @@ class Identity:
     spec: CredentialSpec
     key_pem: bytes
     ca_pem: bytes | None
+
+
+def broadcast_payload(broadcast: Mapping[str, Any]) -> dict[str, Any]:
+    """The Live Activity payload of a campaign's ``spec.broadcast`` (pure)."""
+    aps: dict[str, Any] = {
+        "event": broadcast.get("event", "update"),
+        "timestamp": int(time.time()),
+        "content-state": dict(broadcast.get("contentState") or {}),
+    }
+    for field, key in (("staleDate", "stale-date"), ("dismissalDate", "dismissal-date"),
+                       ("relevanceScore", "relevance-score")):  # fmt: skip
+        if broadcast.get(field) is not None:
+            aps[key] = broadcast[field]
+    alert = {k: v for k, v in (broadcast.get("alert") or {}).items() if k in ("title", "body") and v}
+    if alert:
+        aps["alert"] = alert
+    if (broadcast.get("alert") or {}).get("sound"):
+        aps["sound"] = broadcast["alert"]["sound"]
+    return {"aps": aps}
+
+
+def broadcast_finished(outcome: tuple[str, str | None]) -> Step:
+    """The campaign's last step once its broadcast has a record: Complete when APNs took it (pure)."""
+    status, described = outcome
+    if status == "sent":
+        message = "broadcast sent to the channel"
+        return Step("Completed", "Completed", message, Action.FINISH,
+                    conditions=(Condition("Complete", True, "Completed", message),))  # fmt: skip
+    message = f"the broadcast was refused: {described or status}"
+    return Step("Failed", "BroadcastFailed", message, Action.FINISH,
+                conditions=(Condition("Failed", True, "BroadcastFailed", message),))  # fmt: skip
 
 
 def ready(answer: ChannelAnswer | None, channel_id: str | None, problem: Unusable | None = None) -> Condition:
@@ -127,6 +163,104 @@ class ChannelReconciler:
             raise kopf.TemporaryError(answer.describe(), delay=5)
         self._left(body, channel_id, answer.describe())
         await asyncio.to_thread(self._forget, status, channel_id)
+
+    # --- campaigns that broadcast to a channel
+
+    async def run_broadcast(
+        self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, stopped: kopf.DaemonStopped
+    ) -> None:
+        """A campaign of one broadcast: wait for the credential, the channel and startAt, send once, record it."""
+        namespace, name = meta["namespace"], meta["name"]
+        campaign = f"{namespace}/{name}"
+        state: dict[str, Any] = {"conditions": list(status.get("conditions") or [])}
+        written = dict(status)
+        record_id = uuid.uuid5(uuid.NAMESPACE_URL, f"noti:{meta.get('uid') or campaign}:broadcast")
+        interval = self.operator.settings.operator_interval_seconds
+        broadcast = dict(spec["broadcast"])
+        while not stopped:
+            step, channel_id, identity = await self._broadcast_readiness(namespace, spec, broadcast)
+            if step is None:
+                assert identity is not None and channel_id is not None
+                existing = await asyncio.to_thread(store.broadcast_record, self.operator.engine, record_id)
+                if existing is None:  # not sent before (an operator restart must not send it twice)
+                    state["startedAt"] = state.get("startedAt") or written.get("startedAt") or now_text()
+                    await self.operator._campaign_status(body, state, written, Step(
+                        "Running", "Broadcasting", f"broadcasting to channel {channel_id}", Action.FOLLOW))  # fmt: skip
+                    existing = await self._send_broadcast(identity, channel_id, broadcast, record_id, campaign)
+                step = broadcast_finished(existing)
+                state.update(total=1, queued=0, sent=int(existing[0] == "sent"), failed=int(existing[0] != "sent"),
+                             invalidTokens=0, completedAt=now_text(), channelId=channel_id)  # fmt: skip
+                state["startedAt"] = state.get("startedAt") or written.get("startedAt") or now_text()
+            await self.operator._campaign_status(body, state, written, step)
+            if step.action is Action.FINISH:
+                return
+            await stopped.wait(step.wait or interval)
+
+    async def _broadcast_readiness(
+        self, namespace: str, spec: Mapping[str, Any], broadcast: Mapping[str, Any]
+    ) -> tuple[Step | None, str | None, Identity | None]:
+        """What the campaign waits for (a Step), or None with the channel id and credential when it can go."""
+        credential = spec["credentialRef"]["name"]
+        try:
+            identity = await asyncio.to_thread(self._identity, namespace, credential)
+        except Unusable as problem:
+            if problem.reason == "CredentialNotFound":
+                return Step("Pending", "CredentialNotFound", str(problem), Action.WAIT, conditions=(
+                    Condition("CredentialFound", False, "CredentialNotFound", str(problem)),)), None, None  # fmt: skip
+            return failed(problem.reason, str(problem)), None, None
+        found = Condition("CredentialFound", True, "CredentialFound", f"APNsCredential {namespace}/{credential}")
+        start_at = spec.get("startAt")
+        if start_at and datetime.fromisoformat(str(start_at).replace("Z", "+00:00")) > datetime.now(UTC):
+            waiting = Step("Scheduled", "Scheduled", f"broadcast at {start_at}", Action.WAIT, conditions=(found,))
+            return waiting, None, None
+        if spec.get("suspend"):
+            paused = Condition("Suspended", True, "Suspended")
+            return Step("Paused", "Suspended", "suspended", Action.WAIT, conditions=(found, paused)), None, None
+        channel_id = broadcast.get("channelId")
+        if not channel_id:
+            ref = broadcast["channelRef"]["name"]
+            channel_id = await asyncio.to_thread(self._channel_id, namespace, ref)
+            if not channel_id:
+                message = f"LiveActivityChannel {namespace}/{ref} has no channel id yet"
+                return Step("Pending", "ChannelNotReady", message, Action.WAIT, conditions=(found,)), None, None
+        return None, str(channel_id), identity
+
+    def _channel_id(self, namespace: str, name: str) -> str | None:
+        try:
+            found = k8s.CustomObjectsApi(self.operator.api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, CHANNELS, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        channel_id = (dict(found).get("status") or {}).get("channelId")  # type: ignore[call-overload]
+        return str(channel_id) if channel_id else None
+
+    async def _send_broadcast(
+        self, identity: Identity, channel_id: str, broadcast: Mapping[str, Any], record_id: uuid.UUID, campaign: str
+    ) -> tuple[str, str | None]:
+        payload = broadcast_payload(broadcast)
+        priority, expiration = int(broadcast.get("priority", 10)), int(broadcast.get("expiration", 0))
+        body = orjson.dumps(payload)
+
+        def send(client: ChannelClient) -> Any:
+            return client.broadcast(channel_id, body, priority=priority, expiration=expiration, request_id=record_id)
+
+        answer = await self._call(identity, send)
+        for _ in range(3):  # APNs busy or away: a few tries, then the record says so
+            if not answer.retryable:
+                break
+            await asyncio.sleep(2)
+            answer = await self._call(identity, send)
+        typed = identity.spec
+        await asyncio.to_thread(
+            store.record_broadcast, self.operator.engine, id=record_id, app=typed.bundle_id, channel_id=channel_id,
+            payload=payload, priority=priority, expiration=expiration, status_code=answer.status,
+            reason=answer.reason, request_id=answer.request_id, apns_unique_id=answer.apns_unique_id,
+            campaign=campaign,
+        )  # fmt: skip
+        return ("sent" if answer.ok else "failed"), answer.describe()
 
     # --- helpers
 

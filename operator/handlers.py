@@ -86,6 +86,7 @@ class Operator:
         self._scalers: dict[str, Scaler] = {}
         self._credential_conditions: dict[str, list[dict[str, Any]]] = {}  # by uid: the last ones written
         self._budgets: dict[str, dict[str, Any]] = {}  # by uid: the disruption budget last applied
+        self.channels = ChannelReconciler(self)  # LiveActivityChannels, and campaigns that broadcast to one
 
     # lifecycle
 
@@ -162,7 +163,7 @@ class Operator:
             when=lambda status, **_: status.get("phase") not in FINISHED,
         )(self.run_campaign)  # fmt: skip
         kopf.on.delete(GROUP, VERSION, CAMPAIGNS, registry=registry, backoff=retry)(self.delete_campaign)
-        ChannelReconciler(self).register(registry, retry)  # LiveActivityChannel (noti.operator.channels)
+        self.channels.register(registry, retry)  # LiveActivityChannel (noti.operator.channels)
         return registry
 
     # credentials
@@ -310,6 +311,9 @@ class Operator:
         **_: Any,
     ) -> None:  # fmt: skip
         """One campaign from Pending to Completed (or Failed); resumes after an operator restart."""
+        if spec.get("broadcast"):  # one broadcast to a channel, not a fan-out to devices
+            await self.channels.run_broadcast(body, spec, status, meta, stopped)
+            return
         namespace, name = meta["namespace"], meta["name"]
         state: dict[str, Any] = {"conditions": list(status.get("conditions") or [])}
         written = dict(status)  # the status as stored: only what differs from it is patched

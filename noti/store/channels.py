@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from noti.store.models import BroadcastChannel, NotificationStatus, utcnow
+from noti.store.models import BroadcastChannel, Notification, NotificationStatus, utcnow
 from noti.store.records import insert_notifications
 
 
@@ -110,3 +110,11 @@ def record_broadcast(
     }
     with engine.begin() as connection:
         insert_notifications(connection, [row])
+
+
+def broadcast_record(engine: Engine, id: uuid.UUID) -> tuple[str, str | None] | None:
+    """A broadcast's record as (status, APNs' reason), or None when it was never sent."""
+    with engine.connect() as connection:
+        query = select(Notification.status, Notification.apns_reason).where(Notification.id == id)
+        row = connection.execute(query).first()
+    return (str(row.status), row.apns_reason) if row is not None else None

@@ -706,3 +706,44 @@ def test_a_live_activity_channel_without_its_credential_waits_and_its_deletion_d
     assert "not found" in left[0]["message"] and "BEGIN" not in left[0]["message"]  # no key material in Events
     assert apns_simulator.counters()["channels"]["deleted"] == 0
     noti_crds.kubectl("delete", "-n", ns, "liveactivitychannel/early", "--timeout=60s", timeout=70)
+
+
+def test_a_campaign_broadcasts_once_to_a_live_activity_channel_and_completes(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    _channel_credential(noti_crds, ns, apns_simulator, database_url, redis_url)
+    broadcast = {"channelRef": {"name": "final"}, "contentState": {"home": 3, "away": 1},
+                 "alert": {"title": "Full time"}, "event": "end", "priority": 5}  # fmt: skip
+    # Devices or a channel, not both: the apiserver says so.
+    both = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NotificationCampaign", "metadata": {"name": "both"},
+            "spec": {"credentialRef": {"name": "shop"}, "notification": {"title": "x"},
+                     "audience": {"allDevices": True}, "broadcast": broadcast}}  # fmt: skip
+    refused = noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(both), check=False)
+    assert refused.returncode != 0 and "give notification and audience" in refused.stderr
+
+    manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NotificationCampaign", "metadata": {"name": "full-time"},
+                "spec": {"credentialRef": {"name": "shop"}, "broadcast": broadcast}}  # fmt: skip
+    noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
+    waiting = eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "full-time",
+                          lambda c: c.get("status", {}).get("phase") == "Pending"),
+        "Pending while the channel does not exist", operator,
+    )  # fmt: skip
+    assert "no channel id yet" in waiting["status"]["message"]
+    apply_channel(noti_crds, ns, "final", messageStoragePolicy=1)
+    noti_crds.kubectl("wait", "-n", ns, "--for=condition=Complete", "notificationcampaign/full-time", "--timeout=60s",
+                      timeout=70)  # fmt: skip
+    done = custom(api, ns, "notificationcampaigns", "full-time")
+    channel_id = custom(api, ns, "liveactivitychannels", "final")["status"]["channelId"]
+    assert (done["status"]["phase"], done["status"]["total"], done["status"]["sent"]) == ("Completed", 1, 1)
+    assert done["status"]["channelId"] == channel_id
+    assert apns_simulator.counters()["channels"]["by_channel"] == {channel_id: 1}
+    with clean_db.connect() as connection:
+        rows = connection.execute(
+            select(Notification.status, Notification.channel_id, Notification.priority).where(
+                Notification.campaign == f"{ns}/full-time"
+            )
+        ).all()
+    assert [(r.status, r.channel_id, r.priority) for r in rows] == [("sent", channel_id, 5)]
