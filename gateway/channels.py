@@ -31,7 +31,7 @@ from noti.store.models import BroadcastChannel
 
 router = SlashRouter(tags=["channels"], responses=AUTH_RESPONSES)
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    404: {"model": Error, "description": "No such channel for this app and environment"},
+    404: {"model": Error, "description": "No such channel, or no sender serves this app and environment"},
     422: {"model": Error, "description": "Invalid input, or APNs refused the request as it is"},
     502: {"model": Error, "description": "APNs refused the credential or could not be reached"},
     503: {"model": Error, "description": "No sender of the app's credential answered"},
@@ -126,8 +126,18 @@ def _out(channel: BroadcastChannel) -> ChannelOut:
     )  # fmt: skip
 
 
+async def _served(request: Request, keys: StreamKeys) -> None:
+    """Refuse at once what no sender could carry out: an app no credential's sender ever served (404)."""
+    status = await gateway(request).redis.hgetall(keys.status)
+    if not status:
+        raise ApiError(
+            404, f"no sender serves {keys.app} ({keys.environment}): channels are made with its APNsCredential's key"
+        )
+
+
 async def _ask(request: Request, keys: StreamKeys, channel_request: ChannelRequest) -> ChannelAnswer:
     """APNs' answer through a sender, or the error a client can act on."""
+    await _served(request, keys)
     answer = await ask(gateway(request).redis, keys, channel_request)
     if answer is None:
         raise ApiError(
@@ -267,6 +277,7 @@ async def broadcast(
         priority=body.priority,
         expiration=body.expiration,
     )
+    await _served(request, keys)
     answer = await ask(gateway(request).redis, keys, channel_request)
     if answer is None:
         raise ApiError(

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import Engine
 
 from harness.apns import SimulatorProcess
 from harness.gateway import StoreGateway
+from noti.queue import StreamKeys
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
 
@@ -30,6 +32,8 @@ def _config(simulator: SimulatorProcess) -> SenderConfig:
 async def _running_sender(simulator: SimulatorProcess, engine: Engine) -> AsyncIterator[None]:
     sender = Sender(_config(simulator), engine=engine)
     task = asyncio.create_task(sender.run())
+    while not await sender.redis.exists(sender.queue.status):  # it says it serves the app: the gateway asks it
+        await asyncio.sleep(0.05)
     try:
         yield
     finally:
@@ -40,6 +44,8 @@ async def _running_sender(simulator: SimulatorProcess, engine: Engine) -> AsyncI
 @pytest.fixture
 async def gateway(any_store: StoreGateway, apns_simulator: SimulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the gateway (on each store in turn) with a sender of the simulator's credential running."""
+    state = any_store.app.state.gateway
+    state.settings = state.settings.model_copy(update={"gateway_channel_seconds": 20.0})
     async for _ in _running_sender(apns_simulator, any_store.engine):
         async with any_store.client(any_store.key("backend")) as client:
             yield client
@@ -122,10 +128,11 @@ async def test_reading_a_channel_needs_read_and_creating_one_needs_send(any_stor
         assert (await client.post("/api/channels/", json=APP)).status_code == 403
 
 
-async def test_without_a_sender_the_gateway_says_so(any_store: StoreGateway) -> None:
-    any_store.app.state.gateway.settings = any_store.app.state.gateway.settings.model_copy(
-        update={"gateway_channel_seconds": 0.5}
-    )
+async def test_without_a_sender_the_gateway_says_so(any_store: StoreGateway, clean_redis: redis.Redis) -> None:
     async with any_store.client(any_store.key("backend")) as client:
-        answer = await client.post("/api/channels/", json=APP)
-    assert answer.status_code == 503 and "APNsCredential" in answer.json()["detail"]
+        never_served = await client.post("/api/channels/", json=APP)
+        assert never_served.status_code == 404 and "APNsCredential" in never_served.json()["detail"]
+        # Served once, but its senders are gone now: the request waits its time, then a 503.
+        clean_redis.hset(StreamKeys("com.example.app", "sandbox").status, mapping={"state": "Ready"})
+        gone = await client.post("/api/channels/", json=APP)
+    assert gone.status_code == 503 and "answered" in gone.json()["detail"]
