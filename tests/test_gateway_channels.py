@@ -32,7 +32,9 @@ def _config(simulator: SimulatorProcess) -> SenderConfig:
 async def _running_sender(simulator: SimulatorProcess, engine: Engine) -> AsyncIterator[None]:
     sender = Sender(_config(simulator), engine=engine)
     task = asyncio.create_task(sender.run())
-    while not await sender.redis.exists(sender.queue.status):  # it says it serves the app: the gateway asks it
+    for _ in range(200):  # until it says it serves the app: only then does the gateway ask it
+        if await sender.redis.exists(sender.queue.status):
+            break
         await asyncio.sleep(0.05)
     try:
         yield
