@@ -404,6 +404,9 @@ class NotificationOut(BaseModel):
     )
     apns_reason: str | None
     status_code: int | None
+    channel_id: str | None = Field(
+        default=None, description="A broadcast's channel (Apple's id); its device_token is then empty"
+    )
     created_at: Timestamp
     queued_at: Timestamp | None
     sent_at: Timestamp | None

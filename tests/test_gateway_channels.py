@@ -77,6 +77,8 @@ async def test_a_channel_is_created_listed_read_broadcast_to_and_deleted(
     assert sent.json()["status"] == "sent"
     record = (await gateway.get(f"/api/notifications/{sent.json()['id']}/")).json()
     assert (record["status"], record["push_type"], record["priority"]) == ("sent", "liveactivity", 5)
+    assert (record["channel_id"], record["device_token"]) == (channel_id, "")
+    assert record["data"]["aps"]["content-state"] == {"home": 2, "away": 1}
     assert apns_simulator.counters()["channels"]["by_channel"] == {channel_id: 1}
 
     assert (await gateway.delete(f"/api/channels/{channel_id}", params=APP)).status_code == 204
