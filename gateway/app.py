@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from noti import __version__
-from noti.gateway import admin, devices, docs, errors, health, live_activities, notifications, tokens
+from noti.gateway import admin, channels, devices, docs, errors, health, live_activities, notifications, tokens
 from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, RateLimiter
 from noti.gateway.bodies import BodyGuard
 from noti.gateway.context import Gateway, authenticate
@@ -106,6 +106,7 @@ def create_app(
     app.include_router(devices.router)
     app.include_router(tokens.router)
     app.include_router(live_activities.router)
+    app.include_router(channels.router)
     app.include_router(health.router)
     docs.install(app)
     admin.install(app, state)

@@ -435,6 +435,9 @@ class NotificationOut(BaseModel):
     token_id: int | None = Field(
         default=None, description="Sent to a push-to-start, update or VoIP token (GET /api/devices/<token>/tokens/)"
     )
+    channel_id: str | None = Field(
+        default=None, description="A broadcast's channel (Apple's id); its device_token is then empty"
+    )
     created_at: Timestamp
     queued_at: Timestamp | None
     sent_at: Timestamp | None

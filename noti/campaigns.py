@@ -142,6 +142,11 @@ class CampaignSpec:
         if wrong:
             raise CampaignError("; ".join(wrong))
         metadata, spec = manifest["metadata"], manifest["spec"]
+        if "broadcast" in spec:
+            raise CampaignError(
+                "spec.broadcast: a broadcast campaign goes to a channel at APNs; the operator runs it in a cluster "
+                "(POST /api/broadcasts/ does the same through a gateway)"
+            )
         content = {CONTENT_FIELDS[key]: value for key, value in spec["notification"].items()}
         live_activity = None
         if "liveActivity" in spec:

@@ -110,6 +110,15 @@ class StreamKeys:
         """Hash the senders publish the credential's health to (e.g. a credential failure)."""
         return f"noti:{self.tag}:status"
 
+    @property
+    def channel_requests(self) -> str:
+        """List of channel management requests and broadcasts for a sender to carry out (noti.sender.channels)."""
+        return f"noti:{self.tag}:channel-requests"
+
+    def channel_reply(self, request_id: str) -> str:
+        """List a sender pushes its answer to one channel request onto (it expires soon after)."""
+        return f"noti:{self.tag}:channel-reply:{request_id}"
+
 
 ROUTES = "noti:routes"
 """Hash of which credential serves an app in an environment: ``<environment>:<bundle id>`` →

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     )
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `noti gateway`.")
     gateway_access_log: bool = Field(default=False, description="Log every request (uvicorn access log).")
+    gateway_channel_seconds: float = Field(
+        default=20.0, gt=0, description="How long a channel request or broadcast may wait for a sender and APNs."
+    )
 
     # --- sender (add sender settings below this line): the operator sets NOTI_CREDENTIAL and NOTI_APNS_* ---
     credential: str = Field(
@@ -126,6 +129,9 @@ class Settings(BaseSettings):
         description="The app's bundle id; each push type's apns-topic is made from it.",
     )  # fmt: skip
     apns_endpoint: str | None = Field(default=None, description="Overrides Apple's endpoint (e.g. a simulator).")
+    apns_channels_endpoint: str | None = Field(
+        default=None, description="Overrides Apple's channel management endpoint (api-manage-broadcast:2195/2196)."
+    )
     apns_proxy: str | None = Field(
         default=None, description="HTTP CONNECT proxy to reach APNs through: http://[user:password@]host:port."
     )
@@ -304,6 +310,7 @@ class GatewaySettings:
     gateway_body_seconds: float
     gateway_auth_failure_rate: float
     gateway_auth_failure_burst: int
+    gateway_channel_seconds: float
     gateway_key_cache_seconds: float
     gateway_batching: bool
     gateway_batch_max: int
@@ -342,6 +349,7 @@ class SenderSettings:
     apns_bundle_id: str
     apns_environment: str
     apns_endpoint: str | None
+    apns_channels_endpoint: str | None
     apns_proxy: str | None
     apns_ca_file: Path | None
     sender_connections: int

@@ -131,6 +131,7 @@ class CredentialSpec:
     private_key: SecretKeyRef | None = None
     certificate: CertificateRef | None = None  # certificate auth instead (the CRD allows exactly one)
     endpoint: str = ""
+    channels_endpoint: str = ""  # channel management (Apple: its own host and port)
     proxy: str = ""
     ca: SecretKeyRef | None = None
 
@@ -179,6 +180,7 @@ class CredentialSpec:
                 tuning=Tuning(tuning.get("connections"), tuning.get("concurrency"), tuning.get("batchSize")),
             ),
             endpoint=spec.get("endpoint") or "",
+            channels_endpoint=spec.get("channelsEndpoint") or "",
             proxy=spec.get("proxy") or "",
             ca=SecretKeyRef(ca_ref["name"], ca_ref.get("key") or crd_default("caSecretRef", "key")) if ca_ref else None,
         )

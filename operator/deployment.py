@@ -114,6 +114,7 @@ def sender_deployment(
         "NOTI_SENDER_RATE_PER_SECOND": str(pool.rate_per_second),
         "NOTI_SENDER_HEALTH_PORT": str(HEALTH_PORT),
         **({"NOTI_APNS_ENDPOINT": spec.endpoint} if spec.endpoint else {}),
+        **({"NOTI_APNS_CHANNELS_ENDPOINT": spec.channels_endpoint} if spec.channels_endpoint else {}),
         **({"NOTI_APNS_PROXY": spec.proxy} if spec.proxy else {}),
         **{key: str(value) for key, value in tuning.items() if value},
     }

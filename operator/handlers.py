@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from noti import campaigns, routes
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
 from noti.campaigns import CampaignError, CampaignSpec
+from noti.operator.channels import ChannelReconciler
 from noti.operator.conditions import (
     Condition,
     changed,
@@ -87,6 +88,7 @@ class Operator:
         self._scalers: dict[str, Scaler] = {}
         self._credential_conditions: dict[str, list[dict[str, Any]]] = {}  # by uid: the last ones written
         self._budgets: dict[str, dict[str, Any]] = {}  # by uid: the disruption budget last applied
+        self.channels = ChannelReconciler(self)  # LiveActivityChannels, and campaigns that broadcast to one
 
     # lifecycle
 
@@ -170,6 +172,7 @@ class Operator:
             when=lambda status, **_: status.get("phase") not in FINISHED,
         )(self.run_campaign)  # fmt: skip
         kopf.on.delete(GROUP, VERSION, CAMPAIGNS, registry=registry, backoff=retry)(self.delete_campaign)
+        self.channels.register(registry, retry)  # LiveActivityChannel (noti.operator.channels)
         return registry
 
     # credentials
@@ -362,6 +365,9 @@ class Operator:
         **_: Any,
     ) -> None:  # fmt: skip
         """One campaign from Pending to Completed (or Failed); resumes after an operator restart."""
+        if spec.get("broadcast"):  # one broadcast to a channel, not a fan-out to devices
+            await self.channels.run_broadcast(body, spec, status, meta, stopped)
+            return
         namespace, name = meta["namespace"], meta["name"]
         state: dict[str, Any] = {"conditions": list(status.get("conditions") or [])}
         written = dict(status)  # the status as stored: only what differs from it is patched

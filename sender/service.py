@@ -21,10 +21,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noti import routes
+from noti.apns.channels import ChannelClient
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport
 from noti.ratelimit import TokenBucket
+from noti.sender.channels import ChannelAgent
 from noti.sender.claimer import PAGE, Claimer
 from noti.sender.delivery import Deliverer, Parked
 from noti.sender.health import HealthServer
@@ -49,8 +51,8 @@ class SenderError(RuntimeError):
     """The sender cannot start; the message says what to fix."""
 
 
-def build_client(config: SenderSettings, redis: aioredis.Redis | None) -> APNsClient:
-    """The APNs client of the configured credential, its provider token shared through ``redis``."""
+def client_context(config: SenderSettings) -> ssl.SSLContext:
+    """TLS of the credential's APNs connections: the extra CA, and its certificate for certificate auth."""
     try:
         ssl_context = client_ssl_context(
             ca_file=config.apns_ca_file,
@@ -67,6 +69,12 @@ def build_client(config: SenderSettings, redis: aioredis.Redis | None) -> APNsCl
             f"cannot use the APNs certificate {config.apns_cert_file} (wrong password, or not a .p12/.pem "
             f"with its key): {what}"
         ) from None
+    return ssl_context
+
+
+def build_client(config: SenderSettings, redis: aioredis.Redis | None) -> APNsClient:
+    """The APNs client of the configured credential, its provider token shared through ``redis``."""
+    ssl_context = client_context(config)
     tokens = None
     if config.apns_cert_file is None:
         assert config.apns_key_file is not None
@@ -142,8 +150,23 @@ class Sender:
         guard = TopicGuard(config.sender_topic_guard_answers, config.sender_topic_guard_tokens)
         limits = Limits(config.sender_max_attempts, config.sender_backoff_base, config.sender_backoff_max, guard)
         self.deliverer = Deliverer(
-            self.client, self.redis, self.queue, self.recorder, self.metrics, limits, self._credential_refused,
+            self.client,
+            self.redis,
+            self.queue,
+            self.recorder,
+            self.metrics,
+            limits,
+            self._credential_refused,
             tracing=self.tracing,
+        )
+        self.channels = ChannelAgent(
+            ChannelClient(
+                config.apns_bundle_id, environment=config.apns_environment, tokens=self.client.tokens,
+                management_url=config.apns_channels_endpoint, push_url=config.apns_endpoint,
+                ssl_context=client_context(config), proxy=config.apns_proxy,
+            ),
+            self.redis, self.engine, self.queue, tokens=lambda: self.client.tokens, bucket=self.bucket,
+            backoff_base=config.sender_backoff_base, backoff_max=min(config.sender_backoff_max, 5.0),
         )  # fmt: skip
         self._in_flight: set[asyncio.Task[None]] = set()
         # Read when scraped rather than set twice per notification (~5% of the sender's CPU).
@@ -180,6 +203,7 @@ class Sender:
             asyncio.create_task(self._claim_abandoned(), name="claimer"),
             asyncio.create_task(self._watch_backlog(), name="backlog"),
             asyncio.create_task(self._recover_credential(), name="credential"),
+            asyncio.create_task(self.channels.run(self._stopping), name="channels"),
         ]
         log.info(
             "sender for %s (%s) started as %s", self.config.credential, self.queue.tag, self.config.sender_consumer
@@ -234,6 +258,7 @@ class Sender:
 
     async def _close(self) -> None:
         owns_engine, owns_redis, owns_client = self._owns
+        await self.channels.client.aclose()
         if owns_client:
             await self.client.aclose()
         if owns_redis:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from harness.procs import free_port, read_terminal, wait_until
-from harness.readme import check_try_it, live_activity_examples, run_try_it
+from harness.readme import check_try_it, run_try_it
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_readme_examples_work_and_reach_the_simulator(dev: Dev) -> None:
 
 
 def test_readme_live_activity_walk_through_starts_updates_and_ends_one_on_the_simulator(dev: Dev) -> None:
-    answers = run_try_it(dev.url, dev.data_dir.parent, live_activity_examples())
+    answers = run_try_it(dev.url, dev.data_dir.parent, "live-activity")
     assert not any("detail" in answer for answer in answers), answers
     device, start_token, started, update_token, updated, ended = answers
     assert device["owner"] == "user-2"
@@ -101,6 +101,20 @@ def test_readme_live_activity_walk_through_starts_updates_and_ends_one_on_the_si
     counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()
     assert counters["live_activities"] == {"start/10": 1, "update/5": 1, "end/5": 1}
     assert counters["by_token"][start_token["token"]] == 1 and counters["by_token"][update_token["token"]] == 2
+
+
+def test_readme_channel_walkthrough_works_against_noti_dev(dev: Dev) -> None:
+    created, broadcast, listed, read, deleted = run_try_it(dev.url, dev.data_dir.parent, "channels")
+    channel_id = created["channel_id"]
+    assert (created["message_storage_policy"], created["name"]) == (1, "match-42")
+    assert broadcast["status"] == "sent" and broadcast["channel_id"] == channel_id
+    assert [c["channel_id"] for c in listed["results"]] == [channel_id] and read["message_storage_policy"] == 1
+    assert deleted == {"deleted": 204}
+    headers = {"Authorization": f"Bearer {dev.api_key}"}
+    record = httpx.get(f"{dev.url}/api/notifications/{broadcast['id']}/", headers=headers).json()
+    assert (record["status"], record["push_type"]) == ("sent", "liveactivity")
+    counters = httpx.get(f"{dev.runtime['simulator_control_url']}/counters").json()["channels"]
+    assert (counters["created"], counters["broadcasts"], counters["deleted"]) == (1, 1, 1)
 
 
 def test_second_start_reuses_data_and_key(tmp_path: Path) -> None:

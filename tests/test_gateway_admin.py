@@ -249,6 +249,30 @@ def test_lists_and_details_fit_the_screen_in_chromium(live_gateway: str, clean_d
         assert outside == []  # nothing from a CDN
 
 
+def test_channels_are_listed_with_their_app_storage_and_manager_in_chromium(
+    live_gateway: str, clean_db: Engine
+) -> None:
+    from noti.store.channels import add_channel
+
+    _need_chromium()
+    add_channel(clean_db, app=APP, environment="sandbox", channel_id="dHN/wjvVEe+ZSa6FUvKcOQ==", storage_policy=1,
+                name="match-42", labels={"event": "final"}, source="shop/match-42")  # fmt: skip
+    add_channel(clean_db, app=APP, environment="production", channel_id="AAAAAAAAAAAAAAAAAAAAAA==", storage_policy=0)
+    admin_key = create_api_key(clean_db, "ops", [Scope.ADMIN])
+    with _chromium(live_gateway, 1400) as (page, outside):
+        _log_in(page, live_gateway, admin_key)
+        page.wait_for_selector("#counts")
+        page.goto(f"{live_gateway}/admin/broadcast-channel/list")
+        page.wait_for_selector("table")
+        newest_first = ["AAAAAAAAAAAAAAAAAAAAAA==", "dHN/wjvVEe+ZSa6FUvKcOQ=="]
+        assert page.locator(".noti-channel").all_inner_texts() == newest_first
+        assert page.get_by_text("most recent message").is_visible() and page.get_by_text("event=final").is_visible()
+        assert page.get_by_text("shop/match-42").is_visible()
+        _shot(page, "admin-channels-1400.png")
+        _fits(page, 1400)
+        assert outside == []
+
+
 def test_resend_of_a_failed_notification_sends_a_new_one_in_chromium(
     live_gateway: str, clean_db: Engine, clean_redis: redis.Redis
 ) -> None:

@@ -18,8 +18,8 @@ from noti.store.db import make_engine
 from noti.store.models import Base, Device, Notification
 
 TABLES = {
-    "api_keys", "campaign_counts", "device_owners", "device_tokens", "devices", "idempotency_keys", "notifications",
-    "notification_counts",
+    "api_keys", "broadcast_channels", "campaign_counts", "device_owners", "device_tokens", "devices",
+    "idempotency_keys", "notifications", "notification_counts",
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from noti.gateway.admin import dashboard
+from noti.gateway.admin.channels import ChannelAdmin
 from noti.gateway.admin.dashboard import percent
 from noti.gateway.admin.guard import AdminGuard
 from noti.gateway.admin.sessions import AdminKeyLogin, login_message
@@ -79,6 +80,6 @@ def install(app: FastAPI, state: Gateway) -> Admin:
     """Mount the admin UI on ``app`` at ``/admin``."""
     secret = state.settings.gateway_session_secret or secrets.token_urlsafe(32)
     admin = NotiAdmin(app, state, AdminKeyLogin(state.verifier, state.redis, secret, BASE_URL))
-    for view in VIEWS:
+    for view in (*VIEWS, ChannelAdmin):
         admin.add_view(view)
     return admin

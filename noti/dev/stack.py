@@ -189,6 +189,7 @@ class DevStack:
                     "apns_bundle_id": options.app,
                     "apns_environment": "sandbox",
                     "apns_endpoint": simulator.url,
+                    "apns_channels_endpoint": simulator.channels_url,
                     "apns_proxy": None,
                     "apns_ca_file": simulator.ca_path,
                     "sender_health_port": 0,

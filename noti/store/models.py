@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the store: owners, devices, notifications (delivery records), API keys."""
+"""SQLAlchemy models of the store: owners, devices, notifications (delivery records), API keys, broadcast channels."""
 
 from __future__ import annotations
 
@@ -205,6 +205,8 @@ class Notification(Base):
     apns_reason: Mapped[str | None] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(300))
+    # A broadcast's record: the Apple channel id it went to (device_token is then empty), migration 0011.
+    channel_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -318,3 +320,27 @@ class NotificationCount(Base):
     app: Mapped[str] = mapped_column(String(255), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BroadcastChannel(Base):
+    """A broadcast channel APNs created for an app in one environment (migration 0011).
+
+    ``channel_id`` is Apple's (``apns-channel-id``); ``source`` says who manages it: ``api`` for
+    channels made over REST, ``<namespace>/<name>`` for a LiveActivityChannel resource.
+    """
+
+    __tablename__ = "broadcast_channels"
+    __table_args__ = (UniqueConstraint("app", "environment", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    app: Mapped[str] = mapped_column(String(255))
+    environment: Mapped[str] = mapped_column(String(20))
+    channel_id: Mapped[str] = mapped_column(String(200))
+    storage_policy: Mapped[int] = mapped_column(SmallInteger)  # Apple's message-storage-policy: 0 or 1
+    name: Mapped[str | None] = mapped_column(String(255))
+    labels: Mapped[dict[str, str]] = mapped_column(JsonType, default=dict)
+    source: Mapped[str] = mapped_column(String(320), default="api")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def __str__(self) -> str:
+        return f"{self.app}/{self.environment}/{self.channel_id}"

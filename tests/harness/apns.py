@@ -53,6 +53,7 @@ def sender_environment(server: ApnsServer) -> dict[str, str]:
         "NOTI_APNS_ENVIRONMENT": "sandbox",
         "NOTI_APNS_ENDPOINT": server.url,
         "NOTI_APNS_CA_FILE": str(server.ca_path),
+        **({"NOTI_APNS_CHANNELS_ENDPOINT": channels} if (channels := getattr(server, "channels_url", "")) else {}),
     }
 
 
@@ -68,6 +69,7 @@ class SimulatorProcess:
     bundle_id: str
     key_path: Path  # the ES256 signing key (.p8 PEM), as a mounted Secret would hold it
     process: subprocess.Popen[str]
+    channels_url: str = ""  # channel management (Apple's api-manage-broadcast host)
 
     @property
     def private_key_pem(self) -> bytes:
@@ -119,6 +121,7 @@ def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...]
     )
     command = [
         sys.executable, "-m", "noti.apns.simulator", "--port", str(free_port()), "--control-port", str(free_port()),
+        "--channels-port", str(free_port()),
         "--workers", str(workers), "--register", f"{TEAM_ID}:{KEY_ID}:{BUNDLE_ID},{OTHER_BUNDLE_ID}:{key_path}", *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -137,6 +140,7 @@ def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...]
         bundle_id=BUNDLE_ID,
         key_path=key_path,
         process=process,
+        channels_url=info.get("channels_url") or "",
     )
 
 

@@ -74,6 +74,7 @@ def gateway_settings(database_url: str, redis_url: str, **overrides: object) -> 
         "gateway_rate_limit": 0,
         "gateway_auth_failure_rate": 0,  # tests that want it turn it on
         "gateway_session_secret": "test-session-secret",
+        "gateway_channel_seconds": 0.5,  # no sender runs for most tests: a channel request fails fast (503)
     }
     values.update(overrides)
     return Settings.defaults(**values).gateway

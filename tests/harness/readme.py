@@ -28,11 +28,6 @@ def try_it_examples() -> str:
     return _block("try-it")
 
 
-def live_activity_examples() -> str:
-    """The shell lines of the README's Live Activity walk-through."""
-    return _block("live-activity")
-
-
 def export_line() -> str:
     """The README's line that points a shell at the running dev stack."""
     found = re.search(r"^export NOTI_URL=\S+ NOTI_API_KEY=.*$", README.read_text(), re.M)
@@ -40,13 +35,12 @@ def export_line() -> str:
     return found.group(0)
 
 
-def run_try_it(url: str, cwd: Path, examples: str | None = None) -> list[dict[str, Any]]:
-    """Run the export line (pointed at ``url``) and the try-it examples (or ``examples``) in ``cwd``;
-    their JSON answers."""
+def run_try_it(url: str, cwd: Path, marker: str = "try-it") -> list[dict[str, Any]]:
+    """Run the export line (pointed at ``url``) and the README block ``marker`` in ``cwd``; their JSON answers."""
     export = re.sub(r"NOTI_URL=\S+", f"NOTI_URL={url}", export_line())
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTI_")}
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", f"{export}\n{examples or try_it_examples()}"],
+        ["bash", "-euo", "pipefail", "-c", f"{export}\n{_block(marker)}"],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -30,9 +30,10 @@ EXAMPLES = REPO / "examples"
 
 # The operator's rights, in every watched namespace: what its code uses, nothing more (least privilege).
 NAMESPACED_RULES = [
-    {"apiGroups": ["noti.dev"], "resources": ["apnscredentials", "notificationcampaigns"],
+    {"apiGroups": ["noti.dev"], "resources": ["apnscredentials", "notificationcampaigns", "liveactivitychannels"],
      "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["noti.dev"], "resources": ["apnscredentials/status", "notificationcampaigns/status"],
+    {"apiGroups": ["noti.dev"],
+     "resources": ["apnscredentials/status", "notificationcampaigns/status", "liveactivitychannels/status"],
      "verbs": ["patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["create", "patch"]},
@@ -51,6 +52,8 @@ OPERATOR_MAY = [
     ("patch", "apnscredentials", "status"),
     ("watch", "notificationcampaigns", ""),
     ("patch", "apnscredentials", ""),
+    ("patch", "liveactivitychannels", "status"),
+    ("watch", "liveactivitychannels", ""),
     ("create", "deployments", ""),
     ("patch", "deployments", ""),
     ("patch", "poddisruptionbudgets.policy", ""),
@@ -265,7 +268,7 @@ def test_install_creates_gateway_operator_and_their_secret(k8s_cluster: KubeClus
     assert f"kubectl --namespace {ns} exec deploy/noti-gateway -- \\" in result.stdout
     assert "noti apikey create --name admin --scopes send,read,admin" in result.stdout
     assert f"kubectl --namespace {ns} port-forward svc/noti-gateway 8000:80" in result.stdout
-    for crd in ("apnscredentials.noti.dev", "notificationcampaigns.noti.dev"):
+    for crd in ("apnscredentials.noti.dev", "notificationcampaigns.noti.dev", "liveactivitychannels.noti.dev"):
         assert exists(k8s_cluster, "customresourcedefinition", crd)
 
     secret = get(k8s_cluster, "secret", "noti-connections", ns)
@@ -872,8 +875,9 @@ def test_network_policies_allow_each_component_only_what_it_talks_to(k8s_cluster
     for policy in (gateway, operator, senders):
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert _egress_ports(gateway) == dns | {("TCP", 5432), ("TCP", 6379)}
-    assert _egress_ports(operator) == dns | {("TCP", 443), ("TCP", 6443), ("TCP", 5432), ("TCP", 6379)}
-    assert _egress_ports(senders) == dns | {("TCP", 443), ("TCP", 2197), ("TCP", 5432), ("TCP", 6379)}
+    apns = {("TCP", 443), ("TCP", 2197), ("TCP", 2195), ("TCP", 2196)}  # pushes, and channel management
+    assert _egress_ports(operator) == dns | apns | {("TCP", 6443), ("TCP", 5432), ("TCP", 6379)}
+    assert _egress_ports(senders) == dns | apns | {("TCP", 5432), ("TCP", 6379)}
     (database,) = [rule for rule in gateway["spec"]["egress"] if rule["ports"] == [{"port": 5432, "protocol": "TCP"}]]
     assert database["to"] == [{"ipBlock": {"cidr": "10.0.5.0/24"}}]
     # Ingress: the gateway's port, and the health/metrics port of the others.

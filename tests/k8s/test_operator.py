@@ -764,3 +764,129 @@ def test_two_tenants_claiming_one_bundle_id_never_share_a_queue_or_a_key(
         for sender in senders:
             stop_sender(sender)
         stop_operator(running)
+
+
+# --- LiveActivityChannel: a broadcast channel at APNs (the simulator's channel management listener)
+
+
+def apply_channel(cluster: KubeCluster, namespace: str, name: str, **spec: Any) -> None:
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "LiveActivityChannel",
+        "metadata": {"name": name, "labels": {"match": "42"}},
+        "spec": {"credentialRef": {"name": "shop"}, **spec},
+    }  # fmt: skip
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def _channel_credential(cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, db: str, rd: str) -> None:
+    secrets(cluster, namespace, simulator, db, rd)
+    apply_credential(cluster, namespace, simulator)
+    patch = json.dumps({"spec": {"channelsEndpoint": simulator.channels_url}})
+    cluster.kubectl("patch", "-n", namespace, "apnscredential/shop", "--type=merge", "-p", patch)
+
+
+def _stored_channels(engine: Engine) -> list[tuple[str, str, int]]:
+    from noti.store.models import BroadcastChannel
+
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(BroadcastChannel.channel_id, BroadcastChannel.source, BroadcastChannel.storage_policy)
+        ).all()
+    return [(row.channel_id, row.source, row.storage_policy) for row in rows]
+
+
+def test_a_live_activity_channel_is_created_at_apns_and_deleted_with_its_resource(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    _channel_credential(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_channel(noti_crds, ns, "final", messageStoragePolicy=1)
+    noti_crds.kubectl("wait", "-n", ns, "--for=condition=Ready", "liveactivitychannel/final", "--timeout=60s",
+                      timeout=70)  # fmt: skip
+    channel = custom(api, ns, "liveactivitychannels", "final")
+    channel_id = channel["status"]["channelId"]
+    assert (channel["status"]["bundleId"], channel["status"]["environment"]) == (apns_simulator.bundle_id, "sandbox")
+    assert condition(channel)["reason"] == "Created"
+    assert apns_simulator.counters()["channels"]["created"] == 1
+    assert _stored_channels(clean_db) == [(channel_id, f"{ns}/final", 1)]
+    table = noti_crds.kubectl("get", "liveactivitychannels", "-n", ns).stdout.split()
+    assert table[:7] == ["NAME", "CREDENTIAL", "STORAGE", "CHANNEL", "READY", "REASON", "AGE"]
+    assert table[7:13] == ["final", "shop", "1", channel_id, "True", "Created"]
+    # Apple cannot change a channel's storage policy: neither can the resource.
+    refused = noti_crds.kubectl("patch", "-n", ns, "liveactivitychannel/final", "--type=merge", "-p",
+                                '{"spec": {"messageStoragePolicy": 0}}', check=False)  # fmt: skip
+    assert refused.returncode != 0 and "cannot change" in refused.stderr
+
+    noti_crds.kubectl("delete", "-n", ns, "liveactivitychannel/final", "--timeout=60s", timeout=70)
+    assert apns_simulator.counters()["channels"]["deleted"] == 1
+    assert _stored_channels(clean_db) == []
+    assert "Deleted" in [e["reason"] for e in events(noti_crds, ns, "LiveActivityChannel", "final")]
+
+
+def test_a_live_activity_channel_without_its_credential_waits_and_its_deletion_does_not_hang(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    apply_channel(noti_crds, ns, "early")
+    waiting = eventually(
+        lambda: custom_if(api, ns, "liveactivitychannels", "early",
+                          lambda c: condition(c).get("reason") == "CredentialNotFound"),
+        "Ready=False CredentialNotFound", operator,
+    )  # fmt: skip
+    assert condition(waiting)["status"] == "False"
+
+    _channel_credential(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_channel(noti_crds, ns, "orphan")
+    noti_crds.kubectl("wait", "-n", ns, "--for=condition=Ready", "liveactivitychannel/orphan", "--timeout=60s",
+                      timeout=70)  # fmt: skip
+    channel_id = custom(api, ns, "liveactivitychannels", "orphan")["status"]["channelId"]
+    noti_crds.kubectl("delete", "-n", ns, "apnscredential/shop")
+    noti_crds.kubectl("delete", "-n", ns, "liveactivitychannel/orphan", "--timeout=60s", timeout=70)
+    left = [e for e in events(noti_crds, ns, "LiveActivityChannel", "orphan") if e["reason"] == "ChannelLeft"]
+    assert left and left[0]["type"] == "Warning" and channel_id in left[0]["message"]
+    assert "not found" in left[0]["message"] and "BEGIN" not in left[0]["message"]  # no key material in Events
+    assert apns_simulator.counters()["channels"]["deleted"] == 0
+    noti_crds.kubectl("delete", "-n", ns, "liveactivitychannel/early", "--timeout=60s", timeout=70)
+
+
+def test_a_campaign_broadcasts_once_to_a_live_activity_channel_and_completes(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    _channel_credential(noti_crds, ns, apns_simulator, database_url, redis_url)
+    broadcast = {"channelRef": {"name": "final"}, "contentState": {"home": 3, "away": 1},
+                 "alert": {"title": "Full time"}, "event": "end", "priority": 5}  # fmt: skip
+    # Devices or a channel, not both: the apiserver says so.
+    both = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NotificationCampaign", "metadata": {"name": "both"},
+            "spec": {"credentialRef": {"name": "shop"}, "notification": {"title": "x"},
+                     "audience": {"allDevices": True}, "broadcast": broadcast}}  # fmt: skip
+    refused = noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(both), check=False)
+    assert refused.returncode != 0 and "give notification and audience" in refused.stderr
+
+    manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NotificationCampaign", "metadata": {"name": "full-time"},
+                "spec": {"credentialRef": {"name": "shop"}, "broadcast": broadcast}}  # fmt: skip
+    noti_crds.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest))
+    waiting = eventually(
+        lambda: custom_if(api, ns, "notificationcampaigns", "full-time",
+                          lambda c: c.get("status", {}).get("phase") == "Pending"),
+        "Pending while the channel does not exist", operator,
+    )  # fmt: skip
+    assert "no channel id yet" in waiting["status"]["message"]
+    apply_channel(noti_crds, ns, "final", messageStoragePolicy=1)
+    noti_crds.kubectl("wait", "-n", ns, "--for=condition=Complete", "notificationcampaign/full-time", "--timeout=60s",
+                      timeout=70)  # fmt: skip
+    done = custom(api, ns, "notificationcampaigns", "full-time")
+    channel_id = custom(api, ns, "liveactivitychannels", "final")["status"]["channelId"]
+    assert (done["status"]["phase"], done["status"]["total"], done["status"]["sent"]) == ("Completed", 1, 1)
+    assert done["status"]["channelId"] == channel_id
+    assert apns_simulator.counters()["channels"]["by_channel"] == {channel_id: 1}
+    with clean_db.connect() as connection:
+        rows = connection.execute(
+            select(Notification.status, Notification.channel_id, Notification.priority).where(
+                Notification.campaign == f"{ns}/full-time"
+            )
+        ).all()
+    assert [(r.status, r.channel_id, r.priority) for r in rows] == [("sent", channel_id, 5)]

@@ -8,6 +8,7 @@ jh2's Rust HPACK), about 25 µs of CPU per notification, so it is not the bottle
 measures; ``workers`` processes may share one port with SO_REUSEPORT.
 
 - ``rules``: Apple's rules, ``judge(request, directory, now) -> Answer`` (pure)
+- ``channels``: Apple's rules for broadcast channels: ``manage`` and ``broadcast`` (pure)
 - ``state``: faults, what one process knows and counts
 - ``wire``: HTTP/2 server framing (settings, flow control, streams, GOAWAY)
 - ``protocol``: one client connection: requests to judge, answers, faults, counters

@@ -64,6 +64,10 @@ def _parse_key(spec: str) -> RegisteredKey:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2197, show_default=True, help="TLS HTTP/2 port (0: any free port).")
 @click.option("--control-port", default=2198, show_default=True, help="HTTP/1.1 JSON control port (0: any).")
+@click.option(
+    "--channels-port", default=2195, show_default=True,
+    help="Channel management port (Apple's api-manage-broadcast host; 0: any free port, -1: none).",
+)  # fmt: skip
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TLS certificate (PEM).")
 @click.option("--key", "tls_key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key.")
 @click.option("--workers", default=1, show_default=True, help="Processes sharing the port (SO_REUSEPORT).")
@@ -97,6 +101,7 @@ def main(
     host: str,
     port: int,
     control_port: int,
+    channels_port: int,
     cert: Path | None,
     tls_key: Path | None,
     workers: int,
@@ -122,6 +127,7 @@ def main(
         host=host,
         port=port,
         control_port=control_port,
+        channels_port=None if channels_port < 0 or workers > 1 else channels_port,
         cert=cert,
         key=tls_key,
         workers=workers,
@@ -154,6 +160,7 @@ def main(
                 {
                     "url": simulator.url,
                     "control_port": simulator.control_port,
+                    "channels_url": simulator.channels_url,
                     "ca": str(simulator.ca_path),
                     "pid": os.getpid(),
                 }

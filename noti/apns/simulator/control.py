@@ -79,7 +79,20 @@ def merge_counters(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_forgotten": forgotten,
         "provider_tokens": len(token_ids),
         "provider_token_ids": sorted(token_ids),
+        "channels": _merge_channels([part["channels"] for part in parts if "channels" in part]),
     }
+
+
+def _merge_channels(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' channel counters summed (numbers, and counts by channel and by reason)."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for name, value in part.items():
+            if isinstance(value, dict):
+                merged.setdefault(name, Counter()).update(value)
+            else:
+                merged[name] = merged.get(name, 0) + value
+    return {name: dict(value) if isinstance(value, Counter) else value for name, value in merged.items()}
 
 
 ROUTES = {

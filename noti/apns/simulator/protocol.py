@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import random
 import secrets
@@ -11,6 +12,7 @@ from typing import Any, cast
 
 import orjson
 
+from noti.apns.simulator import channels
 from noti.apns.simulator.rules import Answer, Request, judge
 from noti.apns.simulator.state import State
 from noti.apns.simulator.wire import PROTOCOL_ERROR, ServerConnection, malformed
@@ -37,6 +39,11 @@ class _Ids:
 new_id = _Ids()
 
 
+def new_channel_id() -> str:
+    """A channel id as APNs issues them: 16 random bytes, base64."""
+    return base64.b64encode(secrets.token_bytes(channels.CHANNEL_ID_BYTES)).decode()
+
+
 def certificate_topics(peercert: dict[str, Any] | None) -> tuple[str, ...]:
     """The bundle ids a provider certificate may push to: its subject's UID, as in Apple's certificates."""
     if not peercert:
@@ -47,8 +54,9 @@ def certificate_topics(peercert: dict[str, Any] | None) -> tuple[str, ...]:
 class APNsProtocol(asyncio.Protocol):
     """One client connection: HTTP/2 frames in, Apple's answers out."""
 
-    def __init__(self, state: State, max_concurrent_streams: int, sandbox: bool = True) -> None:
+    def __init__(self, state: State, max_concurrent_streams: int, sandbox: bool = True, manage: bool = False) -> None:
         self.state = state
+        self.manage = manage  # the channel management listener (Apple: its own host and port)
         self.h2 = ServerConnection(self._request, max_concurrent_streams)
         self.sandbox = sandbox  # the development environment also answers with apns-unique-id
         self.transport: asyncio.Transport | None = None
@@ -111,6 +119,10 @@ class APNsProtocol(asyncio.Protocol):
             self.closing = True
             return
         now = time.time()
+        if self.manage or headers.get(":path", "").startswith(channels.BROADCAST_PREFIX):
+            request = Request(headers, body, self.cert_topics, None, len(headers) != len(raw_headers))
+            self._channel_request(stream_id, request, now)
+            return
         answer = judge(
             Request(headers, body, self.cert_topics, self.team_id, len(headers) != len(raw_headers)),
             state.directory,
@@ -141,6 +153,32 @@ class APNsProtocol(asyncio.Protocol):
             )
         else:
             self._respond(stream_id, answer, headers.get("apns-id"), goaway, False)
+
+    def _channel_request(self, stream_id: int, request: Request, now: float) -> None:
+        """A channel management request or a broadcast: judged by ``channels``, answered with apns-request-id."""
+        state = self.state
+        if self.manage:
+            answer = channels.manage(request, state.directory, state.channels, now, new_channel_id)
+        else:
+            answer = channels.broadcast(request, state.directory, state.channels, now)
+            faults = state.faults
+            if answer.status == 200 and (faults.rate_429 or faults.rate_500 or faults.rate_503):
+                injected = faults.injected(random.random())
+                if injected is not None:
+                    answer = channels.ChannelAnswer(injected.status, injected.reason)
+        if answer.reason is not None:
+            state.channels.by_reason[answer.reason] += 1
+        request_id = request.headers.get("apns-request-id") or new_id()
+        response_headers = [(b":status", str(answer.status).encode()), (b"apns-request-id", request_id.encode())]
+        response_headers.extend((name.encode(), value.encode()) for name, value in answer.headers)
+        if answer.status == 200 and not self.manage and self.sandbox:
+            response_headers.append((b"apns-unique-id", new_id().encode()))
+        body = answer.body()
+        if body:
+            response_headers.append(_CONTENT_TYPE)
+            response_headers.append((b"content-length", str(len(body)).encode()))
+        self.h2.respond(stream_id, response_headers, body)
+        self.served += 1
 
     def _respond(self, stream_id: int, answer: Answer, apns_id: str | None, goaway: bool, later: bool) -> None:
         if self.transport is None:

@@ -44,6 +44,8 @@ class SimulatorConfig:
     client_ca: Path | None = None  # CA of provider certificates accepted for certificate auth
     environment: str = "sandbox"  # "sandbox" answers with apns-unique-id as Apple's development servers do
     max_counted_tokens: int = MAX_COUNTED_TOKENS  # device tokens in the counters' by_token, the latest kept
+    # Channel management (Apple: its own host and port); None: none. Channels live in one process: workers == 1.
+    channels_port: int | None = 0
 
 
 def self_signed_ca(
@@ -110,12 +112,14 @@ def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def _listen(config: SimulatorConfig, state: State, sock: socket.socket) -> asyncio.AbstractServer:
+async def _listen(
+    config: SimulatorConfig, state: State, sock: socket.socket, manage: bool = False
+) -> asyncio.AbstractServer:
     assert config.cert is not None and config.key is not None
     context = _ssl_context(config.cert, config.key, config.client_ca)
     sandbox = config.environment == "sandbox"
     return await asyncio.get_running_loop().create_server(
-        lambda: APNsProtocol(state, config.max_concurrent_streams, sandbox), sock=sock, ssl=context
+        lambda: APNsProtocol(state, config.max_concurrent_streams, sandbox, manage), sock=sock, ssl=context
     )
 
 
@@ -133,12 +137,18 @@ class Simulator:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.port = config.port
         self.control_port: int | None = None
+        self.channels_port: int | None = None
         self.cert_path: Path = Path()
         self.key_path: Path = Path()
 
     @property
     def url(self) -> str:
         return f"https://{self.config.host}:{self.port}"
+
+    @property
+    def channels_url(self) -> str | None:
+        """The channel management origin (Apple's api-manage-broadcast host), or None without one."""
+        return f"https://{self.config.host}:{self.channels_port}" if self.channels_port is not None else None
 
     @property
     def ca_path(self) -> Path:
@@ -157,6 +167,10 @@ class Simulator:
             self.port = sock.getsockname()[1]
             config = replace(self.config, cert=self.cert_path, key=self.key_path)
             self._servers.append(await _listen(config, self.state, sock))
+            if self.config.channels_port is not None:
+                manage = _listening_socket(self.config.host, self.config.channels_port, reuse_port=False)
+                self.channels_port = manage.getsockname()[1]
+                self._servers.append(await _listen(config, self.state, manage, manage=True))
         else:
             probe = _listening_socket(self.config.host, self.config.port, reuse_port=True)
             self.port = probe.getsockname()[1]

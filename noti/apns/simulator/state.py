@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from itertools import islice
 from typing import Any
 
+from noti.apns.simulator.channels import Channels
 from noti.apns.simulator.rules import Answer, Device, Directory, Keyring, RegisteredKey
 
 
@@ -100,6 +101,7 @@ class State:
         self.provider_tokens: set[str] = set()
         self.resets = 0  # how many times the counters were cleared
         self.team_tokens: dict[str, tuple[str, float]] = {}  # team → (its provider token, since when)
+        self.channels = Channels()  # broadcast channels (noti.apns.simulator.channels)
         self._apply_faults()
 
     def _apply_faults(self) -> None:
@@ -156,6 +158,7 @@ class State:
         self.tokens_forgotten = 0
         self.live_activities.clear()
         self.provider_tokens.clear()
+        self.channels.reset()
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -167,4 +170,5 @@ class State:
             "provider_tokens": len(self.provider_tokens),
             # Fingerprints, not tokens: workers' sets merge into one count of distinct tokens.
             "provider_token_ids": sorted(hashlib.sha256(t.encode()).hexdigest()[:16] for t in self.provider_tokens),
+            "channels": self.channels.counters(),
         }
