@@ -78,7 +78,7 @@ async def test_a_long_lived_connection_keeps_nothing_of_the_requests_it_finished
         tokens=ProviderTokens(key, apns_simulator.key_id, apns_simulator.team_id),
         ssl_context=client_ssl_context(ca_file=apns_simulator.ca_path), connections=1,
     )  # fmt: skip
-    results = await client.send_many([(f"{i:064x}", NotificationContent(title="x")) for i in range(300)])
+    results = await asyncio.gather(*(client.send(f"{i:064x}", NotificationContent(title="x")) for i in range(300)))
     assert all(result.ok for result in results)
     connection = client.transport._connections[0]  # type: ignore[attr-defined]
     # jh2 remembered up to 65,536 closed streams per connection; only a reset one matters to it.
