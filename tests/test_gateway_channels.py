@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
@@ -47,7 +48,7 @@ async def _running_sender(simulator: SimulatorProcess, engine: Engine) -> AsyncI
 async def gateway(any_store: StoreGateway, apns_simulator: SimulatorProcess) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the gateway (on each store in turn) with a sender of the simulator's credential running."""
     state = any_store.app.state.gateway
-    state.settings = state.settings.model_copy(update={"gateway_channel_seconds": 20.0})
+    state.settings = dataclasses.replace(state.settings, gateway_channel_seconds=20.0)
     async for _ in _running_sender(apns_simulator, any_store.engine):
         async with any_store.client(any_store.key("backend")) as client:
             yield client
