@@ -27,7 +27,7 @@ UPDATE = {"content_state": {"home": 2, "away": 1}, "alert": {"title": "Goal!", "
 
 def _config(simulator: SimulatorProcess) -> SenderConfig:
     env = {key.removeprefix("NOTI_").lower(): value for key, value in simulator.sender_env().items()}
-    return SenderConfig(credential="default/test", sender_health_port=0, sender_backoff_base=0.05, **env)  # type: ignore[arg-type]
+    return SenderConfig(**{"sender_health_port": 0, "sender_backoff_base": 0.05, **env})
 
 
 async def _running_sender(simulator: SimulatorProcess, engine: Engine) -> AsyncIterator[None]:
