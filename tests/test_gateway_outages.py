@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
 
-from harness.gateway import APP, gateway_settings
+from harness.gateway import APP, gateway_settings, serve_test_apps
 from harness.services import PostgresServer, RedisServer, private_postgres, private_redis
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
@@ -47,6 +48,7 @@ async def gateway_on(servers: Outage) -> AsyncIterator[httpx.AsyncClient]:
     engine = make_engine(servers.database_url, pool_size=1)
     key = create_api_key(engine, "backend", [Scope.SEND, Scope.READ])
     engine.dispose()
+    serve_test_apps(redis.Redis.from_url(servers.redis.url))  # as the operator publishes its credentials' routes
     app = create_app(gateway_settings(servers.database_url, servers.redis.url, gateway_rate_limit=1000))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw", headers={"Authorization": f"Bearer {key}"},

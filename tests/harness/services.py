@@ -255,7 +255,8 @@ def clean_db(engine: Engine) -> Engine:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE notifications, device_tokens, devices, device_owners, api_keys, notification_counts"
+                "TRUNCATE notifications, device_tokens, devices, device_owners, api_keys, notification_counts,"
+                " idempotency_keys, campaign_counts, broadcast_channels"
                 " RESTART IDENTITY"
             )
         )
