@@ -2,7 +2,10 @@
 
 Runs the batched path (``noti.store.records``) next to the obvious per-row ORM path in
 the same run on the same throwaway server, and prints both with their ratio.
-Usage: python bench/bench_records.py [--records 100000] [--batch 1000]
+``--partitioned`` instead fills ~30 day partitions and measures the sender's by-id work
+(``apply_outcomes`` and ``final_ids`` of 500) with and without each record's created_at,
+in CPU time of the PostgreSQL backend and of this process.
+Usage: python bench/bench_records.py [--records 100000] [--batch 1000] [--partitioned [--days 30]]
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import argparse
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from _services import PostgresServer
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Connection, Engine, bindparam, text, update
 from sqlalchemy.orm import Session
 
-from noti.store import migrate, records
+from noti.queue import epoch_ms, from_epoch_ms
+from noti.store import migrate, records, retention
 from noti.store.db import make_engine
 from noti.store.models import Notification, NotificationStatus
 from noti.store.records import RecordUpdate
@@ -93,11 +97,97 @@ def _per_row_orm(engine: Engine, rows: list[dict[str, object]], batch: int) -> t
     )
 
 
+def _sent(id: uuid.UUID, now: datetime, created_at: datetime | None) -> RecordUpdate:
+    return RecordUpdate(id, NotificationStatus.SENT, status_code=200, sent_at=now, created_at=created_at)
+
+
+def _backend_cpu(connection: Connection) -> float:
+    """CPU seconds the connection's PostgreSQL backend has run (/proc/<pid>/schedstat, ns precision)."""
+    pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    connection.commit()
+    with open(f"/proc/{pid}/schedstat") as stat:
+        return int(stat.read().split()[0]) / 1e9
+
+
+def _fill_days(engine: Engine, days: int, per_day: int) -> None:
+    """A partition for each of the last ``days`` days, with ``per_day`` queued records (server-side, fast)."""
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        for back in range(days):
+            day = now - timedelta(days=back, hours=1)
+            connection.execute(text(retention.create_partition_sql(day.date())))
+            connection.execute(
+                text(
+                    "INSERT INTO notifications (id, device_token, app, status, push_type, priority, retry_count,"
+                    " queued_at, created_at)"
+                    " SELECT gen_random_uuid(), lpad(to_hex(i), 64, '0'), 'com.example.bench', 'queued', 'alert',"
+                    " 10, 0, :day, :day + i * interval '1 ms' FROM generate_series(1, :n) AS i"
+                ),
+                {"day": day, "n": per_day},
+            )
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE notifications"))
+
+
+def _measure(engine: Engine, name: str, work: list[tuple[uuid.UUID, datetime]], dated: bool, batch: int) -> str:
+    """Mean CPU (PostgreSQL backend, this process) of ``name`` per batch over ``work``, in batches."""
+    now = datetime.now(UTC)
+    rounds = len(work) // batch
+    with engine.connect() as connection:
+        server, client = _backend_cpu(connection), time.process_time()
+        for r in range(rounds):
+            chunk = work[r * batch : (r + 1) * batch]
+            with connection.begin():
+                if name == "final_ids":
+                    records.final_ids(connection, [id for id, _ in chunk], dict(chunk) if dated else None)
+                else:
+                    applied = records.apply_outcomes(
+                        connection, [_sent(id, now, c if dated else None) for id, c in chunk]
+                    )
+                    assert len(applied) == len(chunk), "an outcome missed its record"
+        server, client = _backend_cpu(connection) - server, time.process_time() - client
+    return f"PostgreSQL CPU {server / rounds * 1000:6.1f} ms, client CPU {client / rounds * 1000:5.1f} ms"
+
+
+def _partitioned(engine: Engine, days: int, per_day: int, batch: int, rounds: int) -> None:
+    _fill_days(engine, days, per_day)
+    with engine.connect() as connection:
+        parts = len(retention.partitions(connection))
+        # Records of the latest day (the sender's case): each batch is used once, by one case.
+        picked = connection.execute(
+            text("SELECT id, created_at FROM notifications WHERE created_at >= :since ORDER BY random() LIMIT :n"),
+            {"since": datetime.now(UTC) - timedelta(hours=2), "n": 2 * rounds * batch},
+        ).all()
+    print(f"PostgreSQL, {parts} day partitions ({days} of them with {per_day:,} records), batches of {batch}:")
+    # What a message carries: whole ms, as the sender reads it back (from_epoch_ms(epoch_ms(...))).
+    rows = [(row.id, from_epoch_ms(epoch_ms(row.created_at))) for row in picked]
+    halves = {False: rows[: rounds * batch], True: rows[rounds * batch :]}
+    for name in ("final_ids", "apply_outcomes"):
+        for dated, label in ((False, "by id alone"), (True, "by id + created_at")):
+            print(f"  {name:<15} {label:<19} {_measure(engine, name, halves[dated], dated, batch)} per {batch}"
+                  f" (mean of {rounds})")  # fmt: skip
+    with engine.connect() as connection:
+        chunk = rows[:batch]
+        moments = [created for _, created in chunk]
+        explain = text("EXPLAIN " + records._PG_FINAL_DATED.text).bindparams(bindparam("final", expanding=True))
+        plan = connection.execute(
+            explain,
+            {"ids": [id for id, _ in chunk], "created": moments, "lo": min(moments),
+             "hi": max(moments) + timedelta(milliseconds=1), "final": ["sent"]},
+        ).scalars()  # fmt: skip
+        scanned = sum("on notifications_p" in line for line in plan)
+        print(f"  partitions the dated final_ids plan reaches: {scanned} (of {parts})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--peer-records", type=int, default=20_000, help="the slow peer runs on fewer records")
+    parser.add_argument("--partitioned", action="store_true", help="the by-id lookups over day partitions")
+    parser.add_argument("--days", type=int, default=30, help="day partitions filled (--partitioned)")
+    parser.add_argument("--per-day", type=int, default=20_000, help="records per filled day (--partitioned)")
+    parser.add_argument("--rounds", type=int, default=10, help="batches measured per case (--partitioned)")
     args = parser.parse_args()
 
     server = PostgresServer(durable=True)
@@ -106,6 +196,9 @@ def main() -> None:
         server.start()
         engine = make_engine(server.create_database("bench"), pool_size=2)
         migrate.upgrade(engine)
+        if args.partitioned:
+            _partitioned(engine, args.days, args.per_day, 500 if args.batch == 1000 else args.batch, args.rounds)
+            return
         print(f"PostgreSQL (fsync on) write path, {args.records:,} records in batches of {args.batch}:")
         ours = _batched(engine, _rows(args.records), args.batch)
         with engine.begin() as connection:
