@@ -151,20 +151,28 @@ def _measure(engine: Engine, name: str, work: list[tuple[uuid.UUID, datetime]], 
 
 def _partitioned(engine: Engine, days: int, per_day: int, batch: int, rounds: int) -> None:
     _fill_days(engine, days, per_day)
+    pick = text("SELECT id, created_at FROM notifications WHERE created_at >= :since AND created_at < :until"
+                " ORDER BY random() LIMIT :n")  # fmt: skip
+    now = datetime.now(UTC)
     with engine.connect() as connection:
         parts = len(retention.partitions(connection))
         # Records of the latest day (the sender's case): each batch is used once, by one case.
-        picked = connection.execute(
-            text("SELECT id, created_at FROM notifications WHERE created_at >= :since ORDER BY random() LIMIT :n"),
-            {"since": datetime.now(UTC) - timedelta(hours=2), "n": 2 * rounds * batch},
-        ).all()
+        fresh = connection.execute(pick, {"since": now - timedelta(hours=2), "until": now, "n": 3 * rounds * batch})
+        # ... and, for the mixed case, one retry per batch of a record 3 days old.
+        old = connection.execute(pick, {"since": now - timedelta(days=3, hours=2), "until": now - timedelta(days=2),
+                                        "n": rounds})  # fmt: skip
+        # What a message carries: whole ms, as the sender reads it back (from_epoch_ms(epoch_ms(...))).
+        rows, retries = ([(row.id, from_epoch_ms(epoch_ms(row.created_at))) for row in found] for found in (fresh, old))
     print(f"PostgreSQL, {parts} day partitions ({days} of them with {per_day:,} records), batches of {batch}:")
-    # What a message carries: whole ms, as the sender reads it back (from_epoch_ms(epoch_ms(...))).
-    rows = [(row.id, from_epoch_ms(epoch_ms(row.created_at))) for row in picked]
-    halves = {False: rows[: rounds * batch], True: rows[rounds * batch :]}
+    mixed = [item for r in range(rounds) for item in [*rows[(2 * rounds + r) * batch :][: batch - 1], retries[r]]]
+    cases = [
+        ("by id alone", False, rows[: rounds * batch]),
+        ("by id + created_at", True, rows[rounds * batch : 2 * rounds * batch]),
+        ("dated, 1 from 3 days back", True, mixed),
+    ]
     for name in ("final_ids", "apply_outcomes"):
-        for dated, label in ((False, "by id alone"), (True, "by id + created_at")):
-            print(f"  {name:<15} {label:<19} {_measure(engine, name, halves[dated], dated, batch)} per {batch}"
+        for label, dated, work in cases:
+            print(f"  {name:<15} {label:<26} {_measure(engine, name, work, dated, batch)} per {batch}"
                   f" (mean of {rounds})")  # fmt: skip
     with engine.connect() as connection:
         chunk = rows[:batch]

@@ -264,24 +264,27 @@ def test_an_outcome_lands_whether_its_message_dated_the_record_or_not(
     engine = _store_engine(store, request, tmp_path)
     created = datetime.now(UTC).replace(microsecond=654_321)  # not on a whole ms: the message rounds it down
     dated, undated, misdated = rows = [{**_record(None, f"{n:064x}"), "created_at": created} for n in range(3)]
+    retried = {**_record(None, "ff" * 32), "created_at": created - timedelta(days=3)}  # a retry, days later
+    rows.append(retried)
     with engine.begin() as connection:
         records.insert_notifications(connection, rows)
-        known = {row["id"]: _as_its_message_dates_it(created) for row in (dated, undated)}
+        known = {row["id"]: _as_its_message_dates_it(row["created_at"]) for row in (dated, undated, retried)}
         assert records.final_ids(connection, [row["id"] for row in rows], known) == set()
     outcomes = [
         RecordUpdate(dated["id"], NotificationStatus.SENT, status_code=200, created_at=known[dated["id"]]),
         RecordUpdate(undated["id"], NotificationStatus.SENT, status_code=200),  # an older writer's message
         # A wrong date (on PostgreSQL: another day's partition) must cost time, never the outcome.
         RecordUpdate(misdated["id"], NotificationStatus.SENT, created_at=known[dated["id"]] - timedelta(days=1)),
+        RecordUpdate(retried["id"], NotificationStatus.SENT, retry_count=2, created_at=known[retried["id"]]),
     ]
     with engine.begin() as connection:
         applied = records.apply_outcomes(connection, outcomes)
     assert {a.id for a in applied} == {row["id"] for row in rows}
     with engine.connect() as connection:
         statuses = {row.id: row.status for row in connection.execute(select(Notification.id, Notification.status))}
-        assert records.final_ids(connection, [dated["id"], undated["id"]], known) == {dated["id"], undated["id"]}
+        assert records.final_ids(connection, list(known), known) == set(known)
         assert records.final_ids(connection, [row["id"] for row in rows]) == {row["id"] for row in rows}
-        assert records.status_counts(connection) == {"created": 3, "sent": 3}
+        assert records.status_counts(connection) == {"created": 4, "sent": 4}
     assert set(statuses.values()) == {NotificationStatus.SENT}
     # Applied again (a redelivery), dated or not, a final record is left alone and counted once.
     with engine.begin() as connection:

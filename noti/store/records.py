@@ -11,10 +11,10 @@ import functools
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import orjson
 from psycopg.types.json import Jsonb
@@ -241,16 +241,16 @@ _PG_APPLY_DATED = text(
     + _PG_RETURNING
 ).bindparams(bindparam("final", expanding=True))
 _ONE_MS = timedelta(milliseconds=1)
+_Item = TypeVar("_Item")
 
 
 def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) -> list[Applied]:
     dated = [o for o in outcomes if o.created_at is not None]
     undated = [o for o in outcomes if o.created_at is None]
     applied = []
+    for day in _by_day(dated, lambda o: o.created_at):
+        applied += _run_apply(connection, _PG_APPLY_DATED, day, _span(o.created_at for o in day))
     if dated:
-        span = [o.created_at for o in dated if o.created_at is not None]
-        bounds = {"lo": min(span), "hi": max(span) + _ONE_MS}
-        applied += _run_apply(connection, _PG_APPLY_DATED, dated, bounds)
         # One a dated look-up missed is final already (a redelivery) or was dated wrongly: looked up by id
         # alone, so a wrong date costs a probe of every partition, never the outcome.
         hit = {a.id for a in applied}
@@ -258,6 +258,23 @@ def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) 
     if undated:
         applied += _run_apply(connection, _PG_APPLY, undated, {})
     return applied
+
+
+def _by_day(items: Iterable[_Item], created_at: Callable[[_Item], datetime | None]) -> list[list[_Item]]:
+    """``items`` by the UTC day of their created_at, one day's partition each: a batch's span then never
+    stretches over the days between a fresh record and an old one's retry (a plan could scan them)."""
+    days: dict[date, list[_Item]] = {}
+    for item in items:
+        moment = created_at(item)
+        if moment is not None:
+            days.setdefault(moment.astimezone(UTC).date(), []).append(item)
+    return [days[day] for day in sorted(days)]
+
+
+def _span(moments: Iterable[datetime | None]) -> dict[str, datetime]:
+    """The bounds (lo, hi) of the statement: from the first moment to just past the last one's ms."""
+    known = [moment for moment in moments if moment is not None]
+    return {"lo": min(known), "hi": max(known) + _ONE_MS}
 
 
 def _run_apply(
@@ -433,14 +450,10 @@ def final_ids(
     dated = [id for id in ids if id in created_at] if connection.dialect.name == "postgresql" else []
     undated = [id for id in ids if id not in created_at] if dated else list(ids)
     found: set[uuid.UUID] = set()
-    if dated:
-        moments = [created_at[id] for id in dated]
-        rows = connection.execute(
-            _PG_FINAL_DATED,
-            {"ids": dated, "created": moments, "lo": min(moments), "hi": max(moments) + _ONE_MS,
-             "final": list(_FINAL_VALUES)},
-        )  # fmt: skip
-        found.update(row[0] for row in rows)
+    for day in _by_day(dated, created_at.get):
+        moments = [created_at[id] for id in day]
+        values = {"ids": day, "created": moments, "final": list(_FINAL_VALUES), **_span(moments)}
+        found.update(row[0] for row in connection.execute(_PG_FINAL_DATED, values))
     if undated:
         rows = connection.execute(
             select(Notification.id).where(Notification.id.in_(undated), Notification.status.in_(FINAL_STATUSES))
