@@ -42,7 +42,7 @@ from noti.gateway.schemas import (
 )
 from noti.gateway.sends import StreamEntries, route_of, stream_for
 from noti.live_activities import Targets, record_rows, targets_problem, token_query
-from noti.queue import QueuedNotification
+from noti.queue import QueuedNotification, epoch_ms
 from noti.routes import Route
 from noti.store import records
 from noti.store.models import utcnow
@@ -204,7 +204,8 @@ def write_to_tokens(
         queued = by_stream[stream]
         queued.stream = stream
         queued.ids.append(row["id"])
-        message = QueuedNotification(row["id"], row["device_token"], row["app"], content, device_id=row["device_id"])
+        message = QueuedNotification(row["id"], row["device_token"], row["app"], content, device_id=row["device_id"],
+                                     created_at=epoch_ms(row["created_at"]))  # fmt: skip
         queued.entries.append(message.encode())
     return rows, list(by_stream.values())
 

@@ -24,7 +24,7 @@ import orjson
 
 from noti.gateway.errors import ApiError, invalid
 from noti.gateway.ids import idempotent_id, random_id_strings
-from noti.queue import Environment, QueuedNotification, StreamKeys
+from noti.queue import Environment, QueuedNotification, StreamKeys, epoch_ms
 from noti.routes import Route, route_field, unserved
 from noti.store.content import record_columns
 from noti.store.models import NotificationStatus
@@ -135,6 +135,8 @@ def _record(
         "credential": credential,
         "status": NotificationStatus.QUEUED,
         "queued_at": now,
+        # Given, not left to the store: its message carries the same value (records.RecordUpdate.created_at).
+        "created_at": now,
         **record_columns(content),
     }
 
@@ -244,8 +246,9 @@ def settle_sends(
         queued = by_stream.get(stream) or by_stream.setdefault(stream, StreamEntries(stream, [], []))
         queued.ids.append(id)
         message = QueuedNotification(
-            id, row["device_token"], row["app"], send.content, device_id=row["device_id"], trace=send.trace
-        )
+            id, row["device_token"], row["app"], send.content, device_id=row["device_id"], trace=send.trace,
+            created_at=epoch_ms(row["created_at"]),
+        )  # fmt: skip
         queued.entries.append(message.encode())
     return Written(answers, list(by_stream.values()))
 
@@ -308,9 +311,12 @@ def plan_bulk(
     )
 
 
-def bulk_entries(bulk: BulkSend, rows: Sequence[Mapping[str, Any]]) -> list[StreamEntries]:
-    """The stream entries of a bulk send's written ``rows``: one batch per app (and its credential), the
-    content encoded once."""
+def bulk_entries(
+    bulk: BulkSend, rows: Sequence[Mapping[str, Any]], created_at: datetime | None = None
+) -> list[StreamEntries]:
+    """The stream entries of a bulk send's written ``rows`` (created at ``created_at``): one batch per app
+    (and its credential), the content encoded once."""
+    created_ms = epoch_ms(created_at) if created_at is not None else None
     by_app: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_app[row["app"], row["credential"]].append(row)
@@ -325,6 +331,7 @@ def bulk_entries(bulk: BulkSend, rows: Sequence[Mapping[str, Any]]) -> list[Stre
                 app=app,
                 content=bulk.content,
                 trace=bulk.trace,
+                created_at=created_ms,
             ),
         )
         for (app, credential), app_rows in by_app.items()

@@ -117,4 +117,4 @@ def write_bulk(
         written = records.insert_notifications(connection, rows, skip_existing=True)
         queued = [row for row in plan.rows if row["id"] in written]
     accepted = [(str(row["id"]), row["device_token"], row["credential"]) for row in plan.rows]
-    return BulkResult(accepted, plan.not_found, plan.inactive), bulk_entries(bulk, queued)
+    return BulkResult(accepted, plan.not_found, plan.inactive), bulk_entries(bulk, queued, plan.shared["created_at"])

@@ -29,6 +29,7 @@ from noti.queue import (
     campaign_counters,
     campaign_fanout_cursor,
     campaign_settings,
+    epoch_ms,
     pack_entries,
 )
 from noti.store import records
@@ -269,6 +270,7 @@ def _records(
             "credential": credential,
             "status": NotificationStatus.QUEUED,
             "queued_at": now,
+            "created_at": now,  # given, so that its message can carry it (QueuedNotification.created_at)
             **columns,
         }
         for device_id, token, _ in chunk
@@ -319,6 +321,8 @@ async def fan_out(
             app=app,
             content=spec.content,
             campaign=spec.name,
+            # Only a record this run wrote is known to be dated so: one a run before wrote has its own date.
+            created_at=[epoch_ms(row["created_at"]) if row["id"] in chunk.written else None for row in chunk.rows],
         )
         # Atomic and at most once per chunk: a second fan-out of the same campaign (another operator, a
         # resumed run) finds the chunk queued and goes on from where that one ended.
@@ -428,7 +432,7 @@ def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
         with engine.begin() as connection:
             rows = connection.execute(query.order_by(Notification.created_at, Notification.id).limit(chunk)).all()
             outcomes = [
-                RecordUpdate(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED)
+                RecordUpdate(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED, created_at=row.created_at)
                 for row in rows
                 if row.status not in FINAL_STATUSES
             ]

@@ -123,6 +123,7 @@ def record_rows(
             "activity_id": target.activity_id,
             "status": NotificationStatus.QUEUED,
             "queued_at": now,
+            "created_at": now,  # given, so that its message can carry it (QueuedNotification.created_at)
             **columns,
         }
         for id, target in zip(ids, targets, strict=True)

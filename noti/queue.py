@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 import orjson
@@ -198,6 +199,9 @@ class QueuedNotification:
     queued_at: int | None = None
     # The sending request's trace context (W3C traceparent/tracestate, noti.tracing), when traced.
     trace: dict[str, str] | None = None
+    # Its record's created_at, ms since the epoch (``epoch_ms``): lets the sender's updates by id reach
+    # one partition of the records. Optional: a message without it (an older writer's) is still recorded.
+    created_at: int | None = None
 
     def encode(self) -> dict[str, bytes]:
         """The stream entry fields for XADD."""
@@ -216,6 +220,8 @@ class QueuedNotification:
             body["queued_at"] = self.queued_at
         if self.trace:
             body["trace"] = self.trace
+        if self.created_at is not None:
+            body["created_at"] = self.created_at
         return {"v": _VERSION, "n": orjson.dumps(body)}
 
     @staticmethod
@@ -228,14 +234,17 @@ class QueuedNotification:
         content: dict[str, Any],
         campaign: str | None = None,
         trace: dict[str, str] | None = None,
+        created_at: int | Sequence[int | None] | None = None,
     ) -> list[dict[str, bytes]]:
         """What :meth:`encode` gives for each of many first attempts sharing one content.
 
-        The content is serialized once rather than per message (a bulk send's 10,000).
+        The content is serialized once rather than per message (a bulk send's 10,000). ``created_at``
+        is the records' (one for all, or one per id; None where unknown).
         """
         shared = orjson.Fragment(orjson.dumps(content))
+        created = [created_at] * len(ids) if created_at is None or isinstance(created_at, int) else created_at
         entries = []
-        for id, token, device_id in zip(ids, device_tokens, device_ids, strict=True):
+        for id, token, device_id, created_ms in zip(ids, device_tokens, device_ids, created, strict=True):
             body: dict[str, Any] = {"id": str(id), "token": token, "app": app, "content": shared, "attempt": 0}
             if device_id is not None:
                 body["device_id"] = device_id
@@ -243,6 +252,8 @@ class QueuedNotification:
                 body["campaign"] = campaign
             if trace:
                 body["trace"] = trace
+            if created_ms is not None:
+                body["created_at"] = created_ms
             entries.append({"v": _VERSION, "n": orjson.dumps(body)})
         return entries
 
@@ -267,6 +278,7 @@ class QueuedNotification:
                 attempt=int(body.get("attempt", 0)),
                 queued_at=int(body["queued_at"]) if body.get("queued_at") is not None else None,
                 trace=_trace(body.get("trace")),
+                created_at=int(body["created_at"]) if body.get("created_at") is not None else None,
             )
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             raise MessageError(f"malformed notification message: {exc}") from None
@@ -280,6 +292,24 @@ class QueuedNotification:
         if self.queued_at is not None or entry_id is None:
             return self.queued_at
         return entry_time(entry_id)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """``moment`` as whole ms since the epoch, rounded down: a record's created_at in a message.
+
+    A naive ``moment`` is UTC (SQLite gives stored times back without their zone)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The start of the ms ``ms`` (since the epoch) as an aware UTC datetime."""
+    return _EPOCH + ms * _MS
 
 
 def _trace(value: Any) -> dict[str, str] | None:

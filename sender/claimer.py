@@ -7,21 +7,22 @@ import asyncio
 import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
-from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification
+from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification, from_epoch_ms
 from noti.store import records
 
 PAGE = 100  # entries claimed per XAUTOCLAIM call at most
 
 
-def _record_id(fields: dict[bytes, bytes]) -> uuid.UUID | None:
-    """The record id of a stream entry, or None when it is not a message we read (it goes to dead letters)."""
+def _record(fields: dict[bytes, bytes]) -> QueuedNotification | None:
+    """A stream entry's message, or None when it is not a message we read (it goes to dead letters)."""
     try:
-        return QueuedNotification.decode(fields).id
+        return QueuedNotification.decode(fields)
     except MessageError:
         return None
 
@@ -58,8 +59,10 @@ class Claimer:
         next_start, entries = reply[0], reply[1]
         held = holding()
         claimed = [(entry_id, fields) for entry_id, fields in entries if fields and (stream, entry_id) not in held]
-        ids = {entry_id: _record_id(fields) for entry_id, fields in claimed}
-        final = await asyncio.to_thread(self._final_ids, [i for i in ids.values() if i is not None])  # one query
+        messages = {entry_id: _record(fields) for entry_id, fields in claimed}
+        ids = {entry_id: message.id if message else None for entry_id, message in messages.items()}
+        dated = {m.id: from_epoch_ms(m.created_at) for m in messages.values() if m and m.created_at is not None}
+        final = await asyncio.to_thread(self._final_ids, [i for i in ids.values() if i is not None], dated)
         return ClaimedPage(
             to_send=[(entry_id, fields) for entry_id, fields in claimed if ids[entry_id] not in final],
             already_final=[entry_id for entry_id, _ in claimed if ids[entry_id] in final],
@@ -67,6 +70,6 @@ class Claimer:
             last=next_start in (b"0-0", "0-0") or not entries,
         )
 
-    def _final_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        with self._engine.connect() as connection:
-            return records.final_ids(connection, ids)
+    def _final_ids(self, ids: list[uuid.UUID], created_at: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:
+        with self._engine.connect() as connection:  # one query (two when some messages are undated)
+            return records.final_ids(connection, ids, created_at)

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from noti.apns.client import APNsClient, APNsResult
 from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
-from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification, StreamKeys
+from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification, StreamKeys, from_epoch_ms
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
 from noti.sender.policy import NOT_FOR_TOPIC, Finish, Limits, Retry, StopCredential, TopicEvidence, decide
@@ -186,6 +186,7 @@ class Deliverer:
             sent_at=utcnow() if status is NotificationStatus.SENT else None,
             apns_unique_id=result.apns_unique_id if result else None,
             invalidated_at=invalidated_at(result) if result and status is NotificationStatus.INVALID_TOKEN else None,
+            created_at=from_epoch_ms(message.created_at) if message.created_at is not None else None,
         )
         self._recorder.add(Finished(stream, entry_id, outcome))
 

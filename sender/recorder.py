@@ -127,7 +127,8 @@ class Recorder:
                       type(getattr(exc, "orig", exc)).__name__)  # fmt: skip
             with self._engine.begin() as connection:
                 records.apply_outcomes(connection, [RecordUpdate(outcome.id, NotificationStatus.FAILED,
-                                                            outcome.retry_count, apns_reason=REFUSED)])  # fmt: skip
+                                                            outcome.retry_count, apns_reason=REFUSED,
+                                                            created_at=outcome.created_at)])  # fmt: skip
 
     async def _ack(self, batch: list[Finished]) -> None:
         """XACK and XDEL the batch's entries: safe to repeat, so a lost reply is simply retried.

@@ -20,10 +20,11 @@ from noti.campaigns import (
     Audience,
     CampaignError,
     CampaignSpec,
+    _write_chunk,
     cancel,
     fan_out,
 )
-from noti.queue import QueuedNotification, StreamKeys, campaign_counters, campaign_fanout_cursor
+from noti.queue import QueuedNotification, StreamKeys, campaign_counters, campaign_fanout_cursor, epoch_ms
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, TokenKind
@@ -349,3 +350,23 @@ def test_the_crd_declares_exactly_the_live_activity_fields_a_campaign_sends() ->
     (version,) = crd["spec"]["versions"]
     declared = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["liveActivity"]["properties"]
     assert set(declared) == set(LIVE_ACTIVITY_FIELDS)
+
+
+async def test_fan_out_messages_date_the_records_they_wrote_and_only_those(
+    clean_db: Engine, aredis: aioredis.Redis
+) -> None:
+    _seed(clean_db, 90)
+    spec = CampaignSpec.from_manifest(_manifest({"allDevices": True}))
+    # As if an operator died after writing the first chunk's records, before queueing them.
+    first = _write_chunk(clean_db, spec, APP, CREDENTIAL.credential, 0, 30)
+    await fan_out(clean_db, aredis, CREDENTIAL, spec, app=APP, chunk_size=30)
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.id, Notification.created_at)).all()
+    stored = {row.id: row.created_at for row in rows}
+    entries = await aredis.xrange(CREDENTIAL.campaign_stream(spec.name))
+    queued = {m.id: m.created_at for m in (QueuedNotification.decode(fields) for _, fields in entries)}
+    assert set(queued) == set(stored) and first.written
+    # The records the run before wrote keep their own date, which this run does not know: undated.
+    assert {id: queued[id] for id in first.written} == dict.fromkeys(first.written)
+    later = set(stored) - first.written
+    assert later and {id: queued[id] for id in later} == {id: epoch_ms(stored[id]) for id in later}

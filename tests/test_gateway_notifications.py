@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import Engine, func, select, update
 
 from harness.gateway import APP, credential_of, serve, stream_of
-from noti.queue import QueuedNotification
+from noti.queue import QueuedNotification, epoch_ms
 from noti.store.models import Notification
 
 STREAM = stream_of(APP, "sandbox")
@@ -335,3 +335,29 @@ async def test_each_send_goes_to_the_credential_serving_its_app_and_says_which(
     assert [m.device_token for m in stream_messages(clean_redis, "noti:{team-b/push}:tx")] == [token(11)]
     history = (await client.get("/api/notifications/", params={"app": "com.tenant.app"})).json()["results"]
     assert [item["credential"] for item in history] == [served_by]
+
+
+async def test_every_queued_message_dates_its_record_exactly(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    # The sender finds a record by id and created_at (one day's partition): a message dated otherwise would
+    # make its outcome look in the wrong place. Single, idempotent single, bulk (COPY) and idempotent bulk.
+    for n in range(3):
+        await register(client, n)
+    sends = [
+        await client.post("/api/notifications/", json={"device_token": token(0), "body": "one"}),
+        await client.post(
+            "/api/notifications/", json={"device_token": token(1), "body": "two"}, headers={"Idempotency-Key": "s"}
+        ),
+        await client.post("/api/notifications/bulk", json={"device_tokens": [token(0), token(2)], "body": "all"}),
+        await client.post(
+            "/api/notifications/bulk", json={"device_tokens": [token(1), token(2)]}, headers={"Idempotency-Key": "b"}
+        ),
+    ]
+    assert [response.status_code for response in sends] == [202] * 4
+    with clean_db.connect() as connection:
+        rows = connection.execute(select(Notification.id, Notification.created_at)).all()
+    stored = {row.id: row.created_at for row in rows}
+    queued = {message.id: message.created_at for message in stream_messages(clean_redis)}
+    assert len(stored) == len(queued) == 6
+    assert queued == {id: epoch_ms(created) for id, created in stored.items()}

@@ -15,8 +15,9 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from harness.apns import SimulatorProcess
-from harness.gateway import APP, StoreGateway
+from harness.gateway import APP, StoreGateway, stream_of
 from harness.sender import final_count
+from noti.queue import QueuedNotification, epoch_ms
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
 from noti.store.models import Device, DeviceToken, Notification
@@ -326,3 +327,19 @@ async def test_an_inactive_device_gets_no_live_activity(client: httpx.AsyncClien
     with clean_db.begin() as connection:
         connection.execute(update(Device).values(is_active=False))
     assert (await client.post("/api/live-activities/", json={**START, "all_devices": True})).status_code == 404
+
+
+async def test_live_activity_and_voip_messages_date_their_records_exactly(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    # The sender finds each record by id and created_at (one day's partition), so the two must agree.
+    await _device(client)
+    await _token(client, kind="push_to_start", token=START_TOKEN, attributes_type="DeliveryAttributes")
+    await _token(client, kind="voip", token=VOIP_TOKEN)
+    started = await client.post("/api/live-activities/", json={**START, "device_token": DEVICE})
+    voip = await client.post(f"/api/devices/{DEVICE}/voip/", json={"data": {"call": "42"}})
+    assert (started.status_code, voip.status_code) == (202, 202), (started.text, voip.text)
+    ids = {uuid.UUID(started.json()["notifications"][0]["id"]), uuid.UUID(voip.json()["id"])}
+    queued = {m.id: m.created_at for m in (QueuedNotification.decode(f) for _, f in clean_redis.xrange(stream_of(APP)))}
+    assert set(queued) == ids
+    assert queued == {id: epoch_ms(_record(clean_db, str(id)).created_at) for id in ids}

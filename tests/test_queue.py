@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 import redis
 
-from noti.queue import MessageError, QueuedNotification, StreamKeys
+from noti.queue import MessageError, QueuedNotification, StreamKeys, epoch_ms, from_epoch_ms
 
 
 def _message() -> QueuedNotification:
@@ -100,3 +101,20 @@ def test_a_message_of_an_older_gateway_without_a_date_still_reads() -> None:
     body = {"id": str(uuid.uuid4()), "token": "ab" * 32, "app": "com.example.app", "content": {}, "attempt": 0}
     message = QueuedNotification.decode({b"v": b"1", b"n": orjson.dumps(body)})
     assert message.queued_at is None
+
+
+def test_a_message_carries_its_records_created_at_through_encoding_and_retries() -> None:
+    created = datetime(2026, 12, 1, 9, 30, 15, 123_987, tzinfo=UTC)
+    content = {"body": "hi"}
+    message = QueuedNotification(uuid.uuid4(), "ab" * 32, "com.example.app", content, created_at=epoch_ms(created))
+    read = QueuedNotification.decode(message.encode())
+    assert read.created_at is not None and from_epoch_ms(read.created_at) == created.replace(microsecond=123_000)
+    assert read.next_attempt(b"1764590400123-0").created_at == read.created_at  # a retry updates the same record
+    together = QueuedNotification.encode_many(
+        [message.id, uuid.uuid4()], ["ab" * 32, "cd" * 32], [None, None], app="com.example.app",
+        content={"body": "hi"}, created_at=[epoch_ms(created), None],
+    )  # fmt: skip
+    assert together[0] == message.encode()
+    assert QueuedNotification.decode(together[1]).created_at is None  # unknown: the message still reads
+    # A naive time (as SQLite gives stored ones back) is UTC.
+    assert epoch_ms(created.replace(tzinfo=None)) == epoch_ms(created)

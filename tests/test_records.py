@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, bindparam, func, insert, select, text
 
-from noti.store import migrate, records
+from noti.queue import epoch_ms, from_epoch_ms
+from noti.store import migrate, records, retention
 from noti.store.db import make_engine
 from noti.store.models import Device, Notification, NotificationStatus
 from noti.store.records import RecordUpdate
@@ -239,3 +241,74 @@ def test_insert_skipping_existing_stores_what_a_plain_insert_stores(clean_db: En
     assert _stored(clean_db) == _stored(expected_engine)
     with clean_db.connect() as connection:
         assert records.status_counts(connection) == {"created": 3}
+
+
+def _store_engine(store: str, request: pytest.FixtureRequest, tmp_path: Any) -> Engine:
+    if store == "postgresql":
+        engine: Engine = request.getfixturevalue("clean_db")
+        return engine
+    engine = make_engine(f"sqlite:///{tmp_path}/noti.db")
+    migrate.upgrade(engine)
+    return engine
+
+
+def _as_its_message_dates_it(created_at: datetime) -> datetime:
+    """A record's created_at as the sender has it: whole ms, from the stream message."""
+    return from_epoch_ms(epoch_ms(created_at))
+
+
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_an_outcome_lands_whether_its_message_dated_the_record_or_not(
+    store: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    engine = _store_engine(store, request, tmp_path)
+    created = datetime.now(UTC).replace(microsecond=654_321)  # not on a whole ms: the message rounds it down
+    dated, undated, misdated = rows = [{**_record(None, f"{n:064x}"), "created_at": created} for n in range(3)]
+    retried = {**_record(None, "ff" * 32), "created_at": created - timedelta(days=3)}  # a retry, days later
+    rows.append(retried)
+    with engine.begin() as connection:
+        records.insert_notifications(connection, rows)
+        known = {row["id"]: _as_its_message_dates_it(row["created_at"]) for row in (dated, undated, retried)}
+        assert records.final_ids(connection, [row["id"] for row in rows], known) == set()
+    outcomes = [
+        RecordUpdate(dated["id"], NotificationStatus.SENT, status_code=200, created_at=known[dated["id"]]),
+        RecordUpdate(undated["id"], NotificationStatus.SENT, status_code=200),  # an older writer's message
+        # A wrong date (on PostgreSQL: another day's partition) must cost time, never the outcome.
+        RecordUpdate(misdated["id"], NotificationStatus.SENT, created_at=known[dated["id"]] - timedelta(days=1)),
+        RecordUpdate(retried["id"], NotificationStatus.SENT, retry_count=2, created_at=known[retried["id"]]),
+    ]
+    with engine.begin() as connection:
+        applied = records.apply_outcomes(connection, outcomes)
+    assert {a.id for a in applied} == {row["id"] for row in rows}
+    with engine.connect() as connection:
+        statuses = {row.id: row.status for row in connection.execute(select(Notification.id, Notification.status))}
+        assert records.final_ids(connection, list(known), known) == set(known)
+        assert records.final_ids(connection, [row["id"] for row in rows]) == {row["id"] for row in rows}
+        assert records.status_counts(connection) == {"created": 4, "sent": 4}
+    assert set(statuses.values()) == {NotificationStatus.SENT}
+    # Applied again (a redelivery), dated or not, a final record is left alone and counted once.
+    with engine.begin() as connection:
+        assert records.apply_outcomes(connection, outcomes) == []
+
+
+def test_a_dated_look_up_reaches_only_its_days_partition(clean_db: Engine) -> None:
+    with clean_db.begin() as connection:
+        assert retention.is_partitioned(connection)
+        partitions = len(retention.partitions(connection))
+    moment = _as_its_message_dates_it(datetime.now(UTC))
+    values = {
+        "ids": [uuid.uuid4()], "statuses": ["sent"], "retries": [0], "apns_ids": [None], "reasons": [None],
+        "codes": [None], "sent": [None], "unique_ids": [None], "created": [moment], "lo": moment,
+        "hi": moment + timedelta(milliseconds=1), "final": ["sent"],
+    }  # fmt: skip
+
+    def reached(statement: Any) -> int:
+        explain = text("EXPLAIN " + statement.text).bindparams(bindparam("final", expanding=True))
+        with clean_db.connect() as connection:
+            plan = "\n".join(connection.execute(explain, values).scalars())
+        return len(set(re.findall(r"\bnotifications_(?:p\d{8}|default)\b", plan)))
+
+    assert partitions >= 3
+    assert reached(records._PG_APPLY_DATED) == 1
+    assert reached(records._PG_FINAL_DATED) == 1
+    assert reached(records._PG_APPLY) > partitions  # every day's, and the default one

@@ -101,6 +101,7 @@ async def test_a_send_with_every_field_set_is_queued_again_unchanged_by_the_dev_
         await client.aclose()
     _, requeued = entries_of(clean_redis, id)
     assert (requeued.device_token, requeued.app) == (TOKEN, APP)
+    assert requeued.created_at == sent.created_at is not None  # dated as stored: its outcome finds the record
     assert as_json_numbers(requeued.content) == expected
 
     # The admin's resend of the record once it failed: a new notification with the same content.

@@ -27,7 +27,7 @@ from noti.apns.tokens import load_signing_key
 from noti.dev.datadir import DataDir, DevError, RuntimeInfo, create_private, dev_signing_key
 from noti.dev.embedded_redis import EmbeddedRedis
 from noti.dev.memory import limit_malloc_arenas, release_engine, return_idle_memory
-from noti.queue import QueuedNotification, StreamKeys
+from noti.queue import QueuedNotification, StreamKeys, epoch_ms
 from noti.routes import Route, apple_identity
 from noti.settings import Settings
 from noti.store import migrate
@@ -303,8 +303,9 @@ async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: Stream
     def unfinished() -> list[QueuedNotification]:
         columns = [getattr(Notification, name) for name in RECORD_COLUMNS]
         query = select(
-            Notification.id, Notification.device_token, Notification.device_id, Notification.campaign, *columns
-        ).where(Notification.app == app, Notification.status.notin_(FINAL_STATUSES))
+            Notification.id, Notification.device_token, Notification.device_id, Notification.campaign,
+            Notification.created_at, *columns,
+        ).where(Notification.app == app, Notification.status.notin_(FINAL_STATUSES))  # fmt: skip
         with engine.connect() as connection:
             rows = connection.execute(query).all()
         return [
@@ -315,6 +316,7 @@ async def requeue_unfinished(engine: Engine, redis: aioredis.Redis, keys: Stream
                 content=record_content(row),
                 device_id=row.device_id,
                 campaign=row.campaign,
+                created_at=epoch_ms(row.created_at),
             )
             for row in rows
         ]

@@ -11,10 +11,10 @@ import functools
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import orjson
 from psycopg.types.json import Jsonb
@@ -53,6 +53,9 @@ class RecordUpdate:
     # When APNs says the token stopped being valid (a 410's timestamp): a device registered
     # after it keeps its new registration and stays active.
     invalidated_at: datetime | None = None
+    # The record's created_at, to the ms (rounded down, as its message carries it), when known: the update
+    # then looks in that day's partition only, not in every one (PostgreSQL). None: looked up by id alone.
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,25 +219,69 @@ def claim_idempotency_keys(connection: Connection, fingerprints: Mapping[str, st
     return claimed
 
 
-_PG_APPLY = text(
-    """
+_PG_SET = """
     UPDATE notifications AS n
        SET status = v.status, retry_count = v.retry_count, apns_id = v.apns_id,
            apns_reason = v.apns_reason, status_code = v.status_code, sent_at = v.sent_at,
            apns_unique_id = v.apns_unique_id
       FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS varchar[]), CAST(:retries AS int[]),
                   CAST(:apns_ids AS varchar[]), CAST(:reasons AS varchar[]), CAST(:codes AS smallint[]),
-                  CAST(:sent AS timestamptz[]), CAST(:unique_ids AS varchar[]))
-           AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at, apns_unique_id)
+                  CAST(:sent AS timestamptz[]), CAST(:unique_ids AS varchar[]), CAST(:created AS timestamptz[]))
+           AS v(id, status, retry_count, apns_id, apns_reason, status_code, sent_at, apns_unique_id, created_at)
      WHERE n.id = v.id AND n.status NOT IN :final
-    RETURNING n.id, n.app, n.device_id, n.created_at, n.status, n.campaign, n.token_id
-    """
+"""
+_PG_RETURNING = " RETURNING n.id, n.app, n.device_id, n.created_at, n.status, n.campaign, n.token_id"
+_PG_APPLY = text(_PG_SET + _PG_RETURNING).bindparams(bindparam("final", expanding=True))
+# With each record's created_at (to the ms): the batch's span as constants prunes the partitions when the
+# statement is planned, each row's ms narrows its probe to its own partition as the join runs.
+_PG_APPLY_DATED = text(
+    _PG_SET
+    + "   AND n.created_at >= :lo AND n.created_at < :hi"
+    + "   AND n.created_at >= v.created_at AND n.created_at < v.created_at + interval '1 millisecond'"
+    + _PG_RETURNING
 ).bindparams(bindparam("final", expanding=True))
+_ONE_MS = timedelta(milliseconds=1)
+_Item = TypeVar("_Item")
 
 
 def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) -> list[Applied]:
+    dated = [o for o in outcomes if o.created_at is not None]
+    undated = [o for o in outcomes if o.created_at is None]
+    applied = []
+    for day in _by_day(dated, lambda o: o.created_at):
+        applied += _run_apply(connection, _PG_APPLY_DATED, day, _span(o.created_at for o in day))
+    if dated:
+        # One a dated look-up missed is final already (a redelivery) or was dated wrongly: looked up by id
+        # alone, so a wrong date costs a probe of every partition, never the outcome.
+        hit = {a.id for a in applied}
+        undated += [o for o in dated if o.id not in hit]
+    if undated:
+        applied += _run_apply(connection, _PG_APPLY, undated, {})
+    return applied
+
+
+def _by_day(items: Iterable[_Item], created_at: Callable[[_Item], datetime | None]) -> list[list[_Item]]:
+    """``items`` by the UTC day of their created_at, one day's partition each: a batch's span then never
+    stretches over the days between a fresh record and an old one's retry (a plan could scan them)."""
+    days: dict[date, list[_Item]] = {}
+    for item in items:
+        moment = created_at(item)
+        if moment is not None:
+            days.setdefault(moment.astimezone(UTC).date(), []).append(item)
+    return [days[day] for day in sorted(days)]
+
+
+def _span(moments: Iterable[datetime | None]) -> dict[str, datetime]:
+    """The bounds (lo, hi) of the statement: from the first moment to just past the last one's ms."""
+    known = [moment for moment in moments if moment is not None]
+    return {"lo": min(known), "hi": max(known) + _ONE_MS}
+
+
+def _run_apply(
+    connection: Connection, statement: Any, outcomes: Sequence[RecordUpdate], extra: Mapping[str, Any]
+) -> list[Applied]:
     result = connection.execute(
-        _PG_APPLY,
+        statement,
         {
             "ids": [o.id for o in outcomes],
             "statuses": [o.status.value for o in outcomes],
@@ -244,7 +291,9 @@ def _apply_postgresql(connection: Connection, outcomes: Sequence[RecordUpdate]) 
             "codes": [o.status_code for o in outcomes],
             "sent": [o.sent_at for o in outcomes],
             "unique_ids": [o.apns_unique_id for o in outcomes],
+            "created": [o.created_at for o in outcomes],
             "final": list(_FINAL_VALUES),
+            **extra,
         },
     )
     return [
@@ -386,14 +435,42 @@ def _update_devices(
         connection.execute(statement, rows)
 
 
-def final_ids(connection: Connection, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of ``ids`` already have a final record (redelivered messages to ack, not resend)."""
+def final_ids(
+    connection: Connection, ids: Sequence[uuid.UUID], created_at: Mapping[uuid.UUID, datetime] | None = None
+) -> set[uuid.UUID]:
+    """Which of ``ids`` already have a final record (redelivered messages to ack, not resend).
+
+    ``created_at``: the records' created_at to the ms (rounded down) where known; on PostgreSQL those
+    are looked up in their own partition rather than in every one. (Most claimed entries are not final,
+    so a miss is not looked up again by id alone: that would probe every partition for each of them.)
+    """
     if not ids:
         return set()
-    rows = connection.execute(
-        select(Notification.id).where(Notification.id.in_(ids), Notification.status.in_(FINAL_STATUSES))
-    )
-    return {row[0] for row in rows}
+    created_at = created_at or {}
+    dated = [id for id in ids if id in created_at] if connection.dialect.name == "postgresql" else []
+    undated = [id for id in ids if id not in created_at] if dated else list(ids)
+    found: set[uuid.UUID] = set()
+    for day in _by_day(dated, created_at.get):
+        moments = [created_at[id] for id in day]
+        values = {"ids": day, "created": moments, "final": list(_FINAL_VALUES), **_span(moments)}
+        found.update(row[0] for row in connection.execute(_PG_FINAL_DATED, values))
+    if undated:
+        rows = connection.execute(
+            select(Notification.id).where(Notification.id.in_(undated), Notification.status.in_(FINAL_STATUSES))
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+_PG_FINAL_DATED = text(
+    """
+    SELECT n.id FROM notifications AS n
+      JOIN unnest(CAST(:ids AS uuid[]), CAST(:created AS timestamptz[])) AS v(id, created_at) ON n.id = v.id
+     WHERE n.created_at >= :lo AND n.created_at < :hi
+       AND n.created_at >= v.created_at AND n.created_at < v.created_at + interval '1 millisecond'
+       AND n.status IN :final
+    """
+).bindparams(bindparam("final", expanding=True))
 
 
 def status_counts(
