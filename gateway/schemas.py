@@ -346,11 +346,11 @@ class NotificationIn(Content):
 
 def _one_audience_schema(schema: dict[str, Any]) -> None:
     """Say in the schema what ``BulkIn`` checks: exactly one audience, a list (null is the same as leaving it out)."""
-    for name in ("device_tokens", "owner_ids"):
+    for name in ("device_tokens", "owners"):
         field = schema["properties"][name]
         field.update(next(variant for variant in field.pop("anyOf") if variant.get("type") != "null"))
         field.pop("default", None)
-    schema["oneOf"] = [{"required": ["device_tokens"]}, {"required": ["owner_ids"]}]
+    schema["oneOf"] = [{"required": ["device_tokens"]}, {"required": ["owners"]}]
 
 
 class BulkIn(Content):
