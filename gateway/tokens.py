@@ -28,7 +28,10 @@ from noti.store.models import DeviceToken, TokenKind
 from noti.store.tokens import TokenFields, kind_problem, upsert_tokens
 
 router = SlashRouter(tags=["tokens"], responses=AUTH_RESPONSES)
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "No such device or token"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Error, "description": "No such device or token"},
+    409: {"model": Error, "description": "The device token is registered for several apps: give ?app="},
+}
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 
 
