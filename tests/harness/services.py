@@ -255,8 +255,8 @@ def clean_db(engine: Engine) -> Engine:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE notifications, device_tokens, devices, device_owners, api_keys, notification_counts"
-                " RESTART IDENTITY"
+                "TRUNCATE notifications, device_tokens, devices, device_owners, api_keys, notification_counts,"
+                " broadcast_channels RESTART IDENTITY"
             )
         )
     return engine
