@@ -5,6 +5,12 @@ or every device); an update or end to the update tokens of one activity, or of a
 activities of an attributes type. Each token gets a delivery record and goes through the
 same stream and sender as any notification, as push type ``liveactivity`` on the topic
 ``<bundle id>.push-type.liveactivity``.
+
+An end retires the update tokens it goes to when it is queued (their ``ended_at``), not
+when APNs takes it: from then on updates and ends by owner and attributes type skip that
+activity, an update by its activity id is refused (409), and an end by its id may be sent
+again (in case APNs did not take the first). An ``Idempotency-Key`` makes a retry replay
+the first request's answer, as for notifications.
 """
 
 from __future__ import annotations
@@ -15,18 +21,18 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from noti.apns.payload import InvalidNotification, NotificationContent, PayloadTooLarge, build_payload
 from noti.bundle_id import bundle_id_problem
-from noti.gateway.auth import Scope
+from noti.gateway.auth import Principal, Scope
 from noti.gateway.context import gateway, require
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
 from noti.gateway.ids import new_id
-from noti.gateway.notifications import default_environment
+from noti.gateway.notifications import IdempotencyKey, default_environment
 from noti.gateway.routing import SlashRouter
 from noti.gateway.schemas import (
     BULK_MAX,
@@ -40,12 +46,14 @@ from noti.gateway.schemas import (
     json_problem,
     normalize_token,
 )
-from noti.gateway.sends import StreamEntries, route_of, stream_for
-from noti.live_activities import Targets, record_rows, targets_problem, token_query
+from noti.gateway.sends import StreamEntries, fingerprint, route_of, stream_for
+from noti.gateway.writes import replayed_records
+from noti.live_activities import Targets, record_rows, still_running, targets_problem, token_query
 from noti.queue import QueuedNotification, epoch_ms
 from noti.routes import Route
 from noti.store import records
-from noti.store.models import utcnow
+from noti.store.models import DeviceToken, utcnow
+from noti.store.tokens import end_activities
 
 router = SlashRouter(tags=["live activities"], responses=AUTH_RESPONSES)
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
@@ -166,15 +174,23 @@ def write_live_activity(
     content: dict[str, Any],
     environment: Literal["sandbox", "production"],
     routes: Mapping[str, Route],
+    idempotency_key: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
-    """Write a record per token ``targets`` reach; the records and their stream entries. Call in a transaction."""
-    found = connection.execute(token_query(targets, connection.dialect.name).limit(BULK_MAX + 1)).all()
+    """Write a record per token ``targets`` reach, and mark the activities an end goes to ended; the records
+    and their stream entries. Call in a transaction."""
+    query = token_query(targets, connection.dialect.name).order_by(DeviceToken.id).limit(BULK_MAX + 1)
+    found, ended = still_running(targets, connection.execute(query).all())
+    if ended is not None:
+        raise ApiError(409, ended)
     if len(found) > BULK_MAX:
         raise invalid("body", f"more than {BULK_MAX} tokens match: use a NotificationCampaign for an audience this big")
     if not found:
         what = "push-to-start token of this attributes type" if targets.event == "start" else "update token"
         raise ApiError(404, f"no active {what} matches; register tokens with POST /api/devices/<token>/tokens/")
-    return write_to_tokens(connection, found, content, environment, routes)
+    written = write_to_tokens(connection, found, content, environment, routes, idempotency_key)
+    if targets.event == "end":
+        end_activities(connection, [row.id for row in found])
+    return written
 
 
 def write_to_tokens(
@@ -183,6 +199,7 @@ def write_to_tokens(
     content: dict[str, Any],
     environment: Literal["sandbox", "production"],
     routes: Mapping[str, Route],
+    idempotency_key: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
     """Write a record of ``content`` per token ``found`` (rows of ``token_query``'s shape), each for the
     credential serving its app; the records and their stream entries, per credential's stream. Raises the
@@ -197,6 +214,8 @@ def write_to_tokens(
             raise route
         credentials[app] = route.credential
     rows = record_rows(found, content, [new_id() for _ in found], utcnow(), credentials=credentials)
+    for row in rows:  # a retry with the key finds the records (replayed_records)
+        row["idempotency_key"] = idempotency_key
     records.insert_notifications(connection, rows)
     by_stream: dict[str, StreamEntries] = defaultdict(lambda: StreamEntries("", [], []))
     for row in rows:
@@ -215,26 +234,40 @@ def write_to_tokens(
     response_model=LiveActivityAccepted,
     status_code=202,
     responses={
+        200: {"model": LiveActivityAccepted, "description": "A retry of an Idempotency-Key seen before: nothing sent"},
         404: {"model": Error, "description": "No active token matches"},
-        422: {"model": Error, "description": "Invalid input, or a push ActivityKit would not take"},
+        409: {"model": Error, "description": "An update to an activity that has ended (an end was sent to it)"},
+        422: {"model": Error, "description": "Invalid input, a push ActivityKit would not take, or a reused key"},
     },
     summary="Start, update or end Live Activities (event start, update or end)",
 )
 async def send_live_activity(
-    body: LiveActivityIn, request: Request, _: Annotated[Any, Depends(require(Scope.SEND))]
+    body: LiveActivityIn,
+    request: Request,
+    response: Response,
+    principal: Annotated[Principal, Depends(require(Scope.SEND))],
+    idempotency_key: IdempotencyKey = None,
 ) -> LiveActivityAccepted:
     state = gateway(request)
     content = checked(body)
     environment = body.environment or default_environment(state.settings)
+    key = f"{principal.prefix}:{idempotency_key}" if idempotency_key else None
+    # The body, not the content: the content's default timestamp differs between a request and its retry.
+    asked = fingerprint(send="live_activity", body=body.model_dump(mode="json"), env=environment)
 
     routes = await state.enqueuer.routes.current()
 
-    def write() -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+    def write() -> tuple[list[dict[str, Any]], list[StreamEntries], bool]:
         with state.engine.begin() as connection:
-            return write_live_activity(connection, body.targets(), content, environment, routes)
+            if key is not None and (before := replayed_records(connection, key, asked)):
+                return before, [], True
+            return (*write_live_activity(connection, body.targets(), content, environment, routes, key), False)
 
-    rows, entries = await run_in_threadpool(write)
+    rows, entries, replayed = await run_in_threadpool(write)
     await state.enqueuer.queue(entries)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return LiveActivityAccepted(
         count=len(rows),
         notifications=[

@@ -12,21 +12,26 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from noti.apns.payload import device_token_problem
-from noti.gateway.auth import Scope
+from noti.gateway.auth import Principal, Scope
 from noti.gateway.context import gateway, require
 from noti.gateway.devices import find_device
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
 from noti.gateway.live_activities import write_to_tokens
-from noti.gateway.notifications import default_environment
+from noti.gateway.notifications import IdempotencyKey, default_environment
 from noti.gateway.payloads import checked_content
 from noti.gateway.routing import SlashRouter
 from noti.gateway.schemas import App, Content, Environment, Error, Text, Timestamp, Token, normalize_token
-from noti.gateway.sends import StreamEntries
-from noti.store.models import Device, DeviceToken, TokenKind
+from noti.gateway.sends import StreamEntries, fingerprint
+from noti.gateway.writes import replayed_records
+from noti.live_activities import active_tokens
+from noti.store.models import DeviceToken, TokenKind
 from noti.store.tokens import TokenFields, kind_problem, upsert_tokens
 
 router = SlashRouter(tags=["tokens"], responses=AUTH_RESPONSES)
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "No such device or token"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Error, "description": "No such device or token"},
+    409: {"model": Error, "description": "The device token is registered for several apps: give ?app="},
+}
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 
 
@@ -61,6 +66,9 @@ class TokenOut(BaseModel):
     is_active: bool = Field(description="false once APNs answered 410 for it (until registered again)")
     registered_at: Timestamp
     retired_at: Timestamp | None
+    ended_at: Timestamp | None = Field(
+        description="update tokens: when an end was sent to the activity (it takes no more updates)"
+    )
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -83,6 +91,7 @@ def token_out(row: DeviceToken, device_token: str, app: str) -> TokenOut:
         is_active=row.is_active,
         registered_at=row.registered_at,
         retired_at=row.retired_at,
+        ended_at=row.ended_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -160,40 +169,50 @@ class VoipAccepted(BaseModel):
     "/api/devices/{token}/voip/",
     response_model=VoipAccepted,
     status_code=202,
-    responses={**_NOT_FOUND, 422: {"model": Error, "description": "Invalid input, or an oversize payload"}},
+    responses={
+        200: {"model": VoipAccepted, "description": "A retry of an Idempotency-Key seen before: nothing sent"},
+        **_NOT_FOUND,
+        422: {"model": Error, "description": "Invalid input, an oversize payload, or a reused Idempotency-Key"},
+    },
     summary="Send a VoIP (PushKit) push to the device's VoIP token",
 )
 async def send_voip(
     token: Token,
     body: Content,
     request: Request,
-    _: Annotated[Any, Depends(require(Scope.SEND))],
+    response: Response,
+    principal: Annotated[Principal, Depends(require(Scope.SEND))],
     app: Annotated[App | None, Query()] = None,
     environment: Environment | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> VoipAccepted:
     state = gateway(request)
     if body.push_type not in ("alert", "voip"):  # alert: the default, when none was given
         raise invalid("body.push_type", "a VoIP token takes push type voip")
     content = checked_content(body.model_copy(update={"push_type": "voip"}))
     where = environment or default_environment(state.settings)
+    key = f"{principal.prefix}:{idempotency_key}" if idempotency_key else None
+    asked = fingerprint(send="voip", device_token=normalize_token(token), app=app, env=where, content=content)
 
     routes = await state.enqueuer.routes.current()
 
-    def write() -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+    def write() -> tuple[list[dict[str, Any]], list[StreamEntries], bool]:
         with Session(state.engine) as session, session.begin():
+            if key is not None and (before := replayed_records(session.connection(), key, asked)):
+                return before, [], True
             device, _owner = find_device(session, token, app)
             found = session.execute(
-                select(DeviceToken.id, DeviceToken.token, DeviceToken.device_id, Device.app, DeviceToken.activity_id)
-                .join(Device, DeviceToken.device_id == Device.id)
-                .where(DeviceToken.device_id == device.id, DeviceToken.kind == TokenKind.VOIP)
-                .where(DeviceToken.is_active.is_(True), Device.is_active.is_(True))
+                active_tokens().where(DeviceToken.device_id == device.id, DeviceToken.kind == TokenKind.VOIP)
             ).all()
             if not found:
                 raise ApiError(404, "this device has no active VoIP token; register one with kind voip")
-            return write_to_tokens(session.connection(), found, content, where, routes)
+            return (*write_to_tokens(session.connection(), found, content, where, routes, key), False)
 
-    rows, entries = await run_in_threadpool(write)
+    rows, entries, replayed = await run_in_threadpool(write)
     await state.enqueuer.queue(entries)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return VoipAccepted(id=rows[0]["id"], token=rows[0]["device_token"])
 
 

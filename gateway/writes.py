@@ -92,14 +92,32 @@ def write_sends(connection: Connection, sends: Sequence[Send], routes: Mapping[s
     return settle_sends(sends, plan, written, {**known, **_statuses(connection, lost)})
 
 
+def claim_key(connection: Connection, key: str, asked: str) -> None:
+    """Claim Idempotency-Key ``key`` (``<API key prefix>:<header>``) for the request of fingerprint ``asked``,
+    or find it claimed by the same request before; the 422 when another request used it."""
+    if records.claim_idempotency_keys(connection, {key: asked})[key] != asked:
+        raise invalid("header.Idempotency-Key", KEY_REUSED)
+
+
+def replayed_records(connection: Connection, key: str, asked: str) -> list[dict[str, Any]]:
+    """Claim ``key`` as :func:`claim_key` does; the records the request wrote when it came before with this
+    key (id, device_token, activity_id, in token order), none on its first use. For sends to tokens by
+    kind, whose records carry their key. Call in a transaction."""
+    claim_key(connection, key, asked)
+    query = (
+        select(Notification.id, Notification.device_token, Notification.activity_id)
+        .where(Notification.idempotency_key == key)
+        .order_by(Notification.token_id, Notification.id)
+    )
+    return [row._asdict() for row in connection.execute(query)]
+
+
 def write_bulk(
     connection: Connection, bulk: BulkSend, routes: Mapping[str, Route]
 ) -> tuple[BulkResult, list[StreamEntries]]:
     """Write the records of a bulk send, each for the credential of its route; call inside a transaction."""
     if bulk.idempotency_key is not None and bulk.fingerprint is not None:
-        claimed = records.claim_idempotency_keys(connection, {bulk.idempotency_key: bulk.fingerprint})
-        if claimed[bulk.idempotency_key] != bulk.fingerprint:
-            raise invalid("header.Idempotency-Key", KEY_REUSED)
+        claim_key(connection, bulk.idempotency_key, bulk.fingerprint)
     query = _DEVICE_COLUMNS
     if bulk.tokens is not None:
         query = query.where(_one_of(Device.device_token, list(dict.fromkeys(bulk.tokens)), connection))

@@ -45,6 +45,7 @@ from noti.store.models import (
     utcnow,
 )
 from noti.store.records import RecordUpdate
+from noti.store.tokens import end_activities
 
 API_VERSION = "noti.dev/v1alpha1"
 KIND = "NotificationCampaign"
@@ -363,6 +364,8 @@ def _live_activity_chunk(
     ids = [spec.record_id(f"token/{row.id}") for row in found]
     rows = record_rows(found, spec.content, ids, utcnow(), campaign=spec.name, credentials={app: credential})
     written = records.insert_notifications(connection, rows, skip_existing=True)
+    if spec.live_activity is not None and spec.live_activity.event == "end":  # as the REST end does
+        end_activities(connection, [row.id for row in found])
     return _Chunk(rows, written, found[-1].id)
 
 

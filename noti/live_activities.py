@@ -70,13 +70,28 @@ def targets_problem(targets: Targets) -> tuple[str, str] | None:
     return "activity_id", f"an {targets.event} goes to an activity_id, or to an owner's activities of attributes_type"
 
 
-def token_query(targets: Targets, dialect: str) -> Select[int, str, int, str, str | None]:
-    """The active tokens ``targets`` reach, with their devices: (token id, token, device id, app, activity id)."""
-    query = (
-        select(DeviceToken.id, DeviceToken.token, DeviceToken.device_id, Device.app, DeviceToken.activity_id)
+TokenRows = Select[int, str, int, str, str | None, datetime | None]
+
+
+def active_tokens() -> TokenRows:
+    """Active tokens of active devices: (token id, token, device id, app, activity id, ended at), the rows
+    a send to tokens by kind writes its records from."""
+    return (
+        select(
+            DeviceToken.id, DeviceToken.token, DeviceToken.device_id, Device.app, DeviceToken.activity_id,
+            DeviceToken.ended_at,
+        )
         .join(Device, DeviceToken.device_id == Device.id)
-        .where(DeviceToken.kind == targets.kind, DeviceToken.is_active.is_(True), Device.is_active.is_(True))
-    )
+        .where(DeviceToken.is_active.is_(True), Device.is_active.is_(True))
+    )  # fmt: skip
+
+
+def token_query(targets: Targets, dialect: str) -> TokenRows:
+    """The :func:`active_tokens` ``targets`` reach; activities that ended are left out unless ``targets``
+    name one by its id."""
+    query = active_tokens().where(DeviceToken.kind == targets.kind)
+    if targets.kind is TokenKind.UPDATE and targets.activity_id is None:
+        query = query.where(DeviceToken.ended_at.is_(None))
     if targets.attributes_type is not None:
         query = query.where(DeviceToken.attributes_type == targets.attributes_type)
     if targets.app is not None:
@@ -96,6 +111,18 @@ def token_query(targets: Targets, dialect: str) -> Select[int, str, int, str, st
             tags = func.json_each(Device.tags).table_valued("value")
             query = query.where(exists(select(1).select_from(tags).where(tags.c.value.in_(targets.tags))))
     return query
+
+
+def still_running(targets: Targets, found: Sequence[Any]) -> tuple[list[Any], str | None]:
+    """The tokens of ``found`` (rows of :func:`token_query`) the event may go to, and why none may when
+    every one is of an activity that ended: an update is refused, an end may be sent again (APNs may
+    not have taken the first one; the device ignores an end of an ended activity)."""
+    if targets.event != "update":
+        return list(found), None
+    running = [row for row in found if row.ended_at is None]
+    if found and not running:
+        return [], f"activity {targets.activity_id!r} has ended (an end was sent to it): it takes no more updates"
+    return running, None
 
 
 def record_rows(

@@ -276,7 +276,7 @@ async def test_two_workers_share_one_port_and_merge_their_counters(tmp_path: Pat
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    simulator = await apns_simulator_module.start(port=0, control_port=0, workers=2)
+    simulator = await apns_simulator_module.start(port=0, control_port=0, workers=2, channels_port=None)
     try:
         await simulator.register_key("TEAM", "KID", ["com.example.app"], public_pem.decode())
         clients = [

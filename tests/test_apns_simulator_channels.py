@@ -159,3 +159,23 @@ def test_a_channel_of_one_app_is_unknown_to_another() -> None:
     channels.by_app["com.example.app"].pop(channel_id)
     channels.by_app.setdefault("com.example.other", {})[channel_id] = Channel(1)
     assert _broadcast(channels, channel_id) == (400, "ChannelNotRegistered")
+
+
+# --- workers ---
+
+
+def test_channel_management_with_more_than_one_worker_is_refused_with_one_line() -> None:
+    from click.testing import CliRunner
+
+    from noti.apns.simulator.cli import main
+    from noti.apns.simulator.server import SimulatorConfig
+
+    result = CliRunner().invoke(main, ["--workers", "2", "--port", "0", "--control-port", "0", "--channels-port", "0"])
+    assert result.exit_code == 2
+    assert "channel management keeps its channels in one process: use --workers 1, or --channels-port -1" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    with pytest.raises(ValueError, match="--workers 1"):
+        SimulatorConfig(workers=2, channels_port=0)
+    assert SimulatorConfig(workers=2, channels_port=None).workers == 2  # no channels: workers may share the port

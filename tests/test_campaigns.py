@@ -27,7 +27,7 @@ from noti.campaigns import (
 from noti.queue import QueuedNotification, StreamKeys, campaign_counters, campaign_fanout_cursor, epoch_ms
 from noti.store import migrate, records
 from noti.store.db import make_engine
-from noti.store.models import Device, DeviceOwner, Notification, NotificationStatus, TokenKind
+from noti.store.models import Device, DeviceOwner, DeviceToken, Notification, NotificationStatus, TokenKind
 from noti.store.records import RecordUpdate
 from noti.store.tokens import TokenFields, upsert_tokens
 
@@ -337,6 +337,17 @@ async def test_a_live_activity_end_campaign_ends_every_activity_of_its_type_for_
     with clean_db.connect() as connection:
         activities = set(connection.execute(select(Notification.activity_id)).scalars())
     assert {m.content["event"] for m in messages} == {"end"} and len(activities) == len(vip)
+    # The ended activities are marked so (as a REST end marks them): a second end campaign reaches none.
+    with clean_db.connect() as connection:
+        ended = connection.execute(
+            select(DeviceToken.activity_id).where(DeviceToken.ended_at.is_not(None)).order_by(DeviceToken.activity_id)
+        ).scalars()
+        assert set(ended) == activities
+    again = CampaignSpec.from_manifest(
+        _live_manifest({"tags": ["vip"]}, "second-whistle", event="end", attributesType="MatchAttributes",
+                       contentState={"score": "2-1"})
+    )  # fmt: skip
+    assert (await fan_out(clean_db, aredis, CREDENTIAL, again, app=APP)).total == 0
 
 
 def test_a_live_activity_campaign_activitykit_could_not_use_is_refused() -> None:

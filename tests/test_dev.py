@@ -83,8 +83,10 @@ def test_readme_examples_work_and_reach_the_simulator(dev: Dev) -> None:
 
 def test_readme_live_activity_walk_through_starts_updates_and_ends_one_on_the_simulator(dev: Dev) -> None:
     answers = run_try_it(dev.url, dev.data_dir.parent, "live-activity")
+    *answers, refused = answers
     assert not any("detail" in answer for answer in answers), answers
     device, start_token, started, update_token, updated, ended = answers
+    assert "A-17' has ended" in refused["detail"]  # the end retired the activity's update token
     assert device["owner"] == "user-2"
     assert (start_token["kind"], update_token["kind"]) == ("push_to_start", "update")
     assert [started["count"], updated["count"], ended["count"]] == [1, 1, 1]

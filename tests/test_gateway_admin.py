@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from harness.gateway import APP, stream_of
 from noti.gateway.auth import Scope, create_api_key
 from noti.store import records
-from noti.store.models import Device, Notification, NotificationStatus
+from noti.store.models import Device, DeviceToken, Notification, NotificationStatus, TokenKind
 from noti.store.records import RecordUpdate
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -302,6 +302,76 @@ def test_resend_of_a_failed_notification_sends_a_new_one_in_chromium(
     assert (again.device_token, again.title, again.body) == (failed.device_token, failed.title, failed.body)
     assert again.status == NotificationStatus.QUEUED
     assert clean_redis.xlen(stream) == 1  # on the queue, as a send through the API would be
+
+
+def _failed_record(engine: Engine, **fields: object) -> uuid.UUID:
+    id = uuid.uuid4()
+    with engine.begin() as connection:
+        row = {"id": id, "app": APP, "status": NotificationStatus.QUEUED, **fields}
+        records.insert_notifications(connection, [row])
+        failed = RecordUpdate(id, NotificationStatus.FAILED, apns_reason="ServiceUnavailable")
+        records.apply_outcomes(connection, [failed])
+    return id
+
+
+def test_resend_of_a_failed_voip_push_goes_to_the_same_voip_token_in_chromium(
+    live_gateway: str, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    _need_chromium()
+    voip_token = "9e" * 32
+    with Session(clean_db) as session, session.begin():
+        device = Device(app=APP, device_token="0a" * 32)
+        session.add(device)
+        session.flush()
+        token = DeviceToken(device_id=device.id, kind=TokenKind.VOIP, slot="", token=voip_token)
+        session.add(token)
+        session.flush()
+        token_id, device_id = token.id, device.id
+    failed = _failed_record(
+        clean_db, device_token=voip_token, device_id=device_id, token_id=token_id, push_type="voip", priority=10,
+        data={"call": "42"},
+    )  # fmt: skip
+    admin_key = create_api_key(clean_db, "ops", [Scope.ADMIN])
+    with _chromium(live_gateway, 1400) as (page, outside):
+        _log_in(page, live_gateway, admin_key)
+        page.goto(f"{live_gateway}/admin/notification/details/{failed}")
+        page.get_by_role("button", name="Resend to this token").click()
+        page.wait_for_selector(".toast-body")
+        assert "Resent as notification" in page.locator(".toast-body").inner_text()
+        new_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+        assert outside == []
+    with Session(clean_db) as session:
+        again = session.get_one(Notification, uuid.UUID(new_id))
+    # The VoIP token by its own path: its token row, its push type, not a device send to the VoIP token.
+    assert (again.token_id, again.device_token, again.push_type, again.data) == (
+        token_id, voip_token, "voip", {"call": "42"},
+    )  # fmt: skip
+    assert clean_redis.xlen(stream_of(APP)) == 1
+
+
+def test_a_failed_broadcast_is_not_resent_and_the_page_says_how_to_broadcast_again_in_chromium(
+    live_gateway: str, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    _need_chromium()
+    failed = _failed_record(clean_db, device_token="", channel_id="dHN/wjvVEe+ZSa6FUvKcOQ==", push_type="liveactivity")
+    admin_key = create_api_key(clean_db, "ops", [Scope.ADMIN])
+    with _chromium(live_gateway, 1400) as (page, outside):
+        _log_in(page, live_gateway, admin_key)
+        page.goto(f"{live_gateway}/admin/notification/details/{failed}")
+        assert "broadcast to its channel again with POST /api/broadcasts/" in page.locator("#resend-note").inner_text()
+        assert page.get_by_role("button", name="Resend to this device").count() == 0
+        # A resend posted all the same is refused with that message, and queues nothing.
+        page.evaluate(
+            "url => { const f = document.createElement('form'); f.method = 'post'; f.action = url;"
+            " document.body.appendChild(f); f.submit(); }",
+            f"{live_gateway}/admin/notification/resend/{failed}",
+        )
+        page.wait_for_selector(".toast-body")
+        assert "Not resent: a broadcast is not resent from here" in page.locator(".toast-body").inner_text()
+        assert outside == []
+    with clean_db.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Notification)).scalar_one() == 1
+    assert clean_redis.keys("*stream*") == []
 
 
 def test_device_form_shows_why_a_token_is_refused_in_chromium(live_gateway: str, clean_db: Engine) -> None:

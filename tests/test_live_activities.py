@@ -343,3 +343,94 @@ async def test_live_activity_and_voip_messages_date_their_records_exactly(
     queued = {m.id: m.created_at for m in (QueuedNotification.decode(f) for _, f in clean_redis.xrange(stream_of(APP)))}
     assert set(queued) == ids
     assert queued == {id: epoch_ms(_record(clean_db, str(id)).created_at) for id in ids}
+
+
+# --- ended activities ---
+
+
+async def _two_activities(client: httpx.AsyncClient) -> None:
+    await _device(client)
+    for token, activity in ((UPDATE_TOKEN, "A-1"), (OTHER_UPDATE_TOKEN, "A-2")):
+        answer = await _token(
+            client, kind="update", token=token, attributes_type="DeliveryAttributes", activity_id=activity
+        )
+        assert answer.status_code == 201, answer.text
+
+
+async def test_an_ended_activity_gets_no_more_owner_wide_updates_and_an_update_by_its_id_is_409(
+    client: httpx.AsyncClient, clean_db: Engine
+) -> None:
+    await _two_activities(client)
+    ended = await client.post("/api/live-activities/", json={"event": "end", "activity_id": "A-1", "content_state": {}})
+    assert ended.status_code == 202, ended.text
+
+    by_owner = {"event": "update", "owner": "ann", "attributes_type": "DeliveryAttributes", "content_state": {"eta": 3}}
+    updated = await client.post("/api/live-activities/", json=by_owner)
+    assert [n["activity_id"] for n in updated.json()["notifications"]] == ["A-2"]  # A-1 ended
+    refused = await client.post(
+        "/api/live-activities/", json={"event": "update", "activity_id": "A-1", "content_state": {"eta": 3}}
+    )
+    assert refused.status_code == 409 and "has ended" in refused.json()["detail"], refused.text
+    # Kept, not deleted: the token and its history stay readable, and say when the activity ended.
+    tokens = {t["activity_id"]: t for t in (await client.get(f"/api/devices/{DEVICE}/tokens/")).json()["results"]}
+    assert tokens["A-1"]["ended_at"] is not None and tokens["A-1"]["is_active"] is True
+    assert tokens["A-2"]["ended_at"] is None
+    history = (await client.get("/api/notifications/", params={"device_token": UPDATE_TOKEN})).json()["results"]
+    assert [n["event"] for n in history] == ["end"]
+    # An end by its id may be sent again (APNs may not have taken the first); an owner-wide end skips it.
+    again = await client.post("/api/live-activities/", json={"event": "end", "activity_id": "A-1", "content_state": {}})
+    assert again.status_code == 202
+    all_ended = await client.post("/api/live-activities/", json={**by_owner, "event": "end"})
+    assert [n["activity_id"] for n in all_ended.json()["notifications"]] == ["A-2"]
+    assert (await client.post("/api/live-activities/", json=by_owner)).status_code == 404
+    # Registering the ended activity's token again does not bring the activity back.
+    await _token(client, kind="update", token=UPDATE_TOKEN, attributes_type="DeliveryAttributes", activity_id="A-1")
+    assert _token_row(clean_db, UPDATE_TOKEN).ended_at is not None
+
+
+# --- Idempotency-Key ---
+
+
+async def test_a_live_activity_retried_with_its_idempotency_key_is_replayed_and_queues_nothing_new(
+    client: httpx.AsyncClient, clean_db: Engine, clean_redis: redis.Redis
+) -> None:
+    await _two_activities(client)
+    body = {"event": "update", "owner": "ann", "attributes_type": "DeliveryAttributes", "content_state": {"eta": 3}}
+    first = await client.post("/api/live-activities/", json=body, headers={"Idempotency-Key": "la-1"})
+    assert first.status_code == 202, first.text
+    queued = clean_redis.xlen(stream_of(APP))
+    again = await client.post("/api/live-activities/", json=body, headers={"Idempotency-Key": "la-1"})
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (200, "true")
+    assert again.json() == first.json()
+    assert clean_redis.xlen(stream_of(APP)) == queued == 2
+    with clean_db.connect() as connection:
+        assert len(connection.execute(select(Notification.id)).all()) == 2
+    other = await client.post(
+        "/api/live-activities/", json={**body, "content_state": {"eta": 4}}, headers={"Idempotency-Key": "la-1"}
+    )
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+
+
+async def test_an_end_retried_with_its_idempotency_key_replays_its_answer_not_a_404(client: httpx.AsyncClient) -> None:
+    await _two_activities(client)
+    body = {"event": "end", "owner": "ann", "attributes_type": "DeliveryAttributes", "content_state": {}}
+    first = await client.post("/api/live-activities/", json=body, headers={"Idempotency-Key": "end-1"})
+    again = await client.post("/api/live-activities/", json=body, headers={"Idempotency-Key": "end-1"})
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == first.json() and first.json()["count"] == 2
+
+
+async def test_a_voip_push_retried_with_its_idempotency_key_is_replayed_and_another_body_is_422(
+    client: httpx.AsyncClient, clean_db: Engine
+) -> None:
+    await _device(client)
+    await _token(client, kind="voip", token=VOIP_TOKEN)
+    url, key = f"/api/devices/{DEVICE}/voip/", {"Idempotency-Key": "call-42"}
+    first = await client.post(url, json={"data": {"call": "42"}}, headers=key)
+    again = await client.post(url, json={"data": {"call": "42"}}, headers=key)
+    assert (first.status_code, again.status_code, again.headers.get("Idempotent-Replayed")) == (202, 200, "true")
+    assert again.json() == first.json()
+    with clean_db.connect() as connection:
+        assert len(connection.execute(select(Notification.id)).all()) == 1
+    other = await client.post(url, json={"data": {"call": "43"}}, headers=key)
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "header.Idempotency-Key"

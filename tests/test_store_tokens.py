@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
+from noti.live_activities import Targets, still_running
 from noti.store import migrate, records
 from noti.store.db import make_engine
 from noti.store.models import Device, DeviceToken, Notification, NotificationStatus, TokenKind, utcnow
 from noti.store.records import RecordUpdate
-from noti.store.tokens import TokenFields, kind_problem, upsert_tokens
+from noti.store.tokens import TokenFields, end_activities, kind_problem, upsert_tokens
 
 APP = "com.example.app"
 
@@ -111,3 +113,35 @@ def test_each_kind_is_sent_with_its_push_type() -> None:
     assert {kind: kind.push_type for kind in TokenKind} == {
         TokenKind.PUSH_TO_START: "liveactivity", TokenKind.UPDATE: "liveactivity", TokenKind.VOIP: "voip",
     }  # fmt: skip
+
+
+def test_an_ended_activity_keeps_its_first_end_and_stays_ended_when_its_token_is_registered_again(
+    store: Engine,
+) -> None:
+    device = _device(store)
+    fields = TokenFields(device, TokenKind.UPDATE, "7c" * 80, "DeliveryAttributes", "A-1")
+    with store.begin() as connection:
+        (stored,) = upsert_tokens(connection, [fields])
+        end_activities(connection, [stored.id])
+    with store.connect() as connection:
+        first = connection.execute(select(DeviceToken.ended_at)).scalar_one()
+    with store.begin() as connection:
+        end_activities(connection, [stored.id])  # an end sent again
+        upsert_tokens(connection, [fields])  # a late registration of the ended activity's token
+    with store.connect() as connection:
+        row = connection.execute(select(DeviceToken.ended_at, DeviceToken.is_active)).one()
+    assert first is not None and row.ended_at == first and row.is_active is True  # kept, not deleted
+
+
+def test_an_update_to_an_ended_activity_is_refused_and_an_end_may_go_again() -> None:
+    @dataclass
+    class Row:
+        id: int
+        ended_at: object
+
+    ended, running = Row(1, utcnow()), Row(2, None)
+    update_one = Targets(event="update", activity_id="A-1")
+    assert still_running(update_one, [ended])[0] == []
+    assert "has ended" in (still_running(update_one, [ended])[1] or "")
+    assert still_running(update_one, [ended, running]) == ([running], None)
+    assert still_running(Targets(event="end", activity_id="A-1"), [ended]) == ([ended], None)

@@ -2,11 +2,15 @@
 
 Forms apply the REST API's own rules (``noti.gateway.schemas.DeviceIn``), so the admin can
 save nothing the API would refuse, and a resend is a send through the API's path
-(``checked_content`` and the ``Enqueuer``), recorded as a new notification.
+(``checked_content`` and the ``Enqueuer``), recorded as a new notification. A record sent to a
+token by kind (Live Activity, VoIP) is resent to that same token, as the Live Activity and
+VoIP routes send; a broadcast is not resent from here (it is answered by APNs while its
+caller waits): the page says to broadcast again over the API.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -16,6 +20,7 @@ from sqladmin import ModelView, expose
 from sqladmin.filters import AllUniqueStringValuesFilter, BooleanFilter, StaticValuesFilter
 from sqladmin.flash import Flash
 from sqlalchemy import Select
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from wtforms import Form, StringField
@@ -23,12 +28,15 @@ from wtforms import Form, StringField
 from noti.gateway.context import Gateway
 from noti.gateway.errors import ApiError
 from noti.gateway.ids import new_id
+from noti.gateway.live_activities import write_to_tokens
 from noti.gateway.notifications import default_environment
 from noti.gateway.payloads import checked_content
 from noti.gateway.schemas import DeviceIn, ExternalId, NotificationIn
 from noti.gateway.sends import Send
+from noti.live_activities import Targets, active_tokens, still_running
 from noti.store.content import record_content
 from noti.store.models import ApiKey, Device, DeviceOwner, DeviceToken, Notification, NotificationStatus, TokenKind
+from noti.store.tokens import end_activities
 
 STATUS_COLORS = {
     NotificationStatus.PENDING: "secondary",
@@ -39,6 +47,7 @@ STATUS_COLORS = {
     NotificationStatus.INVALID_TOKEN: "orange",
 }
 RESENDABLE = frozenset({NotificationStatus.FAILED})
+BROADCAST_NOT_RESENT = "a broadcast is not resent from here: broadcast to its channel again with POST /api/broadcasts/"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -214,7 +223,7 @@ class NotificationAdmin(ModelView, model=Notification):
         return {"since": since, "until": until, "range_error": date_range(since, until)[2]}
 
     async def details_context(self, request: Request) -> dict[str, Any]:
-        return {"resendable": {status.value for status in RESENDABLE}}
+        return {"resendable": {status.value for status in RESENDABLE}, "broadcast_not_resent": BROADCAST_NOT_RESENT}
 
     @expose("/resend/{pk}", methods=["POST"])
     async def resend(self, request: Request) -> Response:
@@ -240,8 +249,13 @@ class NotificationAdmin(ModelView, model=Notification):
 
 
 async def resend(state: Gateway, record: Notification) -> Any:
-    """Queue the record's stored content to its device again; returns the new notification's id."""
+    """Queue the record's stored content again, to its device or to the token by kind it went to; returns
+    the new notification's id."""
+    if record.channel_id is not None:
+        raise ApiError(422, BROADCAST_NOT_RESENT)
     stored = record_content(record)
+    if record.token_id is not None:
+        return await _resend_to_token(state, record, stored)
     try:
         body = NotificationIn.model_validate({**stored, "device_token": record.device_token, "app": record.app})
     except ValidationError as exc:
@@ -251,6 +265,32 @@ async def resend(state: Gateway, record: Notification) -> Any:
     environment = default_environment(state.settings)  # the record does not keep the environment it went to
     send = Send(id=new_id(), device_token=body.device_token, app=body.app, environment=environment, content=content)
     return (await state.enqueuer.send(send)).id
+
+
+async def _resend_to_token(state: Gateway, record: Notification, content: dict[str, Any]) -> Any:
+    """Queue ``content`` to the token by kind ``record`` went to, as the Live Activity and VoIP routes do."""
+    if content.get("push_type") == "liveactivity":
+        content = {**content, "timestamp": int(time.time())}  # ActivityKit drops a push older than the last one
+    environment = default_environment(state.settings)  # the record does not keep the environment it went to
+    routes = await state.enqueuer.routes.current()
+    activity = Targets(event=record.event or "update", activity_id=record.activity_id)  # type: ignore[arg-type]
+
+    def write() -> tuple[list[dict[str, Any]], list[Any]]:
+        with state.engine.begin() as connection:
+            found = connection.execute(active_tokens().where(DeviceToken.id == record.token_id)).all()
+            if not found:
+                raise ApiError(422, "the token it went to is deleted or retired (APNs answered 410): not resent")
+            found, ended = still_running(activity, found)
+            if ended is not None:
+                raise ApiError(409, ended)
+            written = write_to_tokens(connection, found, content, environment, routes)
+            if record.event == "end":
+                end_activities(connection, [row.id for row in found])
+            return written
+
+    rows, entries = await run_in_threadpool(write)
+    await state.enqueuer.queue(entries)
+    return rows[0]["id"]
 
 
 class DeviceAdmin(ModelView, model=Device):

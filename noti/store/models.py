@@ -254,6 +254,8 @@ class DeviceToken(Base):
     # A 410 dated before this leaves the token active: the app registered it again since.
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An update token's activity was sent its end (migration 0013): owner-wide updates skip it.
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -73,7 +73,8 @@ def upsert_tokens(connection: Connection, tokens: Sequence[TokenFields]) -> list
     """Register each token, or replace the one in its (device, kind, slot): one result per token, in order.
 
     A registration reactivates a retired token and moves its ``registered_at`` on, so a 410
-    dated before it is stale. Call inside a transaction.
+    dated before it is stale; an activity that ended stays ended (its ``ended_at``). Call inside
+    a transaction.
     """
     if not tokens:
         return []
@@ -126,6 +127,19 @@ def _ids(connection: Connection, keys: Sequence[tuple[int, str, str]]) -> dict[t
         if key in wanted:
             found[key] = row.id
     return found
+
+
+def end_activities(connection: Connection, token_ids: Sequence[int]) -> None:
+    """Mark the activities of update tokens ``token_ids`` ended (an end was sent to them); the first end's
+    moment stays. Kept, not deleted: the token and its records stay readable."""
+    if not token_ids:
+        return
+    now = utcnow()
+    connection.execute(
+        update(DeviceToken)
+        .where(DeviceToken.id.in_(sorted(set(token_ids))), DeviceToken.ended_at.is_(None))
+        .values(ended_at=now, updated_at=now)
+    )
 
 
 def retire_tokens(connection: Connection, undated: Sequence[int], dated: Mapping[int, datetime]) -> None:

@@ -121,7 +121,7 @@ def start_simulator(directory: Path, *, workers: int = 1, extra: tuple[str, ...]
     )
     command = [
         sys.executable, "-m", "noti.apns.simulator", "--port", str(free_port()), "--control-port", str(free_port()),
-        "--channels-port", str(free_port()),
+        "--channels-port", str(free_port()) if workers == 1 else "-1",  # channels live in one process
         "--workers", str(workers), "--register", f"{TEAM_ID}:{KEY_ID}:{BUNDLE_ID},{OTHER_BUNDLE_ID}:{key_path}", *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS
 from noti.apns.simulator.rules import Keyring, RegisteredKey
-from noti.apns.simulator.server import SimulatorConfig, start
+from noti.apns.simulator.server import SimulatorConfig, start, workers_problem
 from noti.apns.simulator.state import Faults, parse_devices
 from noti.loops import install_uvloop
 from noti.queue import ENVIRONMENTS
@@ -123,11 +123,14 @@ def main(
     """Run an APNs simulator: Apple's provider API over TLS HTTP/2, with fault injection."""
     if bool(cert) != bool(tls_key):
         raise click.UsageError("--cert and --key go together")
+    problem = workers_problem(workers, channels_port >= 0)
+    if problem is not None:
+        raise click.UsageError(problem)
     config = SimulatorConfig(
         host=host,
         port=port,
         control_port=control_port,
-        channels_port=None if channels_port < 0 or workers > 1 else channels_port,
+        channels_port=None if channels_port < 0 else channels_port,
         cert=cert,
         key=tls_key,
         workers=workers,

@@ -47,6 +47,19 @@ class SimulatorConfig:
     # Channel management (Apple: its own host and port); None: none. Channels live in one process: workers == 1.
     channels_port: int | None = 0
 
+    def __post_init__(self) -> None:
+        problem = workers_problem(self.workers, self.channels_port is not None)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def workers_problem(workers: int, channels: bool) -> str | None:
+    """Why a simulator of ``workers`` processes cannot run as asked, or None."""
+    if workers > 1 and channels:
+        # Each worker would keep channels of its own: a broadcast would meet a channel only by chance.
+        return "channel management keeps its channels in one process: use --workers 1, or --channels-port -1 for none"
+    return None
+
 
 def self_signed_ca(
     common_name: str, *, days: int = 365, hostnames: tuple[str, ...] = ()
@@ -176,8 +189,9 @@ class Simulator:
             self.port = probe.getsockname()[1]
             spawn = multiprocessing.get_context("spawn")
             worker_config = replace(
-                self.config, port=self.port, cert=self.cert_path, key=self.key_path, control_port=None, workers=1
-            )
+                self.config, port=self.port, cert=self.cert_path, key=self.key_path, control_port=None, workers=1,
+                channels_port=None,
+            )  # fmt: skip
             for _ in range(self.config.workers):
                 parent, child = spawn.Pipe()
                 process = spawn.Process(target=_worker_main, args=(worker_config, child), daemon=True)
