@@ -88,6 +88,7 @@ class Operator:
         self._scalers: dict[str, Scaler] = {}
         self._credential_conditions: dict[str, list[dict[str, Any]]] = {}  # by uid: the last ones written
         self._budgets: dict[str, dict[str, Any]] = {}  # by uid: the disruption budget last applied
+        self._reconciling: dict[str, asyncio.Lock] = {}  # by uid: held while a credential is reconciled or deleted
         self.channels = ChannelReconciler(self)  # LiveActivityChannels, and campaigns that broadcast to one
 
     # lifecycle
@@ -140,6 +141,10 @@ class Operator:
                 prefix="noti.dev", key="last-handled-configuration"
             )
             settings.posting.level = logging.WARNING  # events for warnings and errors, not every handler run
+            # A credential's timer caught mid-reconcile by its deletion is not cancelled: kopf keeps the finalizer
+            # until it returns and looks again after this many seconds (its default, a minute, outlasts a
+            # ``kubectl delete`` even though the reconcile is over in a moment).
+            settings.background.cancellation_polling = 1.0
             settings.watching.server_timeout = 300
 
         @kopf.on.login(registry=registry)
@@ -181,6 +186,16 @@ class Operator:
         self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
     ) -> None:
         """Apply the senders' Deployment, scale it to the backlog, and report in the status."""
+        # One at a time per credential (its timer and its change handlers), and none once its deletion began:
+        # a reconcile must not claim the route its delete handler lets go of.
+        async with self._reconciling.setdefault(meta["uid"], asyncio.Lock()):
+            if meta.get("deletionTimestamp"):  # kopf's view of a timer's body is live
+                return
+            await self._reconcile_credential(body, spec, status, meta, patch)
+
+    async def _reconcile_credential(
+        self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch
+    ) -> None:
         namespace, name = meta["namespace"], meta["name"]
         try:
             fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec)
@@ -272,6 +287,11 @@ class Operator:
     async def delete_credential(self, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
         """A deleted credential lets go of its route (only if it still holds it): a credential waiting for the
         same app and environment takes it at its next reconcile."""
+        async with self._reconciling.setdefault(meta["uid"], asyncio.Lock()):  # after a reconcile under way
+            await self._release_credential(spec, status, meta)
+        self._reconciling.pop(meta["uid"], None)
+
+    async def _release_credential(self, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> None:
         credential = f"{meta['namespace']}/{meta['name']}"
         typed = CredentialSpec.from_spec(spec)
         claimed = {route_field(typed.bundle_id, typed.environment)}
