@@ -88,6 +88,7 @@ class Operator:
         self._scalers: dict[str, Scaler] = {}
         self._credential_conditions: dict[str, list[dict[str, Any]]] = {}  # by uid: the last ones written
         self._budgets: dict[str, dict[str, Any]] = {}  # by uid: the disruption budget last applied
+        self._reconciling: dict[str, asyncio.Lock] = {}  # by uid: held while a credential is reconciled or deleted
         self.channels = ChannelReconciler(self)  # LiveActivityChannels, and campaigns that broadcast to one
 
     # lifecycle
@@ -140,6 +141,10 @@ class Operator:
                 prefix="noti.dev", key="last-handled-configuration"
             )
             settings.posting.level = logging.WARNING  # events for warnings and errors, not every handler run
+            # A credential's timer caught mid-reconcile by its deletion is not cancelled: kopf keeps the finalizer
+            # until it returns and looks again after this many seconds (its default, a minute, outlasts a
+            # ``kubectl delete`` even though the reconcile is over in a moment).
+            settings.background.cancellation_polling = 1.0
             settings.watching.server_timeout = 300
 
         @kopf.on.login(registry=registry)
@@ -181,14 +186,25 @@ class Operator:
         self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
     ) -> None:
         """Apply the senders' Deployment, scale it to the backlog, and report in the status."""
+        # One at a time per credential (its timer and its change handlers), and none once its deletion began:
+        # a reconcile must not claim the route its delete handler lets go of.
+        async with self._reconciling.setdefault(meta["uid"], asyncio.Lock()):
+            if meta.get("deletionTimestamp"):  # kopf's view of a timer's body is live
+                return
+            await self._reconcile_credential(body, spec, status, meta, patch)
+
+    async def _reconcile_credential(
+        self, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch
+    ) -> None:
         namespace, name = meta["namespace"], meta["name"]
+        generation = meta.get("generation")  # before the spec is read: a timer's body is live
         try:
             fingerprint = await asyncio.to_thread(self._read_fingerprint, namespace, spec)
         except (InvalidKey, LookupError) as exc:
             reason = "KeyInvalid" if isinstance(exc, InvalidKey) else "SecretNotFound"
             problem = Condition("KeyValid", False, reason, str(exc))
             self._credential_status(body, status, patch, [problem, Condition("Ready", False, reason, str(exc))],
-                                    {"observedGeneration": meta.get("generation")})  # fmt: skip
+                                    {"observedGeneration": generation})  # fmt: skip
             return
         manifest = sender_deployment(body, fingerprint, self.image, self.pod_defaults)
         kopf.append_owner_reference(manifest, owner=body)  # the Deployment goes when its credential goes
@@ -237,7 +253,7 @@ class Operator:
             replicas=replicas, available=available, certificate=bool(spec.get("certificateSecretRef")), routed=routed,
         )  # fmt: skip
         wanted = {"keyFingerprint": fingerprint, "senderReplicas": replicas, "availableSenders": available,
-                  "backlog": backlog, "route": route, "observedGeneration": meta.get("generation")}  # fmt: skip
+                  "backlog": backlog, "route": route, "observedGeneration": generation}  # fmt: skip
         self._credential_status(body, status, patch, conditions, wanted)
 
     async def _claim_route(
@@ -272,6 +288,11 @@ class Operator:
     async def delete_credential(self, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
         """A deleted credential lets go of its route (only if it still holds it): a credential waiting for the
         same app and environment takes it at its next reconcile."""
+        async with self._reconciling.setdefault(meta["uid"], asyncio.Lock()):  # after a reconcile under way
+            await self._release_credential(spec, status, meta)
+        self._reconciling.pop(meta["uid"], None)
+
+    async def _release_credential(self, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> None:
         credential = f"{meta['namespace']}/{meta['name']}"
         typed = CredentialSpec.from_spec(spec)
         claimed = {route_field(typed.bundle_id, typed.environment)}
@@ -376,17 +397,22 @@ class Operator:
         fanned_out = False
         try:
             while not stopped:
+                # The generation this look acts on, read with the spec: the body is live, and a status that said
+                # a newer generation observed would claim settings (the rate, the suspension) not yet written.
+                generation = meta.get("generation")
                 try:  # the live spec: suspend, rate and startAt may change while the campaign runs
                     campaign = CampaignSpec.from_manifest(
                         {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(meta),
                          "spec": dict(spec)}
                     )  # fmt: skip
                 except CampaignError as exc:
-                    await self._campaign_status(body, state, written, failed("Invalid", str(exc)))
+                    invalid = failed("Invalid", str(exc))
+                    await self._campaign_status(body, state, written, invalid, generation=generation)
                     return
                 problem = None if started_at else notification_problem(campaign.content)
                 if problem is not None:  # refused before anything is written or queued
-                    await self._campaign_status(body, state, written, failed("InvalidNotification", problem))
+                    refused = failed("InvalidNotification", problem)
+                    await self._campaign_status(body, state, written, refused, generation=generation)
                     return
                 if fanning_out is not None and fanning_out.done():
                     result = fanning_out.result()  # a failed fan-out raises here: kopf retries the daemon
@@ -413,7 +439,7 @@ class Operator:
                         campaign_settings(campaign.name),
                         mapping={"rate": campaign.rate_per_second, "suspend": int(campaign.suspend)},
                     )
-                await self._campaign_status(body, state, written, step)
+                await self._campaign_status(body, state, written, step, generation=generation)
                 if step.action is Action.FINISH:
                     return
                 if step.action is Action.FAN_OUT and credential is not None and fanning_out is None:
@@ -452,14 +478,16 @@ class Operator:
         return dict(found)  # type: ignore[call-overload]
 
     async def _campaign_status(
-        self, body: kopf.Body, state: dict[str, Any], written: dict[str, Any], step: Step
-    ) -> None:
+        self, body: kopf.Body, state: dict[str, Any], written: dict[str, Any], step: Step,
+        generation: int | None = None,
+    ) -> None:  # fmt: skip
         """Set the phase and conditions in ``state``, patch what differs from ``written`` (if anything), and post
-        an Event for the new phase and for each condition that moved."""
+        an Event for the new phase and for each condition that moved. ``generation`` is the one acted on (by
+        default the body's)."""
         merged = with_conditions(state.get("conditions"), step.conditions)
         moved = transitions(state.get("conditions"), merged)
         state["conditions"], state["phase"], state["message"] = merged, step.phase, step.message
-        state["observedGeneration"] = body["metadata"].get("generation")
+        state["observedGeneration"] = generation if generation is not None else body["metadata"].get("generation")
         difference = changed(written, {key: value for key, value in state.items() if value is not None})
         if not difference:
             return

@@ -562,6 +562,26 @@ def test_a_started_campaign_keeps_its_content_and_its_phase(
     assert "CredentialNotFound" in warnings
 
 
+def test_a_credential_deleted_while_it_is_being_reconciled_is_gone_in_seconds_and_serves_nothing(
+    operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
+    apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    ns = k8s_namespace
+    secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
+    apply_credential(noti_crds, ns, apns_simulator)
+    route = f"sandbox:{apns_simulator.bundle_id}"
+    eventually(lambda: clean_redis.hget(ROUTES, route), "the credential's route", operator)
+    # Redis holds every command for 3 s: the credential's periodic reconcile (every 0.5 s) is caught midway
+    # when the delete comes, as on a busy machine.
+    clean_redis.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    time.sleep(1)
+    started = time.monotonic()
+    noti_crds.kubectl("delete", "-n", ns, "apnscredentials", "shop", "--timeout=30s", timeout=40)
+    took = time.monotonic() - started
+    assert took < 10, f"the delete took {took:.1f}s\n{operator.tail()}"
+    assert clean_redis.hget(ROUTES, route) is None  # the reconcile under way did not claim it again
+
+
 def test_two_operators_one_leader_and_every_token_delivered_once(
     operator: OperatorProcess, noti_crds: KubeCluster, k8s_namespace: str, api: k8s.ApiClient,
     apns_simulator: SimulatorProcess, database_url: str, redis_url: str, clean_db: Engine, tmp_path: Path,
