@@ -358,6 +358,7 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
     """One ``noti sender`` process draining ``count`` queued notifications into final records."""
     import redis as redis_client
 
+    from harness.apns import credential_for
     from harness.sender import enqueue, final_count
     from noti.store import migrate
     from noti.store.db import make_engine
@@ -387,7 +388,9 @@ def run_sender(server: Server, setup: Setup, count: int, *, via_relay: bool, rou
     server.relay.reset()
     # Away from the repository root, whose operator/ folder would shadow the standard library.
     process = subprocess.Popen(
-        [sys.executable, "-m", "noti.cli", "sender", "--credential", "default/bench"], env=env, cwd=setup.directory,
+        # The credential whose queues enqueue filled (queues are per credential since tenancy).
+        [sys.executable, "-m", "noti.cli", "sender", "--credential", credential_for(setup.bundle)], env=env,
+        cwd=setup.directory,
         text=True,
     )  # fmt: skip
     try:
