@@ -7,4 +7,4 @@ import sys
 # absent (a None entry makes that import fail, and httpx falls back to a stub `main`), unless
 # something imported httpx first.
 if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
