@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from noti.apns.client import APNsClient, APNsResult
-from noti.apns.payload import InvalidNotification, NotificationContent, build_payload
+from noti.apns.payload import InvalidNotification, NotificationContent, build_payload, kept
 from noti.queue import CONSUMER_GROUP, MessageError, QueuedNotification, StreamKeys, from_epoch_ms
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
@@ -153,7 +153,7 @@ class Deliverer:
             built = (content, build_payload(content))
             if len(self._contents) >= CONTENTS_KEPT:
                 self._contents.clear()
-            self._contents[key] = built
+            self._contents[kept(key)] = built
         return built
 
     async def _retry_later(self, stream: str, entry_id: bytes, member: str, due: float) -> None:

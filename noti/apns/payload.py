@@ -335,6 +335,15 @@ def payload_dict(content: NotificationContent) -> dict[str, Any]:
     return {**(content.data or {}), "aps": aps}
 
 
+def kept(data: bytes) -> bytes:
+    """``data`` in an allocation of its own size, for bytes that outlive the call that made them.
+
+    orjson (3.13) returns its output in the 4 KB buffer it wrote it into: 1,000 payloads in flight
+    held 4 MB where 250 KB would do.
+    """
+    return bytes(memoryview(data))
+
+
 def build_payload(content: NotificationContent) -> bytes:
     """The compact JSON payload; raises PayloadTooLarge over 4096 bytes (5120 for voip)."""
     try:
@@ -343,7 +352,7 @@ def build_payload(content: NotificationContent) -> bytes:
         raise InvalidNotification("data", f"cannot be encoded as APNs JSON: {exc}") from None
     if len(payload) > content.max_payload:
         raise PayloadTooLarge(len(payload), content.max_payload, content.push_type)
-    return payload
+    return kept(payload)
 
 
 def topic_for(bundle_id: str, push_type: str) -> str:
