@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import ARRAY, Connection, Engine, Select, String, cast, delete, exists, func, select, tuple_
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import Connection, Engine, Select, delete, func, select, tuple_
 
 from noti.live_activities import Targets, record_rows, token_query
 from noti.queue import (
@@ -34,11 +33,11 @@ from noti.queue import (
 )
 from noti.store import records
 from noti.store.content import record_columns
+from noti.store.devices import any_tag, owned_by
 from noti.store.models import (
     FINAL_STATUSES,
     CampaignCount,
     Device,
-    DeviceOwner,
     DeviceToken,
     Notification,
     NotificationStatus,
@@ -213,15 +212,9 @@ def _targets(spec: CampaignSpec, app: str) -> Targets:
 def _device_query(app: str, audience: Audience, dialect: str) -> Select[int, str]:
     query = select(Device.id, Device.device_token).where(Device.app == app, Device.is_active.is_(True))
     if audience.owners:
-        query = query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
-            DeviceOwner.external_id.in_(audience.owners), DeviceOwner.is_active.is_(True)
-        )
+        query = owned_by(query, audience.owners)
     elif audience.tags:
-        if dialect == "postgresql":
-            query = query.where(Device.tags.op("?|")(cast(array(list(audience.tags)), ARRAY(String))))
-        else:
-            tag_table = func.json_each(Device.tags).table_valued("value")
-            query = query.where(exists(select(1).select_from(tag_table).where(tag_table.c.value.in_(audience.tags))))
+        query = query.where(any_tag(audience.tags, dialect))
     elif audience.device_tokens:
         query = query.where(Device.device_token.in_(audience.device_tokens))
     return query

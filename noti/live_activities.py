@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, Select, String, cast, exists, func, select
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import Select, select
 
 from noti.store.content import record_columns
-from noti.store.models import Device, DeviceOwner, DeviceToken, NotificationStatus, TokenKind
+from noti.store.devices import any_tag, owned_by
+from noti.store.models import Device, DeviceToken, NotificationStatus, TokenKind
 
 Event = Literal["start", "update", "end"]
 
@@ -101,15 +101,9 @@ def token_query(targets: Targets, dialect: str) -> TokenRows:
     if targets.device_tokens:
         query = query.where(Device.device_token.in_(targets.device_tokens))
     if targets.owners:
-        query = query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
-            DeviceOwner.external_id.in_(targets.owners), DeviceOwner.is_active.is_(True)
-        )
+        query = owned_by(query, targets.owners)
     if targets.tags:
-        if dialect == "postgresql":
-            query = query.where(Device.tags.op("?|")(cast(array(list(targets.tags)), ARRAY(String))))
-        else:
-            tags = func.json_each(Device.tags).table_valued("value")
-            query = query.where(exists(select(1).select_from(tags).where(tags.c.value.in_(targets.tags))))
+        query = query.where(any_tag(targets.tags, dialect))
     return query
 
 

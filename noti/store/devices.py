@@ -8,13 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, select, text, tuple_
+from sqlalchemy import ARRAY, ColumnElement, Connection, Select, String, cast, exists, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import array
 
 from noti.store.db import upsert_insert
 from noti.store.models import Device, DeviceOwner, Platform, utcnow
+
+Q = TypeVar("Q", bound=Select)
+
+
+def owned_by(query: Q, owners: Sequence[str]) -> Q:
+    """``query`` (over devices) narrowed to the active owners ``owners`` (their external ids)."""
+    return query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
+        DeviceOwner.external_id.in_(owners), DeviceOwner.is_active.is_(True)
+    )
+
+
+def any_tag(tags: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """A WHERE clause: the device carries at least one of ``tags`` (JSONB ?| on PostgreSQL, json_each on SQLite)."""
+    if dialect == "postgresql":
+        return Device.tags.op("?|")(cast(array(list(tags)), ARRAY(String)))
+    values = func.json_each(Device.tags).table_valued("value")
+    return exists(select(1).select_from(values).where(values.c.value.in_(tags)))
+
 
 # SQLite binds at most 32,766 variables per statement; lookups by key stay well below.
 _SQLITE_CHUNK = 2_000
