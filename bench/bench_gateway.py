@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,6 +242,27 @@ class Gateway:
             self.process.wait(timeout=30)
 
 
+@contextmanager
+def profiled(pid: int, directory: Path | None, label: str) -> Iterator[None]:
+    """py-spy samples ``pid`` while the block runs, into ``directory/<label>.txt``; nothing without a directory."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    output = directory / f"{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.txt"
+    spy = Path(sys.executable).with_name("py-spy")
+    recorder = subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+        print(f"    profile: {output}")
+
+
 def _free_port() -> int:
     import socket
 
@@ -267,6 +290,10 @@ def main() -> None:
     parser.add_argument(
         "--stats-records", type=int, default=0, help="Then time the stats route over this many stored records"
     )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="Record py-spy profiles of the gateway during each measured run into DIR (collapsed stacks)",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("the load generator is wrk: apt-get install -y wrk")
@@ -295,7 +322,8 @@ def main() -> None:
             try:
                 run_wrk(gateway.url, key, 2, args.connections, mixed=mixed)  # warm-up
                 cpu_before = cpu_seconds(gateway.process.pid)
-                result = run_wrk(gateway.url, key, args.seconds, args.connections, mixed=mixed)
+                with profiled(gateway.process.pid, args.profile, label):
+                    result = run_wrk(gateway.url, key, args.seconds, args.connections, mixed=mixed)
                 cpu = (cpu_seconds(gateway.process.pid) - cpu_before) / max(result.requests, 1) * 1e6
                 results[label] = result = replace(result, cpu_us_per_send=cpu)
                 print(

@@ -14,7 +14,18 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from noti import __version__
-from noti.gateway import admin, channels, devices, docs, errors, health, live_activities, notifications, tokens
+from noti.gateway import (
+    admin,
+    channels,
+    devices,
+    docs,
+    errors,
+    health,
+    live_activities,
+    notifications,
+    plain_send,
+    tokens,
+)
 from noti.gateway.auth import FailedAuthLimiter, KeyVerifier, RateLimiter
 from noti.gateway.bodies import BodyGuard
 from noti.gateway.context import Gateway, authenticate
@@ -98,6 +109,8 @@ def create_app(
         openapi_url=None,
         redirect_slashes=False,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans follow Noti's tracing setting: off, they cost no check per request.
+        telemetry=None if tracing.enabled else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.gateway = state
     app.state.metrics = metrics
@@ -108,6 +121,7 @@ def create_app(
     app.include_router(live_activities.router)
     app.include_router(channels.router)
     app.include_router(health.router)
+    plain_send.install(app.router.routes)  # in front of the send route: its well-formed requests, served fast
     docs.install(app)
     admin.install(app, state)
     app.add_middleware(

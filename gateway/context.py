@@ -70,19 +70,24 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     async def check(
         request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        state = gateway(request)
-        principal: Principal | None = getattr(request.state, "principal", None)  # checked before the body was read
-        if principal is None:
-            address = request.client.host if request.client else "unknown"
-            principal = await authenticate(state, request.headers.get("authorization"), address)
-        if not principal.allows(scope):
-            raise ApiError(403, f"this API key lacks the '{scope.value}' scope")
-        wait = await state.limiter.acquire(principal.prefix)
-        if wait:
-            raise ApiError(
-                429, f"rate limit of this API key exceeded; retry in {wait} s", headers={"Retry-After": str(wait)}
-            )
-        request.state.principal = principal
-        return principal
+        return await admit(request, scope)
 
     return check
+
+
+async def admit(request: Request, scope: Scope) -> Principal:
+    """The principal of a request whose key is live, has ``scope`` and is within its rate limit (else 401/403/429)."""
+    state = gateway(request)
+    principal: Principal | None = getattr(request.state, "principal", None)  # checked before the body was read
+    if principal is None:
+        address = request.client.host if request.client else "unknown"
+        principal = await authenticate(state, request.headers.get("authorization"), address)
+    if not principal.allows(scope):
+        raise ApiError(403, f"this API key lacks the '{scope.value}' scope")
+    wait = await state.limiter.acquire(principal.prefix)
+    if wait:
+        raise ApiError(
+            429, f"rate limit of this API key exceeded; retry in {wait} s", headers={"Retry-After": str(wait)}
+        )
+    request.state.principal = principal
+    return principal

@@ -87,6 +87,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._labelled: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,6 +105,16 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route, method = route_label(scope), scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+            counter, timer = self._children(route_label(scope), scope["method"], status)
+            counter.inc()
+            timer.observe(time.perf_counter() - started)
+
+    def _children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The labelled counter and histogram of a request, looked up once per label set (a dict hit after)."""
+        key = (route, method, status)
+        children = self._labelled.get(key)
+        if children is None:  # bounded: route templates, methods and statuses are few
+            metrics = self.metrics
+            children = metrics.requests.labels(route, method, str(status)), metrics.latency.labels(route, method)
+            self._labelled[key] = children
+        return children

@@ -105,6 +105,13 @@ async def send_notification(
     principal: Annotated[Principal, Depends(require(Scope.SEND))],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    return await accept_one(request, principal, body, idempotency_key)
+
+
+async def accept_one(
+    request: Request, principal: Principal, body: NotificationIn, idempotency_key: str | None
+) -> Response:
+    """Queue one admitted, validated send and answer it (202, or 200 for an idempotent replay)."""
     content = checked_content(body)
     environment = _environment(request, body.environment)
     send = Send(

@@ -10,7 +10,7 @@ API paging with ``?page=2`` would otherwise get the first page again, silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -49,8 +49,10 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def _refuse_unknown(known: Collection[str]) -> Callable[[Request], None]:
-    def check(request: Request) -> None:
+def _refuse_unknown(known: Collection[str]) -> Callable[[Request], Awaitable[None]]:
+    # async although it never awaits: FastAPI runs a plain function dependency in a worker thread,
+    # a hand-off per request that cost the send path ~5 % of its CPU.
+    async def check(request: Request) -> None:
         unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
         if unknown:
             items = [ErrorItem(field=f"query.{name}", message=unknown_query_problem(name, known)) for name in unknown]

@@ -6,7 +6,9 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import fastapi.dependencies.utils
 import httpx
+import pytest
 import redis
 from sqlalchemy import Engine, func, select, update
 
@@ -361,3 +363,22 @@ async def test_every_queued_message_dates_its_record_exactly(
     queued = {message.id: message.created_at for message in stream_messages(clean_redis)}
     assert len(stored) == len(queued) == 6
     assert queued == {id: epoch_ms(created) for id, created in stored.items()}
+
+
+async def test_a_send_is_answered_without_a_worker_thread_hand_off(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every dependency of the send route runs on the event loop: a plain-function dependency would make
+    FastAPI hand each request to a worker thread and back (issue 13: single sends/s per worker)."""
+    handed_off: list[object] = []
+
+    async def recording(func: object, *args: object, **kwargs: object) -> object:
+        handed_off.append(func)
+        return func(*args, **kwargs)  # type: ignore[operator]
+
+    monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", recording)
+    await register(client, 1)
+    handed_off.clear()
+    response = await client.post("/api/notifications/", json={"device_token": token(1), "title": "Hi"})
+    assert response.status_code == 202, response.text
+    assert handed_off == []
