@@ -252,7 +252,8 @@ def profiled(pid: int, directory: Path | None, label: str) -> Iterator[None]:
     output = directory / f"{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.txt"
     spy = Path(sys.executable).with_name("py-spy")
     recorder = subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(output)],
+        [str(spy), "record", "--nonblocking", "--pid", str(pid), "--rate", "200", "--format", "raw",
+         "--output", str(output)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

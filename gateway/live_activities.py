@@ -18,18 +18,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from noti.apns.payload import InvalidNotification, NotificationContent, PayloadTooLarge, build_payload
 from noti.bundle_id import bundle_id_problem
 from noti.gateway.auth import Principal, Scope
-from noti.gateway.context import gateway, require
+from noti.gateway.context import Gateway, gateway, require
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
 from noti.gateway.ids import new_id
 from noti.gateway.notifications import IdempotencyKey, default_environment
@@ -229,6 +230,27 @@ def write_to_tokens(
     return rows, list(by_stream.values())
 
 
+async def write_once(
+    state: Gateway, response: Response, key: str | None, asked: str,
+    write: Callable[[Session], tuple[list[dict[str, Any]], list[StreamEntries]]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Records written by ``write`` in one transaction, their messages queued; or, for a retry of an
+    Idempotency-Key, the first request's records, nothing sent, and a 200 with ``Idempotent-Replayed``."""
+
+    def run() -> tuple[list[dict[str, Any]], list[StreamEntries], bool]:
+        with Session(state.engine) as session, session.begin():
+            if key is not None and (before := replayed_records(session.connection(), key, asked)):
+                return before, [], True
+            return (*write(session), False)
+
+    rows, entries, replayed = await run_in_threadpool(run)
+    await state.enqueuer.queue(entries)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return rows
+
+
 @router.post(
     "/api/live-activities/",
     response_model=LiveActivityAccepted,
@@ -257,17 +279,10 @@ async def send_live_activity(
 
     routes = await state.enqueuer.routes.current()
 
-    def write() -> tuple[list[dict[str, Any]], list[StreamEntries], bool]:
-        with state.engine.begin() as connection:
-            if key is not None and (before := replayed_records(connection, key, asked)):
-                return before, [], True
-            return (*write_live_activity(connection, body.targets(), content, environment, routes, key), False)
+    def write(session: Session) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+        return write_live_activity(session.connection(), body.targets(), content, environment, routes, key)
 
-    rows, entries, replayed = await run_in_threadpool(write)
-    await state.enqueuer.queue(entries)
-    if replayed:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
+    rows = await write_once(state, response, key, asked, write)
     return LiveActivityAccepted(
         count=len(rows),
         notifications=[

@@ -16,13 +16,12 @@ from noti.gateway.auth import Principal, Scope
 from noti.gateway.context import gateway, require
 from noti.gateway.devices import find_device
 from noti.gateway.errors import AUTH_RESPONSES, ApiError, invalid
-from noti.gateway.live_activities import write_to_tokens
+from noti.gateway.live_activities import write_once, write_to_tokens
 from noti.gateway.notifications import IdempotencyKey, default_environment
 from noti.gateway.payloads import checked_content
 from noti.gateway.routing import SlashRouter
 from noti.gateway.schemas import App, Content, Environment, Error, Text, Timestamp, Token, normalize_token
 from noti.gateway.sends import StreamEntries, fingerprint
-from noti.gateway.writes import replayed_records
 from noti.live_activities import active_tokens
 from noti.store.models import DeviceToken, TokenKind
 from noti.store.tokens import TokenFields, kind_problem, upsert_tokens
@@ -196,23 +195,16 @@ async def send_voip(
 
     routes = await state.enqueuer.routes.current()
 
-    def write() -> tuple[list[dict[str, Any]], list[StreamEntries], bool]:
-        with Session(state.engine) as session, session.begin():
-            if key is not None and (before := replayed_records(session.connection(), key, asked)):
-                return before, [], True
-            device, _owner = find_device(session, token, app)
-            found = session.execute(
-                active_tokens().where(DeviceToken.device_id == device.id, DeviceToken.kind == TokenKind.VOIP)
-            ).all()
-            if not found:
-                raise ApiError(404, "this device has no active VoIP token; register one with kind voip")
-            return (*write_to_tokens(session.connection(), found, content, where, routes, key), False)
+    def write(session: Session) -> tuple[list[dict[str, Any]], list[StreamEntries]]:
+        device, _owner = find_device(session, token, app)
+        found = session.execute(
+            active_tokens().where(DeviceToken.device_id == device.id, DeviceToken.kind == TokenKind.VOIP)
+        ).all()
+        if not found:
+            raise ApiError(404, "this device has no active VoIP token; register one with kind voip")
+        return write_to_tokens(session.connection(), found, content, where, routes, key)
 
-    rows, entries, replayed = await run_in_threadpool(write)
-    await state.enqueuer.queue(entries)
-    if replayed:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
+    rows = await write_once(state, response, key, asked, write)
     return VoipAccepted(id=rows[0]["id"], token=rows[0]["device_token"])
 
 
