@@ -20,6 +20,8 @@ key="apns2-${APNS2_VERSION}_gorush-${GORUSH_VERSION}_pushy-${PUSHY_VERSION}_nett
 dir="${NOTI_CACHE_DIR:-$HOME/.cache/noti}/peers/$key"
 
 say() { echo "build-peers: $*" >&2; }
+# shellcheck source=maven-jar.sh
+source "$root/scripts/maven-jar.sh"
 
 names=(apns2-load gorush noti-pushy-peer.jar)
 complete() { for name in "${names[@]}"; do [ -f "$dir/$name" ] || return 1; done; }
@@ -58,15 +60,7 @@ build_go gorush gorush github.com/appleboy/gorush
 if [ ! -f "$dir/noti-pushy-peer.jar" ]; then
     say "building the Pushy $PUSHY_VERSION peer (bench/peers/pushy-client) ..."
     start=$SECONDS
-    build=$(mktemp -d)
-    trap 'rm -rf "$build"' EXIT
-    cp -r "$peers/pushy-client/pom.xml" "$peers/pushy-client/src" "$build/"
-    # Offline first: once Maven's local repository has the pinned artifacts no registry is asked.
-    if ! mvn -q -B -o -f "$build/pom.xml" package >/dev/null 2>&1; then
-        mvn -q -B -f "$build/pom.xml" package >&2
-    fi
-    mv "$build/target/noti-pushy-peer.jar" "$dir/.noti-pushy-peer.jar.tmp"
-    mv "$dir/.noti-pushy-peer.jar.tmp" "$dir/noti-pushy-peer.jar"
+    maven_jar "$peers/pushy-client" noti-pushy-peer.jar "$dir"
     say "built noti-pushy-peer.jar in $((SECONDS - start))s"
 fi
 echo "$dir"

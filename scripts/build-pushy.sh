@@ -16,6 +16,8 @@ dir="${NOTI_CACHE_DIR:-$HOME/.cache/noti}/pushy/$key"
 jar="$dir/noti-pushy-mock.jar"
 
 say() { echo "build-pushy: $*" >&2; }
+# shellcheck source=maven-jar.sh
+source "$root/scripts/maven-jar.sh"
 
 if [ -f "$jar" ]; then
     say "cached in $dir"
@@ -39,14 +41,6 @@ if [ -f "$jar" ]; then
 fi
 say "building the Pushy $PUSHY_VERSION harness (tests/pushy) ..."
 start=$SECONDS
-build=$(mktemp -d)
-trap 'rm -rf "$build"' EXIT
-cp -r "$project/pom.xml" "$project/src" "$build/"
-# Offline first: once Maven's local repository has the pinned artifacts no registry is asked.
-if ! mvn -q -B -o -f "$build/pom.xml" package >/dev/null 2>&1; then
-    mvn -q -B -f "$build/pom.xml" package >&2
-fi
-mv "$build/target/noti-pushy-mock.jar" "$dir/.noti-pushy-mock.jar.tmp"
-mv "$dir/.noti-pushy-mock.jar.tmp" "$jar"
+maven_jar "$project" noti-pushy-mock.jar "$dir"
 say "built in $((SECONDS - start))s"
 echo "$jar"
