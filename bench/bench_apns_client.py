@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from _services import ROOT  # noqa: F401  (puts tests/ on sys.path for the harness)
-
-from harness.apns import SimulatorProcess, start_simulator, stop_simulator
+if TYPE_CHECKING:
+    from harness.apns import SimulatorProcess
 
 KINDS = ("noti", "httpx", "aioapns")
 LABELS = {
@@ -252,6 +252,12 @@ def main() -> None:
         options.payload_bytes = Path(options.payload).read_bytes() if options.payload else None
         uvloop.run(_client_main(options, Path(options.key).read_bytes()))
         return
+
+    # The harness (pytest, SQLAlchemy, redis: ~85k objects) only here, never in a client process, whose
+    # every full garbage collection and exit would walk it: its CPU would be the harness's, not the client's.
+    from _services import ROOT  # noqa: F401  (puts tests/ on sys.path for the harness)
+
+    from harness.apns import start_simulator, stop_simulator
 
     with tempfile.TemporaryDirectory(prefix="noti-bench-apns-") as directory:
         simulator = start_simulator(Path(directory), workers=options.workers)

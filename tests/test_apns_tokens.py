@@ -283,3 +283,17 @@ def test_the_shared_token_is_named_by_team_key_id_and_key_fingerprint(key: ec.El
     assert len(names) == 4
     assert ProviderTokens(key, "KID", "TEAM").redis_key == ProviderTokens(key, "KID", "TEAM").redis_key
     assert not any(_pem(key).decode().splitlines()[1][:16] in name for name in names)
+
+
+def test_an_apns_client_without_redis_loads_neither_redis_nor_the_store() -> None:
+    """Every module loaded is walked by each full garbage collection: SQLAlchemy and redis were ~55k objects."""
+    script = (
+        "import sys, noti.apns.client, noti.apns.tokens\n"
+        "print(*[name for name, module in sys.modules.items() if module])"
+    )
+    # Away from the repository root, whose operator/ folder shadows the stdlib's.
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    )
+    loaded = set(out.stdout.split())
+    assert not {"redis", "sqlalchemy", "noti.queue", "noti.store"} & loaded

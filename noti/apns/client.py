@@ -102,6 +102,7 @@ class APNsClient:
         self._origin = (url.host, url.port or 443)
         self._path_prefix = url.raw_path.decode().rstrip("/")
         self._read_timeout = timeout
+        self._h2 = self.transport if isinstance(self.transport, H2Transport) else None
 
     async def send(
         self, device_token: str, content: NotificationContent, *, apns_id: str | uuid.UUID | None = None,
@@ -112,12 +113,21 @@ class APNsClient:
         headers = build_headers(content, self.bundle_id, apns_id)
         started = time.perf_counter()
         refreshed = False
+        answer: bytes | bytearray
         while True:
             token = await self.tokens.current() if self.tokens is not None else None
             if token is not None:
                 headers["authorization"] = f"bearer {token}"
             try:
-                status, response_headers, answer = await self._post(f"/3/device/{device_token}", headers, body)
+                if self._h2 is not None:  # the hot path, straight onto our connections (see _post)
+                    host, port = self._origin
+                    raw = await self._h2.exchange(
+                        host, port, "POST", f"{self._path_prefix}/3/device/{device_token}", list(headers.items()),
+                        body, self._read_timeout,
+                    )  # fmt: skip
+                    status, response_headers, answer = raw.status, raw.headers, raw.body
+                else:
+                    status, response_headers, answer = await self._post(f"/3/device/{device_token}", headers, body)
             except (httpx.TransportError, OSError) as exc:
                 # A GOAWAY may carry Apple's reason (e.g. BadCertificate): classify it like a response.
                 said = getattr(exc, "reason", None)
@@ -159,18 +169,12 @@ class APNsClient:
             )  # fmt: skip
 
     async def _post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        """(status, headers, body) of one POST: straight onto our HTTP/2 connections, else through httpx.
+        """(status, headers, body) of one POST through httpx, for a transport other than ours.
 
-        AsyncClient's per-request machinery (URL merging, Request and Response objects, cookies) was
-        most of the CPU per notification; our transport's ``exchange`` skips it and raises the same
-        httpx errors. Any other httpx transport is driven through AsyncClient as usual.
+        On our transport ``send`` calls its ``exchange`` instead: AsyncClient's per-request machinery (URL
+        merging, Request and Response objects, cookies) was most of the CPU per notification, and
+        ``exchange`` skips it while raising the same httpx errors.
         """
-        if isinstance(self.transport, H2Transport):
-            host, port = self._origin
-            answer = await self.transport.exchange(
-                host, port, "POST", self._path_prefix + path, list(headers.items()), body, self._read_timeout
-            )
-            return answer.status, answer.headers, bytes(answer.body)
         response = await self._http.post(path, content=body, headers=headers)
         answered = [(name.lower(), value) for name, value in response.headers.items()]
         return response.status_code, answered, response.content

@@ -20,13 +20,14 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jwt
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
-from noti.queue import provider_token
+if TYPE_CHECKING:  # a client without Redis (noti send, the APNs client alone) loads neither it nor noti.queue
+    import redis.asyncio as aioredis
 
 REFRESH_AFTER = 50 * 60  # seconds: inside Apple's 20..60 minute window
 STORE_TTL = 58 * 60  # the stored token vanishes before Apple would refuse it
@@ -109,7 +110,7 @@ class ProviderTokens:
         self._key, self.key_id, self.team_id = key, key_id, team_id
         self.fingerprint = public_key_fingerprint(key)
         self._redis = redis
-        self._redis_key = redis_key or provider_token(team_id, key_id, self.fingerprint)
+        self._redis_key = redis_key
         self._clock = clock
         self._stored: str | None = None  # "<iat>:<jwt>"
         self._cas = redis.register_script(_COMPARE_AND_SET) if redis is not None else None
@@ -118,6 +119,12 @@ class ProviderTokens:
 
     @property
     def redis_key(self) -> str:
+        if self._redis_key is None:
+            # Here, not at import: noti.queue brings the store's models (SQLAlchemy), ~50k objects that every
+            # full garbage collection of a process that never uses Redis would walk.
+            from noti.queue import provider_token
+
+            self._redis_key = provider_token(self.team_id, self.key_id, self.fingerprint)
         return self._redis_key
 
     def _fresh(self, stored: str | None) -> bool:
@@ -170,13 +177,13 @@ class ProviderTokens:
 
     async def _shared(self) -> str | None:
         assert self._redis is not None
-        raw = await self._redis.get(self._redis_key)
+        raw = await self._redis.get(self.redis_key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def _replace(self, expected: str | None) -> str:
         assert self._cas is not None
         candidate = self._mint()
-        result = await self._cas(keys=[self._redis_key], args=[expected or "", candidate, STORE_TTL])
+        result = await self._cas(keys=[self.redis_key], args=[expected or "", candidate, STORE_TTL])
         winner = result.decode() if isinstance(result, bytes) else str(result)
         if winner != candidate:
             self.minted -= 1  # another process's token won; ours was never used

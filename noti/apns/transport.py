@@ -44,6 +44,7 @@ from noti.apns.reasons import REASONS, Outcome
 
 # Headers HTTP/2 forbids or that the connection itself carries.
 _REFUSED_RETRIES = 10
+INF = float("inf")
 _SKIPPED_HEADERS = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 # HPACK: what repeats on every request of a connection — the provider token (one credential's, on
 # connections of their own, as Go's and Netty's clients index it) and the apns-* constants — is indexed
@@ -77,10 +78,12 @@ def goaway_reason(debug_data: bytes | None) -> str | None:
 class RawResponse:
     """A raw HTTP/2 answer: status, headers without pseudo-headers, body."""
 
-    __slots__ = ("body", "future", "headers", "status")
+    __slots__ = ("body", "deadline", "future", "headers", "status", "timeout")
 
-    def __init__(self, future: asyncio.Future[RawResponse]) -> None:
+    def __init__(self, future: asyncio.Future[RawResponse], deadline: float, timeout: float | None) -> None:
         self.future = future
+        self.deadline = deadline  # loop time by which it must be answered (inf: never times out)
+        self.timeout = timeout
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
@@ -106,10 +109,15 @@ class H2ClientConnection(H2Protocol):
         self.h2 = CountingH2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, RawResponse] = {}
+        # Bodies (stream id -> what is left to send) waiting for flow-control window, oldest first: sent as
+        # WINDOW_UPDATEs open it, so a request never waits (and wakes) on the window itself.
+        self._unsent: dict[int, bytes] = {}
+        # One timer per connection, at the earliest deadline of its requests, instead of one per request.
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = INF
         self.max_streams = 1  # until the server's SETTINGS arrive, like Apple's own first answer
         self.closed = False
         self.goaway_reason: str | None = None
-        self._window = asyncio.Event()
         self._settled = asyncio.Event()
         self.on_capacity: asyncio.Event | None = None
         self.last_received = time.monotonic()
@@ -124,12 +132,12 @@ class H2ClientConnection(H2Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        self._stop_sweep()
         if self.goaway_reason is not None and self.goaway_reason in REASONS:
             self._fail_streams(0, GoAway(self.goaway_reason))
         else:
             self._fail_streams(0, httpx.ReadError(f"connection to APNs lost: {exc or 'closed by peer'}"))
         self._settled.set()
-        self._window.set()
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
@@ -169,8 +177,9 @@ class H2ClientConnection(H2Protocol):
                 self.max_streams = max(1, self.h2.remote_settings.max_concurrent_streams)
                 self._settled.set()
                 self._notify_capacity()
+                self._send_unsent()  # SETTINGS_INITIAL_WINDOW_SIZE may have opened the streams' windows
             elif isinstance(event, WindowUpdated):
-                self._window.set()
+                self._send_unsent()
             elif isinstance(event, PingAckReceived):
                 if self._pong is not None:
                     self._pong.set()
@@ -206,6 +215,8 @@ class H2ClientConnection(H2Protocol):
 
     def _finish(self, stream_id: int) -> None:
         self.h2.forget(stream_id)
+        if self._unsent:
+            self._unsent.pop(stream_id, None)
         response = self.streams.pop(stream_id, None)
         if response is not None and not response.future.done():
             response.future.set_result(response)
@@ -213,6 +224,7 @@ class H2ClientConnection(H2Protocol):
 
     def _fail(self, stream_id: int, error: Exception) -> None:
         self.h2.forget(stream_id)
+        self._unsent.pop(stream_id, None)
         response = self.streams.pop(stream_id, None)
         if response is not None and not response.future.done():
             response.future.set_exception(error)
@@ -230,8 +242,14 @@ class H2ClientConnection(H2Protocol):
     def _close(self, error: Exception) -> None:
         self.closed = True
         self._fail_streams(0, error)
+        self._stop_sweep()
         if self.transport is not None:
             self.transport.abort()
+
+    def _stop_sweep(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep, self._sweep_at = None, INF
 
     async def alive(self, seconds: float) -> bool:
         """Send a PING; whether the server acknowledged it within ``seconds``."""
@@ -263,9 +281,11 @@ class H2ClientConnection(H2Protocol):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), seconds)
 
-    async def request(
+    def start(
         self, path: str, method: str, headers: Iterable[tuple[str, str]], body: bytes, read_timeout: float | None = None
     ) -> RawResponse:
+        """Send a request (its body as far as flow control allows, the rest as the window opens); its answer
+        comes in the returned response's ``future``, or httpx.ReadTimeout ``read_timeout`` seconds from now."""
         if self.closed or self.transport is None:
             raise StreamRefused("connection is closing")
         try:
@@ -281,49 +301,84 @@ class H2ClientConnection(H2Protocol):
             (b":authority", self._authority, False), (b":path", path.encode(), True),
             *[(name.encode(), value.encode("ascii"), name in _NOT_INDEXED) for name, value in headers],
         ]  # fmt: skip
-        response = RawResponse(asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        deadline = INF if read_timeout is None else loop.time() + read_timeout
+        response = RawResponse(loop.create_future(), deadline, read_timeout)
         self.streams[stream_id] = response
         try:
             self.h2.send_request(stream_id, request_headers, end_stream=not body)
         except ProtocolError as exc:
             self.streams.pop(stream_id, None)
             raise httpx.LocalProtocolError(f"cannot send the request: {exc}") from None
-        offset = 0
-        while offset < len(body):
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-            if window <= 0:
-                self._flush()
-                self._window.clear()
-                await self._window.wait()
-                if self.closed:
-                    break
-                continue
-            chunk = body[offset : offset + window]
-            offset += len(chunk)
-            try:
-                self.h2.send_body(stream_id, chunk, end_stream=offset >= len(body))
-            except ProtocolError:
-                break  # the stream was reset meanwhile: its future already carries the error
+        if body:
+            h2 = self.h2
+            room = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+            if not self._unsent and len(body) <= room:
+                h2.send_body(stream_id, body, end_stream=True)  # the usual case: one DATA frame, now
+            else:
+                self._unsent[stream_id] = body
+                if h2.outbound_flow_control_window > 0:
+                    self._send_unsent()
         self._flush_soon()
-        if read_timeout is None:
-            return await response.future
-        # A timer, not asyncio.wait_for: wait_for wraps each request in a task of its own (3.11).
-        timer = asyncio.get_running_loop().call_later(read_timeout, self._time_out, stream_id, read_timeout)
-        try:
-            return await response.future
-        finally:
-            timer.cancel()
+        if deadline < self._sweep_at:
+            self._sweep_soon(loop, deadline)
+        return response
 
-    def _time_out(self, stream_id: int, read_timeout: float) -> None:
-        """No answer in time: the stream is reset and its request fails with ReadTimeout."""
-        response = self.streams.pop(stream_id, None)
-        with contextlib.suppress(Exception):
-            self.h2.reset_stream(stream_id)
-            self.h2.forget(stream_id)
+    async def request(
+        self, path: str, method: str, headers: Iterable[tuple[str, str]], body: bytes, read_timeout: float | None = None
+    ) -> RawResponse:
+        """:meth:`start` and wait for its answer."""
+        return await self.start(path, method, headers, body, read_timeout).future
+
+    def _send_unsent(self) -> None:
+        """Send waiting bodies, oldest first, as far as the connection's and their streams' windows allow."""
+        h2 = self.h2
+        for stream_id, body in list(self._unsent.items()):
+            if h2.outbound_flow_control_window <= 0:
+                return
+            try:
+                window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+                while window > 0 and body:
+                    chunk, body = body[:window], body[window:]
+                    h2.send_body(stream_id, chunk, end_stream=not body)
+                    window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+            except ProtocolError:
+                body = b""  # the stream was reset meanwhile: its future already carries the error
+            if body:
+                self._unsent[stream_id] = body  # its own stream's window is shut: the others may go on
+            else:
+                del self._unsent[stream_id]
+
+    def _sweep_soon(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep_at = when
+        self._sweep = loop.call_at(when, self._time_out)
+
+    def _time_out(self) -> None:
+        """Fail every request past its deadline with ReadTimeout (its stream reset); wake again at the next."""
+        self._sweep, self._sweep_at = None, INF
+        loop = asyncio.get_running_loop()
+        now, earliest = loop.time() + 0.001, INF  # timers may fire a rounding error early
+        late: list[int] = []
+        for stream_id, response in self.streams.items():
+            if response.deadline <= now:
+                late.append(stream_id)
+            elif response.deadline < earliest:
+                earliest = response.deadline
+        for stream_id in late:
+            response = self.streams.pop(stream_id)
+            self._unsent.pop(stream_id, None)
+            with contextlib.suppress(Exception):
+                self.h2.reset_stream(stream_id)
+                self.h2.forget(stream_id)
+            if not response.future.done():
+                response.future.set_exception(httpx.ReadTimeout(f"APNs did not answer within {response.timeout} s"))
+        if late:
             self._flush_soon()
-        self._notify_capacity()
-        if response is not None and not response.future.done():
-            response.future.set_exception(httpx.ReadTimeout(f"APNs did not answer within {read_timeout} s"))
+            self._notify_capacity()
+        if earliest < INF and not self.closed:
+            self._sweep_soon(loop, earliest)
 
     def close(self) -> None:
         """Say GOAWAY (unless the server did) and close the socket, also when already closed to new streams."""
@@ -439,6 +494,23 @@ class H2Transport(httpx.AsyncBaseTransport):
             if quiet:
                 self._capacity.set()
 
+    def _ready(self) -> H2ClientConnection | None:
+        """The connection :meth:`_acquire` would pick at once when it needs no waiting, opening or retiring."""
+        best: H2ClientConnection | None = None
+        most = opened = 0
+        for connection in self._connections:
+            if connection.closed:
+                if not connection.streams:
+                    return None  # to be retired
+                continue
+            opened += 1
+            free = connection.max_streams - len(connection.streams)
+            if free > most:
+                best, most = connection, free
+        if best is not None and (best.streams or opened + self._connecting >= self._limit):
+            return best
+        return None
+
     async def _acquire(self, host: str, port: int) -> H2ClientConnection:
         while True:
             retired = [c for c in self._connections if c.closed and not c.streams]
@@ -491,9 +563,9 @@ class H2Transport(httpx.AsyncBaseTransport):
         Raises httpx.TransportError subclasses like ``handle_async_request``.
         """
         for attempt in range(_REFUSED_RETRIES):
-            connection = await self._acquire(host, port)
+            connection = self._ready() or await self._acquire(host, port)
             try:
-                return await connection.request(path, method, headers, body, read_timeout)
+                return await connection.start(path, method, headers, body, read_timeout).future
             except StreamRefused:
                 # Never processed by the server (GOAWAY or reset): sending it again cannot duplicate it.
                 if attempt == _REFUSED_RETRIES - 1:
