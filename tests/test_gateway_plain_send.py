@@ -84,7 +84,8 @@ _CONTENT_TYPES = st.sampled_from(
      "text/plain", "application/x-www-form-urlencoded", None]
 )  # fmt: skip
 _BROKEN_BODIES = st.sampled_from(
-    [b"", b"{", b"[1]", b"7", b"null", b'{"device_token": "xyz"}', b'{"device_token": "%s", "app": "com.example.app", "data": {"x": NaN}}', b'{"device_token": "%s"}',
+    [b"", b"{", b"[1]", b"7", b"null", b'{"device_token": "xyz"}', b'{"device_token": "%s"}',
+     b'{"device_token": "%s", "app": "com.example.app", "data": {"x": NaN}}',
      b'{"device_token": "%s", "priority": 7}', b'{"device_token": "%s", "colour": "red"}',
      b'{"device_token": "%s", "title": "\xff"}', b'{"device_token": "%s", "data": ' + b'[' * 400 + b']' * 400 + b'}']
 )  # fmt: skip
