@@ -296,8 +296,15 @@ class Sample:
 class Sampler:
     """Every second: progress and sender count; every five: PostgreSQL's PSS (for its peak)."""
 
-    def __init__(self, redis_url: str, postgres: PostgresServer, kubelet: Kubelet, clock: Clock) -> None:
+    def __init__(
+        self, redis_url: str, postgres: PostgresServer, kubelet: Kubelet, clock: Clock, database_url: str | None = None
+    ) -> None:
         self.client = redis.Redis.from_url(redis_url)
+        # With a database URL: what PostgreSQL's busy backends wait on, sampled each second (--pg-waits).
+        self.waits: dict[str, int] = {}
+        self._database = None
+        if database_url:
+            self._database = psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True)
         self.postgres, self.kubelet, self.clock = postgres, kubelet, clock
         self.samples: list[Sample] = []
         self.postgres_pss_peak = 0.0
@@ -314,15 +321,29 @@ class Sampler:
             finished = int(self.client.get(self.keys.finished) or 0)
             queued = int(self.client.hget(campaign_counters(f"{NAMESPACE}/{CAMPAIGN}"), "queued") or 0)
             self.samples.append(Sample(self.clock.now(), finished, queued, len(self.kubelet.running())))
+            if self._database is not None:
+                self._sample_waits(self._database)
             if tick % 5 == 0:
                 with contextlib.suppress(OSError, ValueError):
                     self.postgres_pss_peak = max(self.postgres_pss_peak, pss_mb(self.postgres._processes()))
             tick += 1
 
+    def _sample_waits(self, connection: psycopg.Connection[Any]) -> None:
+        rows = connection.execute(
+            "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), left(query, 24) FROM pg_stat_activity"
+            " WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchall()
+        for wait, query in rows:
+            key = f"{wait:<28} {' '.join(query.split())}"
+            self.waits[key] = self.waits.get(key, 0) + 1
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self.client.close()
+        if self._database is not None:
+            self._database.close()
+            self._database = None
 
 
 # --- the store ---------------------------------------------------------------------------------
@@ -375,6 +396,7 @@ class Figures:
     processes: dict[str, dict[str, float]] = field(default_factory=dict)  # name → cpu_seconds, peak_rss_mb
     timeline: list[dict[str, float]] = field(default_factory=list)
     replicas: list[tuple[float, int]] = field(default_factory=list)
+    pg_waits: dict[str, int] = field(default_factory=dict)  # "wait event  query" → samples (--pg-waits)
 
 
 def campaign_status(api: k8s.ApiClient) -> dict[str, Any]:
@@ -435,7 +457,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
         stack.callback(kubelet.stop)
         # The pool's minimum runs before the campaign, as it would in a cluster: its start-up is not the campaign's.
         wait_until(lambda: any(s.ready() for s in kubelet.running()), timeout=90, what="the first sender")
-        sampler = Sampler(redis_server.url, postgres, kubelet, clock)
+        sampler = Sampler(redis_server.url, postgres, kubelet, clock, database_url if args.pg_waits else None)
 
         watched = {"operator": operator.process.pid, "simulator": simulator.process.pid,
                    "postgresql": postgres._processes()[0], "redis": _pid(redis_server),
@@ -484,6 +506,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
                 "started": sender.started, "stopped": sender.stopped if sender.stopped is not None else -1,
             }  # fmt: skip
         figures.timeline = _timeline(sampler.samples)
+        figures.pg_waits = dict(sorted(sampler.waits.items(), key=lambda item: -item[1]))
         figures.replicas = kubelet.replicas
     profiler.wait()
     return figures
@@ -590,11 +613,12 @@ def main() -> None:
     parser.add_argument("--max-senders", type=int, default=0, help="the credential's maxReplicas (0: the CRD's, 20)")
     parser.add_argument("--rate", type=int, default=0, help="the campaign's ratePerSecond (0: unlimited)")
     parser.add_argument("--interval", type=float, default=5.0, help="NOTI_OPERATOR_INTERVAL_SECONDS (the chart's: 5)")
-    parser.add_argument("--drain-seconds", type=float, default=0, help="NOTI_OPERATOR_DRAIN_SECONDS (0: the chart's, 60)")
+    parser.add_argument("--drain-seconds", type=float, default=0, help="NOTI_OPERATOR_DRAIN_SECONDS (0: chart's 60)")
     parser.add_argument("--simulator-workers", type=int, default=1, help="APNs simulator processes")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up this long after apply")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--py-spy", type=Path, help="profile the operator and each sender into this folder")
+    parser.add_argument("--pg-waits", action="store_true", help="sample what PostgreSQL's backends wait on")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for a look")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="noti-bench-campaign-"))
@@ -606,6 +630,10 @@ def main() -> None:
         else:
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
     report(figures)
+    if figures.pg_waits:
+        print("\nPostgreSQL's active client backends, sampled each second (wait event, query):")
+        for key, samples in list(figures.pg_waits.items())[:12]:
+            print(f"  {samples:>6}  {key}")
     for path in sorted(args.py_spy.glob("*.txt")) if args.py_spy else []:
         print(f"\npy-spy {path.stem} (idle included), top frames:")
         for share, frames in top_frames(path):
