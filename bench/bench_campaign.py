@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import redis
@@ -403,7 +403,7 @@ def campaign_status(api: k8s.ApiClient) -> dict[str, Any]:
     found = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, NAMESPACE, "notificationcampaigns", CAMPAIGN
     )
-    return dict(found.get("status") or {})  # type: ignore[union-attr]
+    return dict(cast(dict[str, Any], found).get("status") or {})
 
 
 def run(args: argparse.Namespace, workdir: Path) -> Figures:
