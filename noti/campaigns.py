@@ -304,34 +304,64 @@ async def fan_out(
     after = int(state.get(b"after", 0))
     written = 0
     xadd_chunk = redis.register_script(XADD_CHUNK)
-    while True:
-        chunk = await asyncio.to_thread(_write_chunk, engine, spec, app, credential.credential, after, chunk_size)
-        if not chunk.rows:
-            break
-        entries = QueuedNotification.encode_many(
-            [row["id"] for row in chunk.rows],
-            [row["device_token"] for row in chunk.rows],
-            [row["device_id"] for row in chunk.rows],
-            app=app,
-            content=spec.content,
-            campaign=spec.name,
-            # Only a record this run wrote is known to be dated so: one a run before wrote has its own date.
-            created_at=[epoch_ms(row["created_at"]) if row["id"] in chunk.written else None for row in chunk.rows],
+
+    def write(start: int) -> asyncio.Task[_Chunk]:
+        return asyncio.ensure_future(
+            asyncio.to_thread(_write_chunk, engine, spec, app, credential.credential, start, chunk_size)
         )
-        # Atomic and at most once per chunk: a second fan-out of the same campaign (another operator, a
-        # resumed run) finds the chunk queued and goes on from where that one ended.
-        added, end = await xadd_chunk(
-            keys=[stream, credential.campaign_chunks(spec.name)], args=[after, chunk.cursor, pack_entries(entries)]
-        )
-        async with redis.pipeline(transaction=False) as pipe:
-            if added and chunk.written:
-                pipe.hincrby(campaign_counters(spec.name), "queued", len(chunk.written))
-            pipe.hset(cursor_key, "after", int(end))
-            await pipe.execute()
-        written += len(chunk.written)
-        after = int(end)
+
+    # The next chunk's records are written while this one is queued: the store and Redis work at once.
+    # Records are idempotent, so one written ahead and then not queued (a crash, a chunk another fan-out
+    # queued with another end) is written again, as nothing, by the run that queues it.
+    ahead = write(after)
+    try:
+        while True:
+            chunk = await ahead
+            if not chunk.rows:
+                break
+            ahead = write(chunk.cursor)
+            end = await _queue_chunk(redis, xadd_chunk, credential, spec, app, chunk, after)
+            written += len(chunk.written)
+            if end != chunk.cursor:  # another fan-out queued this chunk, up to another end: go on from there
+                written += len((await ahead).written)  # written all the same: the other one skips them
+                ahead = write(end)
+            after = end
+    finally:
+        if not ahead.done():
+            ahead.cancel()  # its thread finishes its transaction; nothing of it is queued
+            await asyncio.gather(ahead, return_exceptions=True)
     await redis.hset(cursor_key, "done", 1)
     return FanOutResult(total=total, written=written)
+
+
+async def _queue_chunk(
+    redis: aioredis.Redis, xadd_chunk: Any, credential: StreamKeys, spec: CampaignSpec, app: str, chunk: _Chunk,
+    after: int,
+) -> int:  # fmt: skip
+    """Put a written chunk on the campaign's stream (unless it is there already) and save the cursor after it;
+    returns the end the chunk has (another fan-out's, when that one queued it first)."""
+    stream = credential.campaign_stream(spec.name)
+    entries = QueuedNotification.encode_many(
+        [row["id"] for row in chunk.rows],
+        [row["device_token"] for row in chunk.rows],
+        [row["device_id"] for row in chunk.rows],
+        app=app,
+        content=spec.content,
+        campaign=spec.name,
+        # Only a record this run wrote is known to be dated so: one a run before wrote has its own date.
+        created_at=[epoch_ms(row["created_at"]) if row["id"] in chunk.written else None for row in chunk.rows],
+    )
+    # Atomic and at most once per chunk: a second fan-out of the same campaign (another operator, a
+    # resumed run) finds the chunk queued and goes on from where that one ended.
+    added, end = await xadd_chunk(
+        keys=[stream, credential.campaign_chunks(spec.name)], args=[after, chunk.cursor, pack_entries(entries)]
+    )
+    async with redis.pipeline(transaction=False) as pipe:
+        if added:  # what went into the stream, whichever run wrote the records
+            pipe.hincrby(campaign_counters(spec.name), "queued", int(added))
+        pipe.hset(campaign_fanout_cursor(spec.name), "after", int(end))
+        await pipe.execute()
+    return int(end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,14 +80,20 @@ class Scaler:
         self.throughput = Throughput(default_per_sender)
         self._clock = clock
         self._history: deque[tuple[float, int]] = deque()
-        self._last: tuple[float, int] | None = None  # (when, finished count) of the previous look
+        self._last: tuple[float, int, int, int] | None = None  # (when, finished, running, backlog) of the last look
 
     def measure(self, finished: int, running: int, backlog: int) -> None:
-        """Note the credential's finished count now; with a backlog and ``running`` senders, it is a rate."""
+        """Note the credential's finished count now; since a look that saw the same ``running`` senders and a
+        backlog too, it is their rate.
+
+        A span in which senders were added or removed, or that began with nothing to do, measures senders
+        that were starting or waiting: too low a rate, which would ask for many more senders than help.
+        """
         now = self._clock()
-        if self._last is not None and now > self._last[0] and backlog > 0 and running > 0:
-            self.throughput.record(running, max(0, finished - self._last[1]) / (now - self._last[0]))
-        self._last = (now, finished)
+        last = self._last
+        if last is not None and now > last[0] and backlog > 0 and last[3] > 0 and running > 0 and running == last[2]:
+            self.throughput.record(running, max(0, finished - last[1]) / (now - last[0]))
+        self._last = (now, finished, running, backlog)
 
     def decide(
         self, current: int, backlog: int, drain_seconds: float, minimum: int, maximum: int, rate_limit: float = 0

@@ -381,3 +381,5 @@ async def test_fan_out_messages_date_the_records_they_wrote_and_only_those(
     assert {id: queued[id] for id in first.written} == dict.fromkeys(first.written)
     later = set(stored) - first.written
     assert later and {id: queued[id] for id in later} == {id: epoch_ms(stored[id]) for id in later}
+    # Queued counts what went into the stream, the records the run before wrote among them.
+    assert await aredis.hget(campaign_counters(spec.name), "queued") == str(len(stored)).encode()

@@ -60,6 +60,23 @@ def test_rates_come_from_the_finished_count_while_there_is_a_backlog() -> None:
     assert scaler.throughput.observed == {2: 800.0}
 
 
+def test_a_rate_is_measured_only_between_looks_with_the_same_senders_and_a_backlog_at_both() -> None:
+    now = [0.0]
+    scaler = Scaler(window_seconds=60, default_per_sender=1000, clock=lambda: now[0])
+    scaler.measure(finished=0, running=1, backlog=0)
+    now[0] = 5
+    scaler.measure(finished=200, running=1, backlog=40_000)  # a campaign just began: the sender was idle till then
+    now[0] = 10
+    scaler.measure(finished=12_700, running=1, backlog=60_000)
+    assert scaler.throughput.observed == {1: 2500.0}
+    now[0] = 15
+    scaler.measure(finished=14_000, running=4, backlog=70_000)  # three more were starting meanwhile
+    assert scaler.throughput.observed == {1: 2500.0}
+    now[0] = 20
+    scaler.measure(finished=34_000, running=4, backlog=50_000)
+    assert scaler.throughput.observed == {1: 2500.0, 4: 4000.0}
+
+
 def test_scale_up_is_immediate_and_scale_down_waits_for_the_window() -> None:
     now = [0.0]
     scaler = Scaler(window_seconds=60, default_per_sender=100, clock=lambda: now[0])

@@ -146,7 +146,7 @@ def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _insert_new_postgresql(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[uuid.UUID]:
-    """INSERT ... SELECT FROM unnest(<one array per column>) of the ids not stored yet, RETURNING id.
+    """INSERT ... SELECT FROM unnest(<an array per column that varies>) of the ids not stored yet, RETURNING id.
 
     One short statement however many rows: a multi-row VALUES list with RETURNING is a new
     query text for psycopg to parse in Python every time (about 80 ms per 1,000 records).
@@ -158,11 +158,14 @@ def _insert_new_postgresql(connection: Connection, rows: Sequence[Mapping[str, A
         if column.name not in fills and _scalar_default(column) is not None:
             names.append(column.name)
             fills[column.name] = _scalar_default(column)
-    statement = _unnest_insert(tuple(names))
-    values = {
-        f"c{i}": [_bindable(row.get(name, fills[name]), name in _JSON_COLUMNS) for row in rows]
-        for i, name in enumerate(names)
-    }
+    columns = {name: [row.get(name, fills[name]) for row in rows] for name in names}
+    # A value every row shares (a campaign's content, app, status, dates) is bound once, not as an array
+    # of copies: dumping those arrays was most of a fan-out's CPU. ``id`` always varies (unnest needs one).
+    varying = tuple(n for n in names if n == "id" or any(v != columns[n][0] for v in columns[n]))
+    shared = tuple(n for n in names if n not in varying)
+    statement = _unnest_insert(varying, shared)
+    values = {f"c{i}": [_bindable(v, name in _JSON_COLUMNS) for v in columns[name]] for i, name in enumerate(varying)}
+    values.update({f"k{i}": _bindable(columns[name][0], name in _JSON_COLUMNS) for i, name in enumerate(shared)})
     return {row[0] for row in connection.execute(statement, values)}
 
 
@@ -182,18 +185,22 @@ def _bindable(value: Any, is_json: bool) -> Any:
 
 
 @functools.cache
-def _unnest_insert(names: tuple[str, ...]) -> Any:
+def _unnest_insert(names: tuple[str, ...], shared: tuple[str, ...] = ()) -> Any:
+    """The insert of ``names`` from one array each and ``shared`` from one value each (``:c<i>``, ``:k<i>``)."""
     table = Notification.__table__
     dialect = postgresql.dialect()
     arrays = ", ".join(
         f"CAST(:c{i} AS {table.c[name].type.compile(dialect=dialect)}[])" for i, name in enumerate(names)
     )
-    columns = ", ".join(names)
+    scalars = "".join(
+        f", CAST(:k{i} AS {table.c[name].type.compile(dialect=dialect)})" for i, name in enumerate(shared)
+    )
+    columns = ", ".join((*names, *shared))
     # A partitioned table's primary key is (id, created_at) (migration 0009), so a conflict on it
     # misses an id stored on another day: NOT EXISTS looks the id up in every partition. Writers of
     # one id are serialized before this (idempotency_keys, one operator fanning out a campaign).
     return text(
-        f"INSERT INTO notifications ({columns}) SELECT * FROM unnest({arrays}) AS v({columns})"
+        f"INSERT INTO notifications ({columns}) SELECT v.*{scalars} FROM unnest({arrays}) AS v({', '.join(names)})"
         " WHERE NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.id = v.id) ON CONFLICT DO NOTHING RETURNING id"
     )
 

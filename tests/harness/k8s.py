@@ -490,6 +490,14 @@ def unique_name(prefix: str, seed: str) -> str:
     return f"{prefix}-{hashlib.sha1(seed.encode()).hexdigest()[:10]}"
 
 
+def apply_crds(cluster: KubeCluster) -> None:
+    """Apply the project's CRDs (crds/) and wait until they are established."""
+    paths = sorted((REPO / "crds").glob("*.yaml"))
+    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in paths]
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={path}" for path in paths))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in names))
+
+
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[KubeCluster]:
     """The session's etcd + kube-apiserver (RBAC on, service-account tokens enabled)."""
@@ -504,10 +512,7 @@ def k8s_cluster() -> Iterator[KubeCluster]:
 @pytest.fixture(scope="session")
 def noti_crds(k8s_cluster: KubeCluster) -> KubeCluster:
     """The session cluster with the project's CRDs (crds/) applied and established."""
-    paths = sorted((REPO / "crds").glob("*.yaml"))
-    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in paths]
-    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={path}" for path in paths))
-    k8s_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in names))
+    apply_crds(k8s_cluster)
     return k8s_cluster
 
 

@@ -8,18 +8,13 @@ with the environment the Deployment gives its pods.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
 import redis
 import yaml
@@ -30,60 +25,26 @@ from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
 from harness.k8s import KubeCluster, unique_name
-from harness.procs import free_port, wait_until
+from harness.operator import (
+    CONNECTIONS,
+    GROUP,
+    VERSION,
+    OperatorProcess,
+    apply_campaign,
+    apply_credential,
+    report_available,
+    secrets,
+    start_operator,
+    start_sender,
+    stop_operator,
+    stop_sender,
+)
+from harness.procs import wait_until
 from harness.services import PostgresServer, RedisServer
 from noti.operator.deployment import FINGERPRINT_ANNOTATION, key_fingerprint
 from noti.queue import ROUTES, QueuedNotification, StreamKeys, campaign_settings
 from noti.store.models import Device, Notification, TokenKind
 from noti.store.tokens import TokenFields, upsert_tokens
-
-GROUP, VERSION = "noti.dev", "v1alpha1"
-CONNECTIONS = "noti-connections"
-
-
-@dataclass
-class OperatorProcess:
-    process: subprocess.Popen[str]
-    log: Path
-    port: int
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-
-def start_operator(
-    cluster: KubeCluster, namespace: str, database_url: str, redis_url: str, folder: Path, **env: str
-) -> OperatorProcess:
-    """``noti operator`` watching ``namespace``, with short intervals, a 3 s scale-down window and a 4 s Lease."""
-    port = free_port()
-    environment = {
-        **os.environ, "KUBECONFIG": str(cluster.kubeconfig), "NOTI_DATABASE_URL": database_url,
-        "NOTI_REDIS_URL": redis_url, "NOTI_OPERATOR_INTERVAL_SECONDS": "0.5",
-        "NOTI_OPERATOR_SCALE_DOWN_SECONDS": "3", "NOTI_OPERATOR_SENDER_RATE": "10",
-        "NOTI_OPERATOR_DRAIN_SECONDS": "10",
-        "NOTI_OPERATOR_SENDER_IMAGE": "registry.example/noti:test", "NOTI_OPERATOR_SENDER_ENV_SECRET": CONNECTIONS,
-        "NOTI_OPERATOR_SENDER_IMAGE_PULL_SECRETS": "regcred", "NOTI_OPERATOR_LEASE_NAMESPACE": namespace,
-        "NOTI_OPERATOR_LEASE_SECONDS": "4", "NOTI_OPERATOR_HEALTH_PORT": str(port), "NOTI_LOG_LEVEL": "INFO", **env,
-    }  # fmt: skip
-    noti = Path(sys.executable).with_name("noti")
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "operator.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(noti), "operator", "--namespace", namespace], env=environment, stdout=out, stderr=subprocess.STDOUT,
-            text=True, cwd=folder,
-        )  # fmt: skip
-    return OperatorProcess(process, log, port)
-
-
-def stop_operator(running: OperatorProcess) -> None:
-    if running.process.poll() is None:
-        running.process.send_signal(signal.SIGTERM)
-        try:
-            running.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            running.process.kill()
-    print(f"--- operator log ---\n{running.tail()}")
 
 
 @pytest.fixture
@@ -94,37 +55,11 @@ def operator(
     """The operator of the test's namespace, healthy (so: leading)."""
     running = start_operator(noti_crds, k8s_namespace, database_url, redis_url, tmp_path / "operator")
     try:
-        wait_until(lambda: _healthy(running.process, running.port), timeout=60,
+        wait_until(running.healthy, timeout=60,
                    what=f"the operator's /healthz\n{running.tail()}")  # fmt: skip
         yield running
     finally:
         stop_operator(running)
-
-
-def start_sender(
-    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, folder: Path, key_file: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """A sender as its pod would run it, from its Deployment's env; only the mounted files' paths are local."""
-    env = cluster.process_env("shop-sender", namespace)
-    env.update(NOTI_APNS_KEY_FILE=str(key_file or simulator.key_path), NOTI_APNS_CA_FILE=str(simulator.ca_path),
-               NOTI_SENDER_HEALTH_PORT=str(free_port()), PATH=os.environ["PATH"])  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "sender.log").open("w") as log:
-        return subprocess.Popen([str(Path(sys.executable).with_name("noti")), "sender"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=folder)  # fmt: skip
-
-
-def stop_sender(sender: subprocess.Popen[bytes]) -> None:
-    sender.send_signal(signal.SIGTERM)
-    sender.wait(timeout=40)
-
-
-def _healthy(process: subprocess.Popen[str], port: int) -> bool:
-    assert process.poll() is None, "the operator exited"
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture
@@ -132,42 +67,6 @@ def api(noti_crds: KubeCluster) -> Iterator[k8s.ApiClient]:
     client = noti_crds.api_client()
     yield client
     client.close()
-
-
-def secrets(
-    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, database_url: str, redis_url: str
-) -> None:
-    """The key and CA Secrets a user creates, and the connections Secret the chart creates."""
-    for name, data in {
-        "apns-key": {"AuthKey.p8": simulator.private_key_pem.decode()},
-        "apns-ca": {"ca.crt": simulator.ca_path.read_text()},
-        CONNECTIONS: {"NOTI_DATABASE_URL": database_url, "NOTI_REDIS_URL": redis_url},
-    }.items():
-        manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
-def apply_credential(
-    cluster: KubeCluster, namespace: str, simulator: SimulatorProcess, key_id: str | None = None, **senders: int
-) -> None:
-    manifest = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "APNsCredential", "metadata": {"name": "shop"},
-        "spec": {
-            "teamId": simulator.team_id, "keyId": key_id or simulator.key_id, "bundleId": simulator.bundle_id,
-            "environment": "sandbox", "endpoint": simulator.url, "privateKeySecretRef": {"name": "apns-key"},
-            "caSecretRef": {"name": "apns-ca"}, "senders": {"minReplicas": 1, "maxReplicas": 4, **senders},
-        },
-    }  # fmt: skip
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def apply_campaign(cluster: KubeCluster, namespace: str, name: str, **spec: Any) -> None:
-    manifest = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "NotificationCampaign", "metadata": {"name": name},
-        "spec": {"credentialRef": {"name": "shop"}, "notification": {"title": "Winter sale", "body": "30% off"},
-                 "audience": {"allDevices": True}, **spec},
-    }  # fmt: skip
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 
 def custom_if(
@@ -197,14 +96,6 @@ def eventually(check: Callable[[], Any], what: str, operator: OperatorProcess, t
 
 def condition(obj: dict[str, Any], type_: str = "Ready") -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
-
-
-def report_available(apps: k8s.AppsV1Api, namespace: str, replicas: int) -> None:
-    """Stand in for the Deployment controller and kubelet, which the test cluster has not: senders are up."""
-    apps.patch_namespaced_deployment_status(
-        "shop-sender", namespace, {"status": {"replicas": replicas, "readyReplicas": replicas,
-                                              "availableReplicas": replicas}},
-    )  # fmt: skip
 
 
 def events(cluster: KubeCluster, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
@@ -708,7 +599,7 @@ def test_two_tenants_claiming_one_bundle_id_never_share_a_queue_or_a_key(
                              NOTI_OPERATOR_LEASE_NAMESPACE=team_a)  # fmt: skip
     senders: list[subprocess.Popen[bytes]] = []
     try:
-        wait_until(lambda: _healthy(running.process, running.port), timeout=60, what=f"/healthz\n{running.tail()}")
+        wait_until(running.healthy, timeout=60, what=f"/healthz\n{running.tail()}")
         for ns in (team_a, team_b):
             secrets(noti_crds, ns, apns_simulator, database_url, redis_url)
         key = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "apns-key"},
