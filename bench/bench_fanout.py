@@ -58,7 +58,8 @@ async def _usual(engine: Engine, redis: aioredis.Redis, credential: StreamKeys, 
                  "title": "Winter sale", "body": "30% off", "data": {"deeplink": "app://sale"}}
                 for d in devices
             ]  # fmt: skip
-            statement = pg_insert(Notification).on_conflict_do_nothing(index_elements=["id"])
+            # the primary key of the day-partitioned table (id, created_at): the only arbiter a partitioned table has
+            statement = pg_insert(Notification).on_conflict_do_nothing(index_elements=["id", "created_at"])
             written = set(connection.execute(statement.returning(Notification.id), rows).scalars())
         async with redis.pipeline(transaction=False) as pipe:
             for row in rows:
