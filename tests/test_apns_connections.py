@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from harness.apns import SimulatorProcess
 from noti.apns.client import APNsClient, client_ssl_context
 from noti.apns.payload import NotificationContent
 from noti.apns.reasons import Outcome
-from noti.apns.simulator import generate_certificate
+from noti.apns.simulator import generate_certificate, server_ssl_context
 from noti.apns.tokens import ProviderTokens, load_signing_key
 from noti.apns.transport import H2Transport, parse_proxy
 
@@ -75,9 +74,7 @@ class SilentableServer:
 @pytest.fixture
 async def h2_server(tmp_path: Path) -> AsyncIterator[tuple[SilentableServer, Path]]:
     cert, key = generate_certificate(tmp_path, ("127.0.0.1", "localhost"))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    context.set_alpn_protocols(["h2"])
+    context = server_ssl_context(cert, key)
     state = SilentableServer()
     server = await asyncio.get_running_loop().create_server(lambda: _Answering(state), "127.0.0.1", 0, ssl=context)
     state.port = server.sockets[0].getsockname()[1]

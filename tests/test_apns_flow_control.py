@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from jh2.errors import ErrorCodes
 from jh2.events import DataReceived, RequestReceived, StreamEnded, StreamReset
 
 from noti.apns.client import client_ssl_context
-from noti.apns.simulator import generate_certificate
+from noti.apns.simulator import generate_certificate, server_ssl_context
 from noti.apns.transport import H2Transport
 
 WINDOW = 65_535  # HTTP/2's initial connection window, which only the server's WINDOW_UPDATEs widen
@@ -100,9 +99,7 @@ class WindowServer:
 @pytest.fixture
 async def window_server(tmp_path: Path) -> AsyncIterator[tuple[WindowServer, H2Transport]]:
     cert, key = generate_certificate(tmp_path, ("127.0.0.1", "localhost"))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    context.set_alpn_protocols(["h2"])
+    context = server_ssl_context(cert, key)
     state = WindowServer()
     server = await asyncio.get_running_loop().create_server(lambda: _Server(state), "127.0.0.1", 0, ssl=context)
     state.port = server.sockets[0].getsockname()[1]

@@ -20,7 +20,7 @@ measures; ``workers`` processes may share one port with SO_REUSEPORT.
 from noti.apns.simulator.cli import main
 from noti.apns.simulator.protocol import APPLE_MAX_CONCURRENT_STREAMS, certificate_topics
 from noti.apns.simulator.rules import TOKEN_MAX_AGE, Answer, Directory, Keyring, RegisteredKey, Request, judge
-from noti.apns.simulator.server import Simulator, SimulatorConfig, generate_certificate, start
+from noti.apns.simulator.server import Simulator, SimulatorConfig, generate_certificate, server_ssl_context, start
 from noti.apns.simulator.state import Faults, State
 
 __all__ = [
@@ -39,5 +39,6 @@ __all__ = [
     "generate_certificate",
     "judge",
     "main",
+    "server_ssl_context",
     "start",
 ]

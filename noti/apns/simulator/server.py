@@ -102,7 +102,8 @@ def generate_certificate(directory: Path, hostnames: tuple[str, ...] = ("localho
     return cert_path, key_path
 
 
-def _ssl_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+def server_ssl_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS context that serves HTTP/2 (ALPN h2) with ``cert``; with ``client_ca``, client certificates are checked."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
     if client_ca is not None:
@@ -129,7 +130,7 @@ async def _listen(
     config: SimulatorConfig, state: State, sock: socket.socket, manage: bool = False
 ) -> asyncio.AbstractServer:
     assert config.cert is not None and config.key is not None
-    context = _ssl_context(config.cert, config.key, config.client_ca)
+    context = server_ssl_context(config.cert, config.key, config.client_ca)
     sandbox = config.environment == "sandbox"
     return await asyncio.get_running_loop().create_server(
         lambda: APNsProtocol(state, config.max_concurrent_streams, sandbox, manage), sock=sock, ssl=context
