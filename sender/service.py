@@ -37,7 +37,7 @@ from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import RetryQueue
 from noti.settings import SenderSettings
 from noti.store.db import Bounds, make_engine
-from noti.store.models import utcnow
+from noti.store.tables import utcnow
 from noti.tracing import SENDER, Tracing
 from noti.tracing import setup as setup_tracing
 

@@ -23,6 +23,14 @@ def test_a_sender_process_does_not_load_httpx_command_line_and_its_terminal_rend
     assert not {"rich", "pygments", "httpx._main"} & loaded
 
 
+def test_a_sender_process_does_not_load_the_orm_or_the_gateway() -> None:
+    # The record path runs on Core tables (noti.store.tables); the ORM alone is ~8 MB of a sender's RSS.
+    loaded = _loaded_after("import noti.sender.cli")
+    assert "sqlalchemy" in loaded
+    heavy = {"sqlalchemy.orm", "noti.store.models", "fastapi", "starlette", "sqladmin", "noti.gateway", "alembic"}
+    assert not heavy & loaded
+
+
 def test_httpx_still_offers_its_main_when_imported_through_noti() -> None:
     loaded = _loaded_after("import noti.apns.client, httpx\nassert callable(httpx.main)")
     assert "httpx" in loaded
