@@ -31,6 +31,21 @@ def test_a_sender_process_does_not_load_the_orm_or_the_gateway() -> None:
     assert not heavy & loaded
 
 
+def test_a_sender_process_loads_neither_the_campaign_fan_out_nor_redis_metrics() -> None:
+    loaded = _loaded_after("import noti.sender.cli")
+    assert "redis" in loaded
+    assert not {"noti.campaigns", "opentelemetry.sdk.metrics"} & loaded
+
+
+def test_tracing_still_exports_spans_in_a_sender_process() -> None:
+    statement = (
+        "import noti.sender.cli\n"
+        "from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter\n"
+        "from opentelemetry.sdk.trace import TracerProvider"
+    )
+    assert "opentelemetry.sdk.trace" in _loaded_after(statement)
+
+
 def test_httpx_still_offers_its_main_when_imported_through_noti() -> None:
     loaded = _loaded_after("import noti.apns.client, httpx\nassert callable(httpx.main)")
     assert "httpx" in loaded
