@@ -31,19 +31,11 @@ from noti.queue import (
     epoch_ms,
     pack_entries,
 )
-from noti.store import records
+from noti.store import records, tables
 from noti.store.content import record_columns
 from noti.store.devices import any_tag, owned_by
-from noti.store.models import (
-    FINAL_STATUSES,
-    CampaignCount,
-    Device,
-    DeviceToken,
-    Notification,
-    NotificationStatus,
-    utcnow,
-)
 from noti.store.records import RecordUpdate
+from noti.store.tables import FINAL_STATUSES, NotificationStatus, utcnow
 from noti.store.tokens import end_activities
 
 API_VERSION = "noti.dev/v1alpha1"
@@ -210,13 +202,15 @@ def _targets(spec: CampaignSpec, app: str) -> Targets:
 
 
 def _device_query(app: str, audience: Audience, dialect: str) -> Select[int, str]:
-    query = select(Device.id, Device.device_token).where(Device.app == app, Device.is_active.is_(True))
+    query = select(tables.devices.c.id, tables.devices.c.device_token).where(
+        tables.devices.c.app == app, tables.devices.c.is_active.is_(True)
+    )
     if audience.owners:
         query = owned_by(query, audience.owners)
     elif audience.tags:
         query = query.where(any_tag(audience.tags, dialect))
     elif audience.device_tokens:
-        query = query.where(Device.device_token.in_(audience.device_tokens))
+        query = query.where(tables.devices.c.device_token.in_(audience.device_tokens))
     return query
 
 
@@ -240,12 +234,14 @@ def _next_chunk(
         tokens = sorted(set(audience.device_tokens))[after : after + limit]
         known = dict(
             connection.execute(
-                select(Device.device_token, Device.id).where(Device.app == app, Device.device_token.in_(tokens))
+                select(tables.devices.c.device_token, tables.devices.c.id).where(
+                    tables.devices.c.app == app, tables.devices.c.device_token.in_(tokens)
+                )
             ).all()
         )
         return [(known.get(token), token, after + i + 1) for i, token in enumerate(tokens)]
     query = _device_query(app, audience, connection.dialect.name)
-    rows = connection.execute(query.where(Device.id > after).order_by(Device.id).limit(limit)).all()
+    rows = connection.execute(query.where(tables.devices.c.id > after).order_by(tables.devices.c.id).limit(limit)).all()
     return [(row.id, row.device_token, row.id) for row in rows]
 
 
@@ -381,7 +377,9 @@ def _live_activity_chunk(
 ) -> _Chunk:
     """The next tokens of a Live Activity campaign, by token id, and their records."""
     query = token_query(_targets(spec, app), connection.dialect.name)
-    found = connection.execute(query.where(DeviceToken.id > after).order_by(DeviceToken.id).limit(limit)).all()
+    found = connection.execute(
+        query.where(tables.device_tokens.c.id > after).order_by(tables.device_tokens.c.id).limit(limit)
+    ).all()
     if not found:
         return _Chunk([], set(), after)
     ids = [spec.record_id(f"token/{row.id}") for row in found]
@@ -450,13 +448,15 @@ def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
     closed = 0
     after: tuple[datetime, uuid.UUID] | None = None  # walked in (created_at, id) order, each record read once
     while True:
-        query = select(Notification.id, Notification.created_at, Notification.status).where(
-            Notification.campaign == campaign
-        )
+        query = select(
+            tables.notifications.c.id, tables.notifications.c.created_at, tables.notifications.c.status
+        ).where(tables.notifications.c.campaign == campaign)
         if after is not None:
-            query = query.where(tuple_(Notification.created_at, Notification.id) > tuple_(*after))
+            query = query.where(tuple_(tables.notifications.c.created_at, tables.notifications.c.id) > tuple_(*after))
         with engine.begin() as connection:
-            rows = connection.execute(query.order_by(Notification.created_at, Notification.id).limit(chunk)).all()
+            rows = connection.execute(
+                query.order_by(tables.notifications.c.created_at, tables.notifications.c.id).limit(chunk)
+            ).all()
             outcomes = [
                 RecordUpdate(row.id, NotificationStatus.FAILED, apns_reason=CANCELLED, created_at=row.created_at)
                 for row in rows
@@ -467,5 +467,5 @@ def _close_records(engine: Engine, campaign: str, chunk: int = 1000) -> int:
             break
         after = (rows[-1].created_at, rows[-1].id)
     with engine.begin() as connection:
-        connection.execute(delete(CampaignCount).where(CampaignCount.campaign == campaign))
+        connection.execute(delete(tables.campaign_counts).where(tables.campaign_counts.c.campaign == campaign))
     return closed

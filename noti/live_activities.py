@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 from sqlalchemy import Select, select
 
+from noti.store import tables
 from noti.store.content import record_columns
 from noti.store.devices import any_tag, owned_by
-from noti.store.models import Device, DeviceToken, NotificationStatus, TokenKind
+from noti.store.tables import NotificationStatus, TokenKind
 
 Event = Literal["start", "update", "end"]
 
@@ -76,30 +77,28 @@ TokenRows = Select[int, str, int, str, str | None, datetime | None]
 def active_tokens() -> TokenRows:
     """Active tokens of active devices: (token id, token, device id, app, activity id, ended at), the rows
     a send to tokens by kind writes its records from."""
+    token, device = tables.device_tokens.c, tables.devices.c
     return (
-        select(
-            DeviceToken.id, DeviceToken.token, DeviceToken.device_id, Device.app, DeviceToken.activity_id,
-            DeviceToken.ended_at,
-        )
-        .join(Device, DeviceToken.device_id == Device.id)
-        .where(DeviceToken.is_active.is_(True), Device.is_active.is_(True))
-    )  # fmt: skip
+        select(token.id, token.token, token.device_id, device.app, token.activity_id, token.ended_at)
+        .join(tables.devices, token.device_id == device.id)
+        .where(token.is_active.is_(True), device.is_active.is_(True))
+    )
 
 
 def token_query(targets: Targets, dialect: str) -> TokenRows:
     """The :func:`active_tokens` ``targets`` reach; activities that ended are left out unless ``targets``
     name one by its id."""
-    query = active_tokens().where(DeviceToken.kind == targets.kind)
+    query = active_tokens().where(tables.device_tokens.c.kind == targets.kind)
     if targets.kind is TokenKind.UPDATE and targets.activity_id is None:
-        query = query.where(DeviceToken.ended_at.is_(None))
+        query = query.where(tables.device_tokens.c.ended_at.is_(None))
     if targets.attributes_type is not None:
-        query = query.where(DeviceToken.attributes_type == targets.attributes_type)
+        query = query.where(tables.device_tokens.c.attributes_type == targets.attributes_type)
     if targets.app is not None:
-        query = query.where(Device.app == targets.app)
+        query = query.where(tables.devices.c.app == targets.app)
     if targets.activity_id is not None:
-        query = query.where(DeviceToken.activity_id == targets.activity_id)
+        query = query.where(tables.device_tokens.c.activity_id == targets.activity_id)
     if targets.device_tokens:
-        query = query.where(Device.device_token.in_(targets.device_tokens))
+        query = query.where(tables.devices.c.device_token.in_(targets.device_tokens))
     if targets.owners:
         query = owned_by(query, targets.owners)
     if targets.tags:

@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from noti.store.models import FINAL_STATUSES
+from noti.store.tables import FINAL_STATUSES
 
 Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)

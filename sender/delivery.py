@@ -26,8 +26,8 @@ from noti.sender.policy import NOT_FOR_TOPIC, Finish, Limits, Retry, StopCredent
 from noti.sender.recorder import Finished, Recorder
 from noti.sender.retry_set import retry_member
 from noti.sender.topics import TopicStreak
-from noti.store.models import NotificationStatus, utcnow
 from noti.store.records import RecordUpdate
+from noti.store.tables import NotificationStatus, utcnow
 from noti.tracing import DISABLED, Tracing
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from noti.apns.client import APNsResult
 from noti.apns.reasons import Outcome
-from noti.store.models import NotificationStatus
+from noti.store.tables import NotificationStatus
 
 NOT_FOR_TOPIC = "DeviceTokenNotForTopic"
 

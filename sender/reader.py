@@ -14,7 +14,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from noti import campaigns
 from noti.queue import CONSUMER_GROUP, StreamKeys, campaign_fanout_cursor, campaign_settings
 from noti.ratelimit import TokenBucket
 
@@ -67,8 +66,11 @@ class CampaignRoster:
         fanout = await self._redis.hget(campaign_fanout_cursor(name), "done")
         if fanout != b"1":
             return False
+        # Imported here: the fan-out's module (audiences, Live Activity targets) is otherwise no sender's business.
+        from noti.campaigns import progress
+
         try:
-            done = await campaigns.progress(self._engine, self._redis, name)
+            done = await progress(self._engine, self._redis, name)
         except (DBAPIError, PoolTimeout):  # the store is away: read the campaign on, ask again at the next look
             return False
         return done.finished >= done.total

@@ -19,8 +19,8 @@ from noti.queue import CONSUMER_GROUP
 from noti.sender.metrics import SenderMetrics
 from noti.sender.outages import keep_trying
 from noti.store import records
-from noti.store.models import NotificationStatus
 from noti.store.records import RecordUpdate
+from noti.store.tables import NotificationStatus
 
 log = logging.getLogger(__name__)
 REFUSED = "RecordRefused"  # apns_reason of a record whose outcome the store would not take

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import Session
 
-from noti.store.models import BroadcastChannel, Notification, NotificationStatus, utcnow
+from noti.store import tables
 from noti.store.records import insert_notifications
+from noti.store.tables import NotificationStatus, utcnow
+
+if TYPE_CHECKING:
+    from noti.store.models import BroadcastChannel
+
+# The ORM (BroadcastChannel, Session) is imported by the functions that return its objects, for the
+# gateway and the operator: a sender only records broadcasts, and never loads it (issue #17).
 
 
 def add_channel(
@@ -18,33 +24,32 @@ def add_channel(
     labels: Mapping[str, str] | None = None, source: str = "api",
 ) -> BroadcastChannel:  # fmt: skip
     """Keep a channel APNs created (again: the stored one, updated)."""
+    channels = tables.broadcast_channels
     with engine.begin() as connection:
         existing = connection.execute(
-            select(BroadcastChannel.id).where(
-                BroadcastChannel.app == app,
-                BroadcastChannel.environment == environment,
-                BroadcastChannel.channel_id == channel_id,
+            select(channels.c.id).where(
+                channels.c.app == app, channels.c.environment == environment, channels.c.channel_id == channel_id
             )
         ).scalar()
         values = {"storage_policy": storage_policy, "name": name, "labels": dict(labels or {}), "source": source}
         if existing is None:
             connection.execute(
-                BroadcastChannel.__table__.insert().values(  # type: ignore[attr-defined]
+                channels.insert().values(
                     app=app, environment=environment, channel_id=channel_id, created_at=utcnow(), **values
                 )
             )
         else:
-            connection.execute(
-                BroadcastChannel.__table__.update()  # type: ignore[attr-defined]
-                .where(BroadcastChannel.id == existing)
-                .values(**values)
-            )
+            connection.execute(channels.update().where(channels.c.id == existing).values(**values))
     found = get_channel(engine, app, environment, channel_id)
     assert found is not None
     return found
 
 
 def get_channel(engine: Engine, app: str, environment: str, channel_id: str) -> BroadcastChannel | None:
+    from sqlalchemy.orm import Session
+
+    from noti.store.models import BroadcastChannel
+
     with Session(engine, expire_on_commit=False) as session:
         return session.scalars(
             select(BroadcastChannel).where(
@@ -59,6 +64,10 @@ def list_channels(
     engine: Engine, *, app: str | None = None, environment: str | None = None, limit: int = 1000
 ) -> Sequence[BroadcastChannel]:
     """Channels, newest first; of one app and/or environment when given."""
+    from sqlalchemy.orm import Session
+
+    from noti.store.models import BroadcastChannel
+
     query = select(BroadcastChannel).order_by(BroadcastChannel.id.desc()).limit(limit)
     if app is not None:
         query = query.where(BroadcastChannel.app == app)
@@ -70,12 +79,11 @@ def list_channels(
 
 def remove_channel(engine: Engine, app: str, environment: str, channel_id: str) -> bool:
     """Forget a channel (APNs deleted it); whether one was stored."""
+    channels = tables.broadcast_channels
     with engine.begin() as connection:
         result = connection.execute(
-            delete(BroadcastChannel).where(
-                BroadcastChannel.app == app,
-                BroadcastChannel.environment == environment,
-                BroadcastChannel.channel_id == channel_id,
+            delete(channels).where(
+                channels.c.app == app, channels.c.environment == environment, channels.c.channel_id == channel_id
             )
         )
     return bool(result.rowcount)
@@ -115,6 +123,7 @@ def record_broadcast(
 def broadcast_record(engine: Engine, id: uuid.UUID) -> tuple[str, str | None] | None:
     """A broadcast's record as (status, APNs' reason), or None when it was never sent."""
     with engine.connect() as connection:
-        query = select(Notification.status, Notification.apns_reason).where(Notification.id == id)
+        records = tables.notifications.c
+        query = select(records.status, records.apns_reason).where(records.id == id)
         row = connection.execute(query).first()
     return (str(row.status), row.apns_reason) if row is not None else None

@@ -14,24 +14,25 @@ import orjson
 from sqlalchemy import ARRAY, ColumnElement, Connection, Select, String, cast, exists, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import array
 
+from noti.store import tables
 from noti.store.db import upsert_insert
-from noti.store.models import Device, DeviceOwner, Platform, utcnow
+from noti.store.tables import Platform, utcnow
 
 Q = TypeVar("Q", bound=Select)
 
 
 def owned_by(query: Q, owners: Sequence[str]) -> Q:
     """``query`` (over devices) narrowed to the active owners ``owners`` (their external ids)."""
-    return query.join(DeviceOwner, Device.owner_id == DeviceOwner.id).where(
-        DeviceOwner.external_id.in_(owners), DeviceOwner.is_active.is_(True)
+    return query.join(tables.device_owners, tables.devices.c.owner_id == tables.device_owners.c.id).where(
+        tables.device_owners.c.external_id.in_(owners), tables.device_owners.c.is_active.is_(True)
     )
 
 
 def any_tag(tags: Sequence[str], dialect: str) -> ColumnElement[bool]:
     """A WHERE clause: the device carries at least one of ``tags`` (JSONB ?| on PostgreSQL, json_each on SQLite)."""
     if dialect == "postgresql":
-        return Device.tags.op("?|")(cast(array(list(tags)), ARRAY(String)))
-    values = func.json_each(Device.tags).table_valued("value")
+        return tables.devices.c.tags.op("?|")(cast(array(list(tags)), ARRAY(String)))
+    values = func.json_each(tables.devices.c.tags).table_valued("value")
     return exists(select(1).select_from(values).where(values.c.value.in_(tags)))
 
 
@@ -146,13 +147,15 @@ def _upsert_generic(
     if owners:
         rows = [{"external_id": o, "is_active": True, "created_at": now, "updated_at": now} for o in owners]
         connection.execute(
-            upsert_insert("sqlite", DeviceOwner).on_conflict_do_nothing(index_elements=["external_id"]), rows
+            upsert_insert("sqlite", tables.device_owners).on_conflict_do_nothing(index_elements=["external_id"]), rows
         )
         for start in range(0, len(owners), _SQLITE_CHUNK):
             chunk = owners[start : start + _SQLITE_CHUNK]
-            found = select(DeviceOwner.external_id, DeviceOwner.id).where(DeviceOwner.external_id.in_(chunk))
+            found = select(tables.device_owners.c.external_id, tables.device_owners.c.id).where(
+                tables.device_owners.c.external_id.in_(chunk)
+            )
             owner_ids.update({row.external_id: row.id for row in connection.execute(found)})
-    statement: Any = upsert_insert("sqlite", Device)
+    statement: Any = upsert_insert("sqlite", tables.devices)
     changed = ("platform", "owner_id", "tags", "is_active", "updated_at", "registered_at")
     statement = statement.on_conflict_do_update(
         index_elements=["app", "device_token"], set_={name: statement.excluded[name] for name in changed}
@@ -173,12 +176,12 @@ def _upsert_generic(
     ]
     connection.execute(statement, rows)
     # A row this call inserted has both times from ``now``; one it updated was created before.
-    created = (Device.created_at == Device.updated_at).label("created")
+    created = (tables.devices.c.created_at == tables.devices.c.updated_at).label("created")
     keys = [(d.app, d.device_token) for d in devices]
     stored: dict[tuple[str, str], tuple[int, bool]] = {}
     for start in range(0, len(keys), _SQLITE_CHUNK):
-        key = tuple_(Device.app, Device.device_token)
-        query = select(Device.app, Device.device_token, Device.id, created).where(
+        key = tuple_(tables.devices.c.app, tables.devices.c.device_token)
+        query = select(tables.devices.c.app, tables.devices.c.device_token, tables.devices.c.id, created).where(
             key.in_(keys[start : start + _SQLITE_CHUNK])
         )
         stored.update({(row.app, row.device_token): (row.id, bool(row.created)) for row in connection.execute(query)})

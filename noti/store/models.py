@@ -1,104 +1,53 @@
-"""SQLAlchemy models of the store: owners, devices, notifications (delivery records), API keys, broadcast channels."""
+"""ORM classes of the store, mapped onto its tables (``noti.store.tables``): owners, devices, notifications, API keys.
+
+The gateway, the admin UI and the operator read and write through these; the columns themselves
+are defined once, in ``noti.store.tables``. Each class annotates its columns' Python types for
+type checking (a test keeps them and the table's columns the same).
+"""
 
 from __future__ import annotations
 
-import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    Enum,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    SmallInteger,
-    String,
-    Text,
-    UniqueConstraint,
-    Uuid,
-    text,
+from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
+
+from noti.store import tables
+from noti.store.tables import (
+    FINAL_STATUSES,
+    NAMING_CONVENTION,
+    BigId,
+    JsonType,
+    NotificationStatus,
+    Platform,
+    TokenKind,
+    utcnow,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# Named constraints keep Alembic migrations deterministic across PostgreSQL and SQLite.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere. None is SQL NULL, not
-# JSON null: a record without data has none, however it was inserted (alone or in a batch).
-JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-# SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger ids become INTEGER there.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+__all__ = [
+    "FINAL_STATUSES", "NAMING_CONVENTION", "ApiKey", "Base", "BigId", "BroadcastChannel", "CampaignCount", "Device",
+    "DeviceOwner", "DeviceToken", "IdempotencyKey", "JsonType", "Notification", "NotificationCount",
+    "NotificationStatus", "Platform", "TokenKind", "utcnow",
+]  # fmt: skip
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class Platform(enum.StrEnum):
-    IOS = "ios"
-    ANDROID = "android"
-
-
-class NotificationStatus(enum.StrEnum):
-    PENDING = "pending"
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    INVALID_TOKEN = "invalid_token"
-
-    @property
-    def is_final(self) -> bool:
-        """Whether no further delivery attempt will change this record."""
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({NotificationStatus.SENT, NotificationStatus.FAILED, NotificationStatus.INVALID_TOKEN})
-
-
-def _str_enum(enum_cls: type[enum.StrEnum], name: str) -> Enum:
-    # Stored as VARCHAR + CHECK with the enum *values*, so adding a value is a plain migration.
-    return Enum(
-        enum_cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=20,
-        values_callable=lambda members: [m.value for m in members],
-        validate_strings=True,
-    )
+    metadata = tables.metadata
 
 
 class DeviceOwner(Base):
     """A person or account that owns devices, known by the caller's own id."""
 
-    __tablename__ = "device_owners"
+    __table__ = tables.device_owners
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str] = mapped_column(String(255), unique=True)
-    email: Mapped[str | None] = mapped_column(String(320))
-    name: Mapped[str | None] = mapped_column(String(255))
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    id: Mapped[int]
+    external_id: Mapped[str]
+    email: Mapped[str | None]
+    name: Mapped[str | None]
+    is_active: Mapped[bool]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
     devices: Mapped[list[Device]] = relationship(back_populates="owner")
 
@@ -109,26 +58,19 @@ class DeviceOwner(Base):
 class Device(Base):
     """One app installation that can receive notifications, identified by (app, device_token)."""
 
-    __tablename__ = "devices"
-    __table_args__ = (
-        UniqueConstraint("app", "device_token"),
-        Index(None, "owner_id"),
-        Index(None, "app", "is_active", "id"),
-        Index(None, "device_token"),  # lookups by token alone (gateway), migration 0002
-    )
+    __table__ = tables.devices
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    app: Mapped[str] = mapped_column(String(255))
-    device_token: Mapped[str] = mapped_column(String(200))
-    platform: Mapped[Platform] = mapped_column(_str_enum(Platform, "platform"), default=Platform.IOS)
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("device_owners.id", ondelete="SET NULL"))
-    tags: Mapped[list[str]] = mapped_column(JsonType, default=list)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    last_notification_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When the app last registered this token (POST /api/devices/): a 410 older than this is stale (0006).
-    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    id: Mapped[int]
+    app: Mapped[str]
+    device_token: Mapped[str]
+    platform: Mapped[Platform]
+    owner_id: Mapped[int | None]
+    tags: Mapped[list[str]]
+    is_active: Mapped[bool]
+    last_notification_at: Mapped[datetime | None]
+    registered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
     owner: Mapped[DeviceOwner | None] = relationship(back_populates="devices")
 
@@ -139,93 +81,46 @@ class Device(Base):
 class Notification(Base):
     """The delivery record of one notification to one device."""
 
-    __tablename__ = "notifications"
-    # Every index here is paid for by each of the millions of records written an hour (a bulk
-    # send of 10,000 spends more time in index upkeep than in the table): each one serves a
-    # filter of the history API. Campaign and idempotency-key indexes are partial, so records
-    # without one (most of them) skip them. On PostgreSQL the table is partitioned by day of
-    # created_at and its primary key is (id, created_at) (migration 0009, noti.store.retention).
-    # device_id is a plain column, not a foreign key:
-    # records are history and outlive their device, and a key would check every insert and
-    # need its own index for deletes (migration 0003).
-    __table_args__ = (
-        Index(None, "created_at"),
-        Index(None, "status", "created_at"),
-        Index(None, "device_token", "created_at"),
-        Index(
-            "ix_notifications_campaign_created_at",
-            "campaign",
-            "created_at",
-            postgresql_where=text("campaign IS NOT NULL"),
-            sqlite_where=text("campaign IS NOT NULL"),
-        ),
-        # Not unique: a partitioned table's unique index must include created_at (migration 0009); the
-        # idempotency_keys table's primary key decides which request owns a key.
-        Index(
-            "ix_notifications_idempotency_key",
-            "idempotency_key",
-            postgresql_where=text("idempotency_key IS NOT NULL"),
-            sqlite_where=text("idempotency_key IS NOT NULL"),
-        ),
-    )
+    __table__ = tables.notifications
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    device_id: Mapped[int | None] = mapped_column(BigId)  # the device when sent; it may be deleted since
-    device_token: Mapped[str] = mapped_column(String(200))
-    app: Mapped[str] = mapped_column(String(255))
-    campaign: Mapped[str | None] = mapped_column(String(320))  # "namespace/name" of a NotificationCampaign
-    credential: Mapped[str | None] = mapped_column(String(317))  # "namespace/name" of the APNsCredential queued for
+    id: Mapped[uuid.UUID]
+    device_id: Mapped[int | None]
+    device_token: Mapped[str]
+    app: Mapped[str]
+    campaign: Mapped[str | None]
+    credential: Mapped[str | None]
 
-    title: Mapped[str | None] = mapped_column(Text)
-    subtitle: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[str | None] = mapped_column(Text)
-    badge: Mapped[int | None] = mapped_column(Integer)
-    sound: Mapped[Any | None] = mapped_column(JsonType)  # a sound name or Apple's critical-sound dict
-    category: Mapped[str | None] = mapped_column(String(255))
-    thread_id: Mapped[str | None] = mapped_column(String(255))
-    data: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
-    push_type: Mapped[str] = mapped_column(String(20), default="alert")
-    priority: Mapped[int] = mapped_column(SmallInteger, default=10)
-    expiration: Mapped[int | None] = mapped_column(BigInteger)  # epoch seconds, as apns-expiration
-    collapse_id: Mapped[str | None] = mapped_column(String(64))
-    # Every other content field that is set (noti.store.content), NULL when none is (migration 0007).
-    extra_content: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    title: Mapped[str | None]
+    subtitle: Mapped[str | None]
+    body: Mapped[str | None]
+    badge: Mapped[int | None]
+    sound: Mapped[Any | None]
+    category: Mapped[str | None]
+    thread_id: Mapped[str | None]
+    data: Mapped[dict[str, Any] | None]
+    push_type: Mapped[str]
+    priority: Mapped[int]
+    expiration: Mapped[int | None]
+    collapse_id: Mapped[str | None]
+    extra_content: Mapped[dict[str, Any] | None]
 
-    status: Mapped[NotificationStatus] = mapped_column(
-        _str_enum(NotificationStatus, "notification_status"), default=NotificationStatus.PENDING
-    )
-    retry_count: Mapped[int] = mapped_column(Integer, default=0)
-    apns_id: Mapped[str | None] = mapped_column(String(36))
-    apns_unique_id: Mapped[str | None] = mapped_column(String(36))  # apns-unique-id (sandbox), migration 0006
-    # A record sent to a token of another kind than the device token (migration 0010): the
-    # device_tokens row it went to, so a 410 retires that token and leaves the device alone.
-    token_id: Mapped[int | None] = mapped_column(BigId)
-    activity_id: Mapped[str | None] = mapped_column(String(255))  # the Live Activity an update or end is for
-    event: Mapped[str | None] = mapped_column(String(10))  # a Live Activity's start, update or end
-    apns_reason: Mapped[str | None] = mapped_column(String(64))
-    status_code: Mapped[int | None] = mapped_column(SmallInteger)
-    idempotency_key: Mapped[str | None] = mapped_column(String(300))
-    # A broadcast's record: the Apple channel id it went to (device_token is then empty), migration 0011.
-    channel_id: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[NotificationStatus]
+    retry_count: Mapped[int]
+    apns_id: Mapped[str | None]
+    apns_unique_id: Mapped[str | None]
+    token_id: Mapped[int | None]
+    activity_id: Mapped[str | None]
+    event: Mapped[str | None]
+    apns_reason: Mapped[str | None]
+    status_code: Mapped[int | None]
+    idempotency_key: Mapped[str | None]
+    channel_id: Mapped[str | None]
+    created_at: Mapped[datetime]
+    queued_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
 
     def __str__(self) -> str:
         return str(self.id)
-
-
-class TokenKind(enum.StrEnum):
-    """The kinds of token a device holds besides its device token (which stays on ``devices``)."""
-
-    PUSH_TO_START = "push_to_start"  # starts a Live Activity of one attributes type (ActivityKit)
-    UPDATE = "update"  # updates and ends one running Live Activity
-    VOIP = "voip"  # PushKit
-
-    @property
-    def push_type(self) -> str:
-        """The apns-push-type a token of this kind is sent with."""
-        return "voip" if self is TokenKind.VOIP else "liveactivity"
 
 
 class DeviceToken(Base):
@@ -235,29 +130,21 @@ class DeviceToken(Base):
     push-to-start token, the activity id of an update token, empty for the VoIP token.
     """
 
-    __tablename__ = "device_tokens"
-    __table_args__ = (
-        UniqueConstraint("device_id", "kind", "slot"),
-        Index(None, "token"),
-        Index(None, "kind", "attributes_type", "is_active"),
-        Index(None, "activity_id"),
-    )
+    __table__ = tables.device_tokens
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
-    kind: Mapped[TokenKind] = mapped_column(_str_enum(TokenKind, "token_kind"))
-    slot: Mapped[str] = mapped_column(String(255), default="")
-    token: Mapped[str] = mapped_column(String(200))
-    attributes_type: Mapped[str | None] = mapped_column(String(255))
-    activity_id: Mapped[str | None] = mapped_column(String(255))
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    # A 410 dated before this leaves the token active: the app registered it again since.
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # An update token's activity was sent its end (migration 0013): owner-wide updates skip it.
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    id: Mapped[int]
+    device_id: Mapped[int]
+    kind: Mapped[TokenKind]
+    slot: Mapped[str]
+    token: Mapped[str]
+    attributes_type: Mapped[str | None]
+    activity_id: Mapped[str | None]
+    is_active: Mapped[bool]
+    registered_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
     device: Mapped[Device] = relationship()
 
@@ -268,16 +155,16 @@ class DeviceToken(Base):
 class ApiKey(Base):
     """A gateway API key; only its hash and a lookup prefix are stored."""
 
-    __tablename__ = "api_keys"
+    __table__ = tables.api_keys
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    prefix: Mapped[str] = mapped_column(String(32), unique=True)
-    key_hash: Mapped[str] = mapped_column(String(128))
-    scopes: Mapped[list[str]] = mapped_column(JsonType, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    id: Mapped[int]
+    name: Mapped[str]
+    prefix: Mapped[str]
+    key_hash: Mapped[str]
+    scopes: Mapped[list[str]]
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
@@ -290,23 +177,22 @@ class IdempotencyKey(Base):
     instead of the first request's answer (IETF draft-ietf-httpapi-idempotency-key-header).
     """
 
-    __tablename__ = "idempotency_keys"
-    __table_args__ = (Index(None, "created_at"),)  # keys expire with their records (noti.store.retention)
+    __table__ = tables.idempotency_keys
 
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<API key prefix>:<header value>"
-    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request, hex
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key: Mapped[str]
+    fingerprint: Mapped[str]
+    created_at: Mapped[datetime]
 
 
 class CampaignCount(Base):
     """Records of a campaign that reached each final status, counted in the transaction that
     made them final: exactly once, whatever a crash or a redelivery does to the queue."""
 
-    __tablename__ = "campaign_counts"
+    __table__ = tables.campaign_counts
 
-    campaign: Mapped[str] = mapped_column(String(320), primary_key=True)
-    status: Mapped[str] = mapped_column(String(20), primary_key=True)
-    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    campaign: Mapped[str]
+    status: Mapped[str]
+    count: Mapped[int]
 
 
 class NotificationCount(Base):
@@ -316,12 +202,12 @@ class NotificationCount(Base):
     counts of records still in flight are the created ones minus the final ones.
     """
 
-    __tablename__ = "notification_counts"
+    __table__ = tables.notification_counts
 
-    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)  # hour start, UTC
-    app: Mapped[str] = mapped_column(String(255), primary_key=True)
-    status: Mapped[str] = mapped_column(String(20), primary_key=True)
-    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    bucket: Mapped[datetime]
+    app: Mapped[str]
+    status: Mapped[str]
+    count: Mapped[int]
 
 
 class BroadcastChannel(Base):
@@ -331,18 +217,17 @@ class BroadcastChannel(Base):
     channels made over REST, ``<namespace>/<name>`` for a LiveActivityChannel resource.
     """
 
-    __tablename__ = "broadcast_channels"
-    __table_args__ = (UniqueConstraint("app", "environment", "channel_id"),)
+    __table__ = tables.broadcast_channels
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    app: Mapped[str] = mapped_column(String(255))
-    environment: Mapped[str] = mapped_column(String(20))
-    channel_id: Mapped[str] = mapped_column(String(200))
-    storage_policy: Mapped[int] = mapped_column(SmallInteger)  # Apple's message-storage-policy: 0 or 1
-    name: Mapped[str | None] = mapped_column(String(255))
-    labels: Mapped[dict[str, str]] = mapped_column(JsonType, default=dict)
-    source: Mapped[str] = mapped_column(String(320), default="api")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    id: Mapped[int]
+    app: Mapped[str]
+    environment: Mapped[str]
+    channel_id: Mapped[str]
+    storage_policy: Mapped[int]
+    name: Mapped[str | None]
+    labels: Mapped[dict[str, str]]
+    source: Mapped[str]
+    created_at: Mapped[datetime]
 
     def __str__(self) -> str:
         return f"{self.app}/{self.environment}/{self.channel_id}"

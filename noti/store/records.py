@@ -21,18 +21,9 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql
 
-from noti.store import content, tokens
+from noti.store import content, tables, tokens
 from noti.store.db import upsert_insert
-from noti.store.models import (
-    FINAL_STATUSES,
-    CampaignCount,
-    Device,
-    IdempotencyKey,
-    Notification,
-    NotificationCount,
-    NotificationStatus,
-    utcnow,
-)
+from noti.store.tables import FINAL_STATUSES, NotificationStatus, utcnow
 
 CREATED = "created"  # the roll-up row counting every record written
 _FINAL_VALUES = tuple(sorted(status.value for status in FINAL_STATUSES))
@@ -84,7 +75,9 @@ def _bump_counts(connection: Connection, counts: Counter[tuple[datetime, str, st
         {"bucket": bucket, "app": app, "status": status, "count": count}
         for (bucket, app, status), count in sorted(counts.items())
     ]
-    connection.execute(_upsert_adding(connection.dialect.name, NotificationCount, ("bucket", "app", "status")), rows)
+    connection.execute(
+        _upsert_adding(connection.dialect.name, tables.notification_counts, ("bucket", "app", "status")), rows
+    )
 
 
 @functools.cache
@@ -93,7 +86,7 @@ def _upsert_adding(dialect: str, table: Any, key: tuple[str, ...]) -> Any:
     an upsert costs more than the cached compile it leads to."""
     statement: Any = upsert_insert(dialect, table)
     return statement.on_conflict_do_update(
-        index_elements=list(key), set_={"count": table.count + statement.excluded.count}
+        index_elements=list(key), set_={"count": table.c.count + statement.excluded.count}
     )
 
 
@@ -121,11 +114,11 @@ def insert_notifications(
         written = _insert_new_postgresql(connection, prepared)
         prepared = [row for row in prepared if row["id"] in written]
     elif skip_existing:
-        statement: Any = upsert_insert("sqlite", Notification).on_conflict_do_nothing(index_elements=["id"])
-        written = {row[0] for row in connection.execute(statement.returning(Notification.id), prepared)}
+        statement: Any = upsert_insert("sqlite", tables.notifications).on_conflict_do_nothing(index_elements=["id"])
+        written = {row[0] for row in connection.execute(statement.returning(tables.notifications.c.id), prepared)}
         prepared = [row for row in prepared if row["id"] in written]
     else:
-        connection.execute(insert(Notification), prepared)
+        connection.execute(insert(tables.notifications), prepared)
         written = {row["id"] for row in prepared}
     _bump_counts(connection, Counter((hour_bucket(row["created_at"]), row["app"], CREATED) for row in prepared))
     return written
@@ -140,7 +133,7 @@ def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     names = dict.fromkeys(name for row in rows for name in row)
     if all(len(row) == len(names) for row in rows):
         return rows
-    table = Notification.__table__
+    table = tables.notifications
     fills = {name: _scalar_default(table.c[name]) for name in names}
     return [row if len(row) == len(names) else {**fills, **row} for row in rows]
 
@@ -151,7 +144,7 @@ def _insert_new_postgresql(connection: Connection, rows: Sequence[Mapping[str, A
     One short statement however many rows: a multi-row VALUES list with RETURNING is a new
     query text for psycopg to parse in Python every time (about 80 ms per 1,000 records).
     """
-    table = Notification.__table__
+    table = tables.notifications
     names = list(dict.fromkeys(name for row in rows for name in row))
     fills = {name: _scalar_default(table.c[name]) for name in names}
     for column in table.c:  # columns no row gives take their default, as an ORM insert would
@@ -187,7 +180,7 @@ def _bindable(value: Any, is_json: bool) -> Any:
 @functools.cache
 def _unnest_insert(names: tuple[str, ...], shared: tuple[str, ...] = ()) -> Any:
     """The insert of ``names`` from one array each and ``shared`` from one value each (``:c<i>``, ``:k<i>``)."""
-    table = Notification.__table__
+    table = tables.notifications
     dialect = postgresql.dialect()
     arrays = ", ".join(
         f"CAST(:c{i} AS {table.c[name].type.compile(dialect=dialect)}[])" for i, name in enumerate(names)
@@ -214,14 +207,16 @@ def claim_idempotency_keys(connection: Connection, fingerprints: Mapping[str, st
     if not fingerprints:
         return {}
     now = utcnow()
-    statement: Any = upsert_insert(connection.dialect.name, IdempotencyKey)
-    statement = statement.on_conflict_do_nothing(index_elements=["key"]).returning(IdempotencyKey.key)
+    statement: Any = upsert_insert(connection.dialect.name, tables.idempotency_keys)
+    statement = statement.on_conflict_do_nothing(index_elements=["key"]).returning(tables.idempotency_keys.c.key)
     rows = [{"key": key, "fingerprint": value, "created_at": now} for key, value in fingerprints.items()]
     stored = set(connection.execute(statement, rows).scalars())
     claimed = dict(fingerprints)
     seen_before = [key for key in fingerprints if key not in stored]
     if seen_before:
-        query = select(IdempotencyKey.key, IdempotencyKey.fingerprint).where(IdempotencyKey.key.in_(seen_before))
+        query = select(tables.idempotency_keys.c.key, tables.idempotency_keys.c.fingerprint).where(
+            tables.idempotency_keys.c.key.in_(seen_before)
+        )
         claimed.update({row.key: row.fingerprint for row in connection.execute(query)})
     return claimed
 
@@ -313,8 +308,8 @@ def _run_apply(
 
 def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> list[Applied]:
     statement = (
-        update(Notification)
-        .where(Notification.id == bindparam("b_id"), Notification.status.notin_(FINAL_STATUSES))
+        update(tables.notifications)
+        .where(tables.notifications.c.id == bindparam("b_id"), tables.notifications.c.status.notin_(FINAL_STATUSES))
         .values(
             status=bindparam("b_status"),
             retry_count=bindparam("b_retry_count"),
@@ -325,13 +320,13 @@ def _apply_generic(connection: Connection, outcomes: Sequence[RecordUpdate]) -> 
             apns_unique_id=bindparam("b_apns_unique_id"),
         )
         .returning(
-            Notification.id,
-            Notification.app,
-            Notification.device_id,
-            Notification.created_at,
-            Notification.status,
-            Notification.campaign,
-            Notification.token_id,
+            tables.notifications.c.id,
+            tables.notifications.c.app,
+            tables.notifications.c.device_id,
+            tables.notifications.c.created_at,
+            tables.notifications.c.status,
+            tables.notifications.c.campaign,
+            tables.notifications.c.token_id,
         )
     )
     applied = []
@@ -384,12 +379,14 @@ def _bump_campaign_counts(connection: Connection, counts: Counter[tuple[str, str
         return
     # Sorted, and after the hourly roll-up in every writer: rows are locked in one order, no deadlocks.
     rows = [{"campaign": campaign, "status": status, "count": n} for (campaign, status), n in sorted(counts.items())]
-    connection.execute(_upsert_adding(connection.dialect.name, CampaignCount, ("campaign", "status")), rows)
+    connection.execute(_upsert_adding(connection.dialect.name, tables.campaign_counts, ("campaign", "status")), rows)
 
 
 def campaign_counts(connection: Connection, campaign: str) -> dict[str, int]:
     """How many of a campaign's records reached each final status (exact: counted as they were written)."""
-    query = select(CampaignCount.status, CampaignCount.count).where(CampaignCount.campaign == campaign)
+    query = select(tables.campaign_counts.c.status, tables.campaign_counts.c.count).where(
+        tables.campaign_counts.c.campaign == campaign
+    )
     return {status: int(count) for status, count in connection.execute(query)}
 
 
@@ -425,15 +422,18 @@ def _update_devices(
     # A dated invalidation (410) only wins over a registration made before it; the latest date per device.
     dated = _latest((a.device_id, invalidated_at[a.id]) for a in dead if a.id in invalidated_at)
     if sent:
-        connection.execute(update(Device).where(Device.id.in_(sent)).values(last_notification_at=now))
+        connection.execute(update(tables.devices).where(tables.devices.c.id.in_(sent)).values(last_notification_at=now))
     if undated:
-        connection.execute(update(Device).where(Device.id.in_(undated)).values(is_active=False, updated_at=now))
+        connection.execute(
+            update(tables.devices).where(tables.devices.c.id.in_(undated)).values(is_active=False, updated_at=now)
+        )
     if dated:
         statement = (
-            update(Device)
+            update(tables.devices)
             .where(
-                Device.id == bindparam("b_device"),
-                (Device.registered_at.is_(None)) | (Device.registered_at <= bindparam("b_invalidated_at")),
+                tables.devices.c.id == bindparam("b_device"),
+                (tables.devices.c.registered_at.is_(None))
+                | (tables.devices.c.registered_at <= bindparam("b_invalidated_at")),
             )
             .values(is_active=False, updated_at=now)
         )
@@ -463,7 +463,9 @@ def final_ids(
         found.update(row[0] for row in connection.execute(_PG_FINAL_DATED, values))
     if undated:
         rows = connection.execute(
-            select(Notification.id).where(Notification.id.in_(undated), Notification.status.in_(FINAL_STATUSES))
+            select(tables.notifications.c.id).where(
+                tables.notifications.c.id.in_(undated), tables.notifications.c.status.in_(FINAL_STATUSES)
+            )
         )
         found.update(row[0] for row in rows)
     return found
@@ -484,11 +486,13 @@ def status_counts(
     connection: Connection, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, int]:
     """Counts from the hourly roll-up: ``created`` and each final status, for whole hours in range."""
-    query = select(NotificationCount.status, func.sum(NotificationCount.count)).group_by(NotificationCount.status)
+    query = select(tables.notification_counts.c.status, func.sum(tables.notification_counts.c.count)).group_by(
+        tables.notification_counts.c.status
+    )
     if since is not None:
-        query = query.where(NotificationCount.bucket >= hour_bucket(since))
+        query = query.where(tables.notification_counts.c.bucket >= hour_bucket(since))
     if until is not None:
-        query = query.where(NotificationCount.bucket <= hour_bucket(until))
+        query = query.where(tables.notification_counts.c.bucket <= hour_bucket(until))
     return {status: int(total) for status, total in connection.execute(query)}
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from noti.store import tables
 from noti.store.db import upsert_insert
-from noti.store.models import DeviceToken, TokenKind, utcnow
+from noti.store.tables import TokenKind, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ def upsert_tokens(connection: Connection, tokens: Sequence[TokenFields]) -> list
     unique = list({(t.device_id, t.kind, t.slot): t for t in tokens}.values())
     keys = [(t.device_id, t.kind.value, t.slot) for t in unique]
     before = _ids(connection, keys)
-    statement: Any = upsert_insert(connection.dialect.name, DeviceToken)
+    statement: Any = upsert_insert(connection.dialect.name, tables.device_tokens)
     changed = ("token", "attributes_type", "activity_id", "is_active", "registered_at", "retired_at", "updated_at")
     statement = statement.on_conflict_do_update(
         index_elements=["device_id", "kind", "slot"], set_={name: statement.excluded[name] for name in changed}
@@ -117,9 +118,12 @@ def upsert_tokens(connection: Connection, tokens: Sequence[TokenFields]) -> list
 
 def _ids(connection: Connection, keys: Sequence[tuple[int, str, str]]) -> dict[tuple[int, str, str], int]:
     devices = sorted({device for device, _, _ in keys})
-    query = select(DeviceToken.id, DeviceToken.device_id, DeviceToken.kind, DeviceToken.slot).where(
-        DeviceToken.device_id.in_(devices)
-    )
+    query = select(
+        tables.device_tokens.c.id,
+        tables.device_tokens.c.device_id,
+        tables.device_tokens.c.kind,
+        tables.device_tokens.c.slot,
+    ).where(tables.device_tokens.c.device_id.in_(devices))
     wanted = set(keys)
     found = {}
     for row in connection.execute(query):
@@ -136,8 +140,8 @@ def end_activities(connection: Connection, token_ids: Sequence[int]) -> None:
         return
     now = utcnow()
     connection.execute(
-        update(DeviceToken)
-        .where(DeviceToken.id.in_(sorted(set(token_ids))), DeviceToken.ended_at.is_(None))
+        update(tables.device_tokens)
+        .where(tables.device_tokens.c.id.in_(sorted(set(token_ids))), tables.device_tokens.c.ended_at.is_(None))
         .values(ended_at=now, updated_at=now)
     )
 
@@ -148,14 +152,17 @@ def retire_tokens(connection: Connection, undated: Sequence[int], dated: Mapping
     now = utcnow()
     if undated:
         connection.execute(
-            update(DeviceToken)
-            .where(DeviceToken.id.in_(sorted(set(undated))))
+            update(tables.device_tokens)
+            .where(tables.device_tokens.c.id.in_(sorted(set(undated))))
             .values(is_active=False, retired_at=now, updated_at=now)
         )
     if dated:
         statement = (
-            update(DeviceToken)
-            .where(DeviceToken.id == bindparam("b_token"), DeviceToken.registered_at <= bindparam("b_at"))
+            update(tables.device_tokens)
+            .where(
+                tables.device_tokens.c.id == bindparam("b_token"),
+                tables.device_tokens.c.registered_at <= bindparam("b_at"),
+            )
             .values(is_active=False, retired_at=now, updated_at=now)
         )
         # Sorted, so concurrent writers lock tokens in one order.
