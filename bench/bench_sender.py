@@ -29,7 +29,7 @@ from noti.store import migrate
 from noti.store.db import make_engine
 
 TARGET_RATE = 2000.0  # notifications/s
-TARGET_RSS_MB = 150.0
+TARGET_RSS_MB = 100.0  # issue 17
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
