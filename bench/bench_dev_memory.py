@@ -87,6 +87,11 @@ def _dump(*_):
         with open(path, "a") as file:
             file.write("objects by type: " + repr(counts.most_common(40)) + "\\n")
             file.write("holders of small strings: " + repr(holders[:12]) + "\\n")
+        if os.environ.get("NOTI_BENCH_ARENAS"):
+            sys.path.insert(0, os.environ["NOTI_BENCH_ARENAS"])
+            import _arenas
+            with open(path, "a") as file:
+                file.write(_arenas.report() + "\\n")
         if os.environ.get("NOTI_BENCH_TRACE"):
             tracemalloc.start(int(os.environ["NOTI_BENCH_TRACE"]))
     open(path + ".done", "w").close()
@@ -127,7 +132,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, tracemalloc_frames: int, inspect: bool) -> None:
+    def __init__(self, data_dir: Path, tracemalloc_frames: int, inspect: bool, arenas: bool = False) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -135,6 +140,8 @@ class Stack:
         argv = ["dev", "--port", str(self.port), "--data-dir", str(data_dir)]
         if inspect:
             env["NOTI_BENCH_SNAPSHOT"] = str(data_dir.parent / "snapshot")
+            if arenas:
+                env["NOTI_BENCH_ARENAS"] = str(Path(__file__).parent)
             if tracemalloc_frames:
                 env["NOTI_BENCH_TRACE"] = str(tracemalloc_frames)
             command = [sys.executable, "-c", _INSPECTED_CHILD, *argv]
@@ -242,12 +249,13 @@ def main() -> None:
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="idle CPU measured over this long")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES", help="what of the burst stays (slow)")
     parser.add_argument("--malloc-stats", action="store_true", help="print pymalloc's and glibc's statistics")
+    parser.add_argument("--arenas", action="store_true", help="also name what the emptiest pymalloc arenas hold")
     parser.add_argument("--again", action="store_true", help="then a second burst: is the memory reused?")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="noti-bench-dev-") as tmp:
-        inspect = bool(args.tracemalloc or args.malloc_stats)
-        stack = Stack(Path(tmp) / ".noti", args.tracemalloc, inspect)
+        inspect = bool(args.tracemalloc or args.malloc_stats or args.arenas)
+        stack = Stack(Path(tmp) / ".noti", args.tracemalloc, inspect, args.arenas)
         try:
             started = rss_mb(stack.pid)
             time.sleep(args.settle)
