@@ -10,7 +10,8 @@ Target: RSS after the burst and the idle settles within ~15-20 MB of the start b
 well under 1 % of a core, and the burst no slower than before.
 
 ``--tracemalloc N`` traces allocations (N frames; slow) from the baseline on and prints what of them
-is still alive after the idle; ``--malloc-stats`` prints pymalloc's and glibc's statistics at both.
+is still alive after the idle; ``--malloc-stats`` prints pymalloc's and glibc's statistics at both, and
+``--arenas`` also the emptiest pymalloc arenas, the objects in them and who holds those (bench/_arenas.py).
 Usage: python bench/bench_dev_memory.py [--notifications 40000] [--singles 1000] [--idle 30]
 """
 
