@@ -800,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write a Markdown report and its PNG plots beside it")
     args_list = sys.argv[1:] if argv is None else argv
     options = parser.parse_args(args_list)
+    load_at_start = os.getloadavg()[0]
     options.argv = args_list
     if options.quick and "--count" not in args_list:
         options.count = 2000
@@ -890,8 +891,9 @@ def main(argv: list[str] | None = None) -> int:
         options.report.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, options.report.parent)
         options.caveats = [
-            f"- {os.cpu_count()} cores shared with other engineers' tests while this ran: figures are noisy;"
-            " rounds are interleaved so that noise spreads over every peer, and medians are shown.",
+            f"- {os.cpu_count()} cores, shared with whatever else ran (load average {load_at_start:.1f} at the start,"
+            f" {os.getloadavg()[0]:.1f} at the end): rounds are interleaved so that noise spreads over every peer,"
+            " and medians are shown.",
             "- The peers and the APNs servers share the same cores, so a fast client competes with its server.",
             "- gorush's traffic crosses the relay's CONNECT proxy in every run (the relay's CPU is nobody's here)."
             " With a proxy configured gorush swaps apns2's HTTP/2 transport for `http.Transport` +"
