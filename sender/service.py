@@ -469,8 +469,10 @@ class Sender:
     async def _move_retries(self) -> None:
         while True:
             try:
-                moved = await self.retries.move_due(time.time())
-                self.metrics.retries_waiting.set(await self.redis.zcard(self.queue.retries))
+                waiting = await self.redis.zcard(self.queue.retries)
+                # the move is a script: run it only when there is something to move (an idle sender's cost)
+                moved = await self.retries.move_due(time.time()) if waiting else 0
+                self.metrics.retries_waiting.set(max(waiting - moved, 0))
             except (RedisError, OSError):
                 moved = 0
             await asyncio.sleep(0.05 if moved else 0.5)
