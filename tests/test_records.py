@@ -312,3 +312,15 @@ def test_a_dated_look_up_reaches_only_its_days_partition(clean_db: Engine) -> No
     assert reached(records._PG_APPLY_DATED) == 1
     assert reached(records._PG_FINAL_DATED) == 1
     assert reached(records._PG_APPLY) > partitions  # every day's, and the default one
+
+
+def test_records_whose_data_python_calls_equal_keep_each_its_own(clean_db: Engine) -> None:
+    """1, 1.0 and true are one value to Python's == but three in JSON: a batch must not store one for all."""
+    for values in ([1, True, 1.0], [{"n": 0}, {"n": False}], [[1], [True]]):
+        rows = [{**_record(None, f"{n:064x}"), "data": {"v": value}} for n, value in enumerate(values)]
+        with clean_db.begin() as connection:
+            connection.execute(text("DELETE FROM notifications"))
+            assert len(records.insert_notifications(connection, rows, skip_existing=True)) == len(values)
+            query = select(Notification.data).order_by(Notification.device_token)
+            stored = [d["v"] for d in connection.execute(query).scalars()]
+        assert repr(stored) == repr(values)

@@ -154,12 +154,25 @@ def _insert_new_postgresql(connection: Connection, rows: Sequence[Mapping[str, A
     columns = {name: [row.get(name, fills[name]) for row in rows] for name in names}
     # A value every row shares (a campaign's content, app, status, dates) is bound once, not as an array
     # of copies: dumping those arrays was most of a fan-out's CPU. ``id`` always varies (unnest needs one).
-    varying = tuple(n for n in names if n == "id" or any(v != columns[n][0] for v in columns[n]))
+    varying = tuple(n for n in names if n == "id" or not _all_same(columns[n], n in _JSON_COLUMNS))
     shared = tuple(n for n in names if n not in varying)
     statement = _unnest_insert(varying, shared)
     values = {f"c{i}": [_bindable(v, name in _JSON_COLUMNS) for v in columns[name]] for i, name in enumerate(varying)}
     values.update({f"k{i}": _bindable(columns[name][0], name in _JSON_COLUMNS) for i, name in enumerate(shared)})
     return {row[0] for row in connection.execute(statement, values)}
+
+
+def _all_same(values: Sequence[Any], is_json: bool) -> bool:
+    """Whether every row gives one value, so it may be bound once. For JSON by its text: 1, 1.0 and true
+    are equal to Python but are three values to store."""
+    first = values[0]
+    if not is_json:
+        return all(value == first for value in values)
+    try:
+        text = orjson.dumps(first)
+        return all(value is first or orjson.dumps(value) == text for value in values)
+    except TypeError:  # a value orjson cannot write (an integer past 64 bits): bind each row's own
+        return False
 
 
 def _scalar_default(column: Any) -> Any:
