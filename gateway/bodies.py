@@ -24,6 +24,20 @@ Authenticate = Callable[[str | None, str], Awaitable[Any]]  # (Authorization hea
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
+def replaying(message: Message, receive: Receive) -> Receive:
+    """A receive that gives ``message`` (a whole body, already read) first, then what ``receive`` gives."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return message
+        return await receive()  # after the body: only a disconnect can come
+
+    return replay
+
+
 class BodyGuard:
     """ASGI middleware for the API's routes that take a body (not the admin UI, which has its own login)."""
 
@@ -52,16 +66,7 @@ class BodyGuard:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: only a disconnect can come
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying({"type": "http.request", "body": body, "more_body": False}, receive), send)
 
     def _too_large(self) -> str:
         return f"the body is larger than {self.max_bytes} bytes (NOTI_GATEWAY_MAX_BODY_BYTES): send less at once"

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Message, Receive, Send
 
 from noti.gateway.auth import Scope as KeyScope
+from noti.gateway.bodies import replaying
 from noti.gateway.context import admit
 from noti.gateway.notifications import accept_one
 from noti.gateway.schemas import NotificationIn
@@ -80,17 +81,8 @@ class PlainSend(BaseRoute):
 
     async def _hand_on(self, scope: Scope, message: Message, receive: Receive, send: Send) -> None:
         """Route the request again, past this route, with its body as it came."""
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return message
-            return await receive()
-
         scope[_PASSED] = True
-        await scope["router"].app(scope, replay, send)
+        await scope["router"].app(scope, replaying(message, receive), send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         raise NoMatchFound(name, path_params)  # it has no name: url_for finds the FastAPI route
