@@ -495,7 +495,8 @@ class H2Transport(httpx.AsyncBaseTransport):
                 self._capacity.set()
 
     def _ready(self) -> H2ClientConnection | None:
-        """The connection :meth:`_acquire` would pick at once when it needs no waiting, opening or retiring."""
+        """The open connection with the most room, when it is the one to use now: it is busy already, or no
+        other may be opened. None when a connection must be opened, retired or waited for (:meth:`_acquire`)."""
         best: H2ClientConnection | None = None
         most = opened = 0
         for connection in self._connections:
@@ -518,14 +519,11 @@ class H2Transport(httpx.AsyncBaseTransport):
                 for connection in retired:
                     connection.close()  # after GOAWAY or out of stream ids: its socket goes too
                 self._connections = [c for c in self._connections if c not in retired]
+            ready = self._ready()
+            if ready is not None:
+                return ready
             open_connections = [c for c in self._connections if not c.closed]
             best = max(open_connections, key=lambda c: c.free, default=None)
-            if (
-                best is not None
-                and best.free > 0
-                and (best.streams or len(open_connections) + self._connecting >= self._limit)
-            ):
-                return best
             if len(open_connections) + self._connecting < self._limit:
                 return await self._open(host, port)
             if best is not None and best.free > 0:
