@@ -21,12 +21,10 @@ import redis
 import uvicorn
 from sqlalchemy import Engine
 
-from harness.gateway import gateway_settings
+from harness.gateway import gateway_settings, store_of
 from harness.procs import free_port, port_open, wait_until
 from noti.gateway.app import create_app
 from noti.gateway.auth import Scope, create_api_key
-from noti.store import migrate
-from noti.store.db import make_engine
 
 MAX_EXAMPLES = 100  # per operation and phase: what found the hostile input of issue #13
 SEED = 13  # a fixed seed and no example database: a CI run is reproducible
@@ -63,13 +61,7 @@ class LiveGateway:
 def live_store(
     request: pytest.FixtureRequest, tmp_path: Path, clean_redis: redis.Redis, redis_url: str
 ) -> Iterator[LiveGateway]:
-    if request.param == "postgresql":
-        engine: Engine = request.getfixturevalue("clean_db")
-        url: str = request.getfixturevalue("database_url")
-    else:
-        url = f"sqlite:///{tmp_path}/noti.db"
-        engine = make_engine(url)
-        migrate.upgrade(engine)
+    engine, url = store_of(request, tmp_path)
     try:
         with LiveGateway(engine, url, redis_url) as live:
             yield live

@@ -3,7 +3,6 @@ stream and an in-process sender to the APNs simulator over TLS HTTP/2, and 410s 
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from harness.apns import SimulatorProcess
 from harness.gateway import APP, StoreGateway, stream_of
-from harness.sender import final_count
+from harness.sender import run_until_final
 from noti.queue import QueuedNotification, epoch_ms
 from noti.sender.config import SenderConfig
 from noti.sender.service import Sender
@@ -49,16 +48,7 @@ def _config(simulator: SimulatorProcess) -> SenderConfig:
 
 async def _deliver(simulator: SimulatorProcess, engine: Engine, expected: int, seconds: float = 60) -> None:
     """Run a sender until ``expected`` records are final."""
-    sender = Sender(_config(simulator))
-    task = asyncio.create_task(sender.run())
-    try:
-        for _ in range(int(seconds * 10)):
-            if await asyncio.to_thread(final_count, engine) >= expected:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        sender.stop()
-        await asyncio.wait_for(task, 30)
+    await run_until_final(Sender(_config(simulator)), engine, expected, seconds)
 
 
 async def _device(client: httpx.AsyncClient, token: str = DEVICE, owner: str = "ann", **more: Any) -> None:

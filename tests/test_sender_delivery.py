@@ -12,7 +12,7 @@ from sqlalchemy import Engine, insert, select
 
 from harness.apns import SimulatorProcess
 from harness.procs import free_port
-from harness.sender import enqueue, final_count, statuses, stream_keys_of
+from harness.sender import enqueue, final_count, run_until_final, statuses, stream_keys_of
 from noti.queue import ROUTES, CampaignProgress, QueuedNotification, campaign_counters
 from noti.sender.service import Sender
 from noti.settings import SenderSettings, Settings
@@ -29,24 +29,12 @@ def _config(simulator: SimulatorProcess, **overrides: object) -> SenderSettings:
     return Settings(**settings).sender  # type: ignore[arg-type]
 
 
-async def _run_until_final(sender: Sender, engine: Engine, expected: int, seconds: float = 60) -> None:
-    task = asyncio.create_task(sender.run())
-    try:
-        for _ in range(int(seconds * 10)):
-            if await asyncio.to_thread(final_count, engine) >= expected:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        sender.stop()
-        await asyncio.wait_for(task, 30)
-
-
 async def test_notifications_are_sent_recorded_and_acked(
     sender_env: None, clean_db: Engine, clean_redis: redis.Redis, apns_simulator: SimulatorProcess
 ) -> None:
     tokens = [f"{i:064x}" for i in range(300)]
     enqueue(clean_db, clean_redis, apns_simulator, tokens, with_devices=True)
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 300)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 300)
     assert statuses(clean_db) == {"sent": 300}
     with clean_db.connect() as connection:
         stamped = connection.execute(select(Device.last_notification_at)).scalars().all()
@@ -71,7 +59,7 @@ async def test_a_sender_whose_app_another_credential_serves_leaves_the_route_to_
     held = b"team-a/shop OTHERTEAM1.OTHERKEY01"
     clean_redis.hset(ROUTES, f"sandbox:{apns_simulator.bundle_id}", held)
     enqueue(clean_db, clean_redis, apns_simulator, ["ab" * 32], with_devices=True)
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 1)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 1)
     assert statuses(clean_db) == {"sent": 1}  # its own queue is still served
     assert clean_redis.hget(ROUTES, f"sandbox:{apns_simulator.bundle_id}") == held
 
@@ -82,7 +70,7 @@ async def test_unregistered_and_bad_tokens_end_invalid_and_deactivate_devices(
     tokens = [f"{i:064x}" for i in range(1, 31)]
     apns_simulator.set_faults(unregistered=tokens[:10], bad_tokens=tokens[10:15])
     enqueue(clean_db, clean_redis, apns_simulator, tokens, with_devices=True)
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 30)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 30)
     assert statuses(clean_db) == {"invalid_token": 15, "sent": 15}
     with clean_db.connect() as connection:
         inactive = set(connection.execute(select(Device.device_token).where(Device.is_active.is_(False))).scalars())
@@ -98,7 +86,7 @@ async def test_errors_and_goaways_are_retried_until_sent(
 ) -> None:
     apns_simulator.set_faults(rate_503=0.1, goaway_after=100)
     enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1000)])
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 1000, seconds=90)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 1000, seconds=90)
     assert statuses(clean_db) == {"sent": 1000}
     with clean_db.connect() as connection:
         retried = connection.execute(select(Notification.retry_count).where(Notification.retry_count > 0)).all()
@@ -136,7 +124,7 @@ async def test_a_retried_notification_waits_in_the_retry_set_with_its_record_in_
     # Once due (here: made due now), the second attempt delivers it and the record says it was retried.
     apns_simulator.set_faults(rate_503=0.0)
     clean_redis.zadd(credential.retries, {member: 0 for member, _ in waiting})
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 5)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 5)
     with clean_db.connect() as connection:
         rows = connection.execute(select(Notification.status, Notification.retry_count)).all()
     assert sorted(tuple(row) for row in rows) == [("sent", 1)] * 5
@@ -153,7 +141,7 @@ async def test_exhausted_retries_end_failed_with_last_reason(
 ) -> None:
     apns_simulator.set_faults(rate_500=1.0)
     enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(5)])
-    await _run_until_final(Sender(_config(apns_simulator, sender_max_attempts=3)), clean_db, 5)
+    await run_until_final(Sender(_config(apns_simulator, sender_max_attempts=3)), clean_db, 5)
     with clean_db.connect() as connection:
         rows = connection.execute(select(Notification.status, Notification.retry_count, Notification.apns_reason)).all()
     assert {tuple(row) for row in rows} == {("failed", 2, "InternalServerError")}
@@ -167,7 +155,7 @@ async def test_a_message_that_raises_ends_failed_and_acked_while_the_rest_of_its
     # 64 bytes, within Apple's limit, but not ASCII: building the request's headers raises UnicodeEncodeError.
     [poison] = enqueue(clean_db, clean_redis, apns_simulator, tokens[10:11], content={"collapse_id": "é" * 32})
     good += enqueue(clean_db, clean_redis, apns_simulator, tokens[11:])
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 21, seconds=15)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 21, seconds=15)
     with clean_db.connect() as connection:
         rows = {row.id: row for row in connection.execute(select(Notification))}
     assert (rows[poison].status, rows[poison].apns_reason) == ("failed", "Unsendable: UnicodeEncodeError")
@@ -235,7 +223,7 @@ async def test_campaign_counters_follow_outcomes(
     aredis = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**clean_redis.connection_pool.connection_kwargs))
     engine = make_engine(str(clean_db.url.render_as_string(hide_password=False)))
     await fan_out(engine, aredis, stream_keys_of(apns_simulator), spec, app=apns_simulator.bundle_id)
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 40)
     await aredis.aclose()
     engine.dispose()
     with clean_db.connect() as connection:
@@ -275,7 +263,7 @@ async def test_campaign_rate_limit_holds_when_the_sender_is_otherwise_idle(
     await aredis.aclose()
     engine.dispose()
     started = time.monotonic()
-    await _run_until_final(Sender(_config(apns_simulator)), clean_db, 60)
+    await run_until_final(Sender(_config(apns_simulator)), clean_db, 60)
     elapsed = time.monotonic() - started
     assert statuses(clean_db) == {"sent": 60}
     assert elapsed >= 1.8, f"60 notifications at 20/s (burst 20) took only {elapsed:.2f}s"
@@ -312,7 +300,7 @@ async def test_slow_answers_are_not_claimed_back_and_sent_twice(
 ) -> None:
     apns_simulator.set_faults(latency_ms=2500.0)  # longer than the claim idle time below
     enqueue(clean_db, clean_redis, apns_simulator, [f"{i:064x}" for i in range(1, 21)])
-    await _run_until_final(Sender(_config(apns_simulator, sender_claim_idle_seconds=1)), clean_db, 20)
+    await run_until_final(Sender(_config(apns_simulator, sender_claim_idle_seconds=1)), clean_db, 20)
     assert statuses(clean_db) == {"sent": 20}
     assert set(apns_simulator.counters()["by_token"].values()) == {1}  # pending and idle, but still ours
 

@@ -226,18 +226,23 @@ class StoreGateway:
         return self.keys[name]
 
 
+def store_of(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Engine, str]:
+    """The store a fixture parametrized by ``postgresql``/``sqlite`` runs on: the session's clean PostgreSQL,
+    or a migrated SQLite file in ``tmp_path`` (the caller disposes of that engine)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("clean_db"), request.getfixturevalue("database_url")
+    url = f"sqlite:///{tmp_path}/noti.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    return engine, url
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 async def any_store(
     request: pytest.FixtureRequest, tmp_path: Path, clean_redis: redis.Redis, redis_url: str
 ) -> AsyncIterator[StoreGateway]:
     """The gateway on each store in turn: a test using it runs once on PostgreSQL and once on SQLite."""
-    if request.param == "postgresql":
-        engine: Engine = request.getfixturevalue("clean_db")
-        url: str = request.getfixturevalue("database_url")
-    else:
-        url = f"sqlite:///{tmp_path}/noti.db"
-        engine = make_engine(url)
-        migrate.upgrade(engine)
+    engine, url = store_of(request, tmp_path)
     serve_test_apps(clean_redis)
     client = aioredis.Redis.from_url(redis_url)
     app = create_app(gateway_settings(url, redis_url), engine=engine, redis=client)

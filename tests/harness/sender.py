@@ -3,10 +3,11 @@ notifications the way the gateway does, waiting for records."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 import redis
@@ -16,6 +17,9 @@ from harness.apns import credential_for
 from noti.queue import QueuedNotification, StreamKeys
 from noti.store import records
 from noti.store.models import Device, Notification, NotificationStatus
+
+if TYPE_CHECKING:
+    from noti.sender.service import Sender
 
 
 class Server(Protocol):
@@ -95,6 +99,19 @@ def wait_for_final(engine: Engine, expected: int, seconds: float) -> int:
         time.sleep(0.25)
         count = final_count(engine)
     return count
+
+
+async def run_until_final(sender: Sender, engine: Engine, expected: int, seconds: float = 60) -> None:
+    """Run ``sender`` until ``expected`` records are final or ``seconds`` passed, then stop it."""
+    task = asyncio.create_task(sender.run())
+    try:
+        for _ in range(int(seconds * 10)):
+            if await asyncio.to_thread(final_count, engine) >= expected:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
 
 
 def statuses(engine: Engine) -> dict[str, int]:
